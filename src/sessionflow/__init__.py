@@ -1,0 +1,99 @@
+"""sessionflow: server-side web sessions on Redis, DynamoDB or both.
+
+The Redis and DynamoDB backends import their client libraries only when first used, so
+``import sessionflow`` works with just the core installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from sessionflow._async.backends.base import AsyncBackend
+from sessionflow._async.backends.memory import AsyncMemoryBackend
+from sessionflow._async.store import AsyncSessionStore, StoreStats
+from sessionflow._clock import Clock, ManualClock, SystemClock
+from sessionflow._codec import Codec
+from sessionflow._errors import (
+    BackendError,
+    CodecError,
+    ConfigError,
+    CorruptRecord,
+    InvalidAttribute,
+    InvalidSessionId,
+    SessionExists,
+    SessionflowError,
+    SessionNotFound,
+    SessionTooLarge,
+    VersionConflict,
+)
+from sessionflow._ids import new_session_id, storage_key, validate_session_id
+from sessionflow._policy import SessionPolicy
+from sessionflow._record import SessionRecord
+from sessionflow._session import Session, SessionSummary
+from sessionflow._sync.backends.base import Backend
+from sessionflow._sync.backends.memory import MemoryBackend
+from sessionflow._sync.store import SessionStore
+
+if TYPE_CHECKING:
+    from sessionflow._async.backends.dynamodb import AsyncDynamoDBBackend
+    from sessionflow._async.backends.redis import AsyncRedisBackend
+    from sessionflow._dynamodb_client import dynamodb_client_config
+    from sessionflow._sync.backends.dynamodb import DynamoDBBackend
+    from sessionflow._sync.backends.redis import RedisBackend
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "AsyncRedisBackend": "sessionflow._async.backends.redis",
+    "RedisBackend": "sessionflow._sync.backends.redis",
+    "AsyncDynamoDBBackend": "sessionflow._async.backends.dynamodb",
+    "DynamoDBBackend": "sessionflow._sync.backends.dynamodb",
+    "dynamodb_client_config": "sessionflow._dynamodb_client",
+}
+
+
+def __getattr__(name: str) -> Any:  # noqa: ANN401 - module-level lazy attribute
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sessionflow' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = [
+    "AsyncBackend",
+    "AsyncDynamoDBBackend",
+    "AsyncMemoryBackend",
+    "AsyncRedisBackend",
+    "AsyncSessionStore",
+    "Backend",
+    "BackendError",
+    "Clock",
+    "Codec",
+    "CodecError",
+    "ConfigError",
+    "CorruptRecord",
+    "DynamoDBBackend",
+    "InvalidAttribute",
+    "InvalidSessionId",
+    "ManualClock",
+    "MemoryBackend",
+    "RedisBackend",
+    "Session",
+    "SessionExists",
+    "SessionNotFound",
+    "SessionPolicy",
+    "SessionRecord",
+    "SessionStore",
+    "SessionSummary",
+    "SessionTooLarge",
+    "SessionflowError",
+    "StoreStats",
+    "SystemClock",
+    "VersionConflict",
+    "__version__",
+    "dynamodb_client_config",
+    "new_session_id",
+    "storage_key",
+    "validate_session_id",
+]

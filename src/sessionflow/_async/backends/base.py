@@ -1,0 +1,78 @@
+"""The backend contract: what every store of session records provides."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Protocol, runtime_checkable
+
+from sessionflow._errors import CorruptRecord
+from sessionflow._record import SessionRecord
+
+
+@runtime_checkable
+class AsyncBackend(Protocol):
+    """Storage of `SessionRecord`s keyed by the hashed session id.
+
+    Backends are thin: expiry, merging and validation live in the store above them. They
+    guarantee that writes are atomic per record and that a tombstone is never overwritten
+    by `save` or `touch`, and they keep a per-user index that may hold stale keys (the
+    store prunes it).
+    """
+
+    async def create(self, record: SessionRecord) -> None:
+        """Store a new record; raise `SessionExists` if any record (tombstones too) has its key."""
+        ...
+
+    async def get(self, key: str) -> SessionRecord | None:
+        """Return the record (tombstones included) or None; raise `CorruptRecord` if unreadable."""
+        ...
+
+    async def get_many(self, keys: Sequence[str]) -> list[SessionRecord | CorruptRecord | None]:
+        """Return the records of `keys` in order; an unreadable one is returned as its error."""
+        ...
+
+    async def save(
+        self,
+        record: SessionRecord,
+        *,
+        expected_version: int,
+        changed: Collection[str],
+        removed: Collection[str],
+    ) -> None:
+        """Replace a live record whose version is `expected_version` with `record`.
+
+        `changed` and `removed` name the attributes that differ from the stored record, so
+        backends that store attributes separately write only those. Raise `VersionConflict`
+        if the version differs and `SessionNotFound` if the record is missing or a tombstone.
+        """
+        ...
+
+    async def touch(self, key: str, *, last_access: float, idle_expires_at: float) -> bool:
+        """Move a live record's idle expiry without changing its version or attributes.
+
+        Return False if the record is missing or a tombstone.
+        """
+        ...
+
+    async def delete(
+        self,
+        key: str,
+        *,
+        tombstone_expires_at: float,
+        expected_version: int | None = None,
+    ) -> SessionRecord | None:
+        """Replace the record with a tombstone that lives until `tombstone_expires_at`.
+
+        A tombstone is written even if no record exists, so a late copy cannot land. Return
+        the live record that was deleted, or None. With `expected_version`, raise
+        `VersionConflict` if a live record has another version.
+        """
+        ...
+
+    async def user_keys(self, user_id: str) -> list[str]:
+        """Return the keys indexed for a user, oldest first; stale keys may be included."""
+        ...
+
+    async def forget_user_keys(self, user_id: str, keys: Collection[str]) -> None:
+        """Drop keys from a user's index (the store calls this for dead keys it found)."""
+        ...

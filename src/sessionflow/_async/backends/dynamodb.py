@@ -1,0 +1,312 @@
+"""The DynamoDB backend: one item per session, conditional writes, a GSI per user."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from sessionflow import _dynamodb_layout as layout
+from sessionflow._codec import DYNAMODB_ITEM_LIMIT
+from sessionflow._concurrency import async_sleep
+from sessionflow._errors import (
+    BackendError,
+    ConfigError,
+    CorruptRecord,
+    SessionExists,
+    SessionNotFound,
+    SessionTooLarge,
+    VersionConflict,
+)
+from sessionflow._record import SessionRecord
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb.client import DynamoDBClient as AsyncDynamoDBClient
+
+_BATCH_GET_LIMIT = 100
+_BATCH_RETRIES = 8
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+@contextmanager
+def _dynamodb_errors() -> Iterator[None]:
+    try:
+        yield
+    except ClientError as exc:
+        raise BackendError(f"DynamoDB refused the request: {_error_code(exc)}: {exc}") from exc
+    except BotoCoreError as exc:
+        raise BackendError(f"DynamoDB request failed: {exc}") from exc
+
+
+class AsyncDynamoDBBackend:
+    """Stores sessions in a DynamoDB table through a ready boto3 / aioboto3 client.
+
+    Give the client botocore's standard retry mode (see `dynamodb_client_config`):
+    throttling and transient errors are retried there; a failed condition never is.
+
+    Args:
+        client: a DynamoDB client (``aioboto3`` for the async flavour, ``boto3`` for sync).
+        table_name: the sessions table; `ensure_table` creates it.
+        consistent_reads: read with strong consistency (the default). Eventually consistent
+            reads cost half but may miss a save made a moment ago.
+    """
+
+    def __init__(
+        self,
+        client: AsyncDynamoDBClient,
+        *,
+        table_name: str = "sessions",
+        consistent_reads: bool = True,
+    ) -> None:
+        if not table_name:
+            raise ConfigError("table_name must not be empty")
+        self._client = client
+        self._table = table_name
+        self._consistent = consistent_reads
+        self.capacity = layout.CapacityMeter()
+
+    @property
+    def table_name(self) -> str:
+        """The sessions table."""
+        return self._table
+
+    async def ensure_table(self, *, wait_seconds: float = 60) -> None:
+        """Create the table (GSI, streams, on-demand billing) if missing and enable its TTL."""
+        with _dynamodb_errors():
+            try:
+                await self._client.describe_table(TableName=self._table)
+            except ClientError as exc:
+                if _error_code(exc) != "ResourceNotFoundException":
+                    raise
+                try:
+                    await self._client.create_table(**layout.table_definition(self._table))
+                except ClientError as create_exc:
+                    # Another process created it meanwhile: wait for it like our own.
+                    if _error_code(create_exc) != "ResourceInUseException":
+                        raise
+            waiter = self._client.get_waiter("table_exists")
+            await waiter.wait(
+                TableName=self._table,
+                WaiterConfig={"Delay": 1, "MaxAttempts": max(1, int(wait_seconds))},
+            )
+            ttl = await self._client.describe_time_to_live(TableName=self._table)
+            if ttl["TimeToLiveDescription"].get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
+                await self._client.update_time_to_live(
+                    TableName=self._table,
+                    TimeToLiveSpecification={
+                        "Enabled": True,
+                        "AttributeName": layout.TTL_ATTRIBUTE,
+                    },
+                )
+
+    def _item(self, record: SessionRecord) -> layout.Item:
+        item = layout.record_to_item(record)
+        size = layout.item_size(item)
+        if size > DYNAMODB_ITEM_LIMIT:
+            raise SessionTooLarge(size, DYNAMODB_ITEM_LIMIT)
+        return item
+
+    async def create(self, record: SessionRecord) -> None:
+        """See `AsyncBackend.create`."""
+        item = self._item(record)
+        with _dynamodb_errors():
+            try:
+                response = await self._client.put_item(
+                    TableName=self._table,
+                    Item=item,
+                    ConditionExpression="attribute_not_exists(session_id)",
+                    ReturnConsumedCapacity="TOTAL",
+                )
+            except ClientError as exc:
+                if _error_code(exc) == "ConditionalCheckFailedException":
+                    raise SessionExists("a record with this key exists") from exc
+                raise
+        self.capacity.record("create", response)
+
+    async def get(self, key: str) -> SessionRecord | None:
+        """See `AsyncBackend.get`."""
+        with _dynamodb_errors():
+            response = await self._client.get_item(
+                TableName=self._table,
+                Key=layout.key_of(key),
+                ConsistentRead=self._consistent,
+                ReturnConsumedCapacity="TOTAL",
+            )
+        self.capacity.record("get", response)
+        item = response.get("Item")
+        return None if item is None else layout.item_to_record(item)
+
+    async def get_many(self, keys: Sequence[str]) -> list[SessionRecord | CorruptRecord | None]:
+        """See `AsyncBackend.get_many`: BatchGetItem in chunks of 100, unprocessed keys retried."""
+        found: dict[str, SessionRecord | CorruptRecord] = {}
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), _BATCH_GET_LIMIT):
+            pending: Any = {
+                self._table: {
+                    "Keys": [layout.key_of(k) for k in unique[start : start + _BATCH_GET_LIMIT]],
+                    "ConsistentRead": self._consistent,
+                }
+            }
+            for attempt in range(_BATCH_RETRIES + 1):
+                with _dynamodb_errors():
+                    response = await self._client.batch_get_item(
+                        RequestItems=pending, ReturnConsumedCapacity="TOTAL"
+                    )
+                self.capacity.record("get_many", response)
+                for item in response.get("Responses", {}).get(self._table, []):
+                    key = str(item[layout.PARTITION_KEY]["S"])
+                    try:
+                        found[key] = layout.item_to_record(item)
+                    except CorruptRecord as exc:
+                        found[key] = exc
+                pending = response.get("UnprocessedKeys") or {}
+                if not pending:
+                    break
+                if attempt == _BATCH_RETRIES:
+                    raise BackendError("DynamoDB left keys unprocessed after retries")
+                await async_sleep(min(1.0, 0.05 * 2**attempt))
+        return [found.get(key) for key in keys]
+
+    async def save(
+        self,
+        record: SessionRecord,
+        *,
+        expected_version: int,
+        changed: Collection[str],  # noqa: ARG002 - the item is written whole
+        removed: Collection[str],  # noqa: ARG002
+    ) -> None:
+        """See `AsyncBackend.save`: a put conditional on the version read and no tombstone."""
+        item = self._item(record)
+        with _dynamodb_errors():
+            try:
+                response = await self._client.put_item(
+                    TableName=self._table,
+                    Item=item,
+                    ConditionExpression=layout.SAVE_CONDITION,
+                    ExpressionAttributeNames={"#v": "version"},
+                    ExpressionAttributeValues={":expected": {"N": str(expected_version)}},
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                    ReturnConsumedCapacity="TOTAL",
+                )
+            except ClientError as exc:
+                if _error_code(exc) != "ConditionalCheckFailedException":
+                    raise
+                self._raise_failed_condition(exc)
+        self.capacity.record("save", response)
+
+    @staticmethod
+    def _raise_failed_condition(exc: ClientError) -> None:
+        old = exc.response.get("Item")  # type: ignore[misc]
+        if not old:
+            raise SessionNotFound("session not found or deleted") from exc
+        current = layout.item_to_record(old)
+        if current.tombstone:
+            raise SessionNotFound("session not found or deleted") from exc
+        raise VersionConflict(
+            "session changed since it was read", current_version=current.version
+        ) from exc
+
+    async def touch(self, key: str, *, last_access: float, idle_expires_at: float) -> bool:
+        """See `AsyncBackend.touch`. The store keeps idle expiry at or before absolute expiry."""
+        with _dynamodb_errors():
+            try:
+                response = await self._client.update_item(
+                    TableName=self._table,
+                    Key=layout.key_of(key),
+                    UpdateExpression=layout.TOUCH_UPDATE,
+                    ConditionExpression=layout.TOUCH_CONDITION,
+                    ExpressionAttributeValues={
+                        ":a": {"N": repr(last_access)},
+                        ":i": {"N": repr(idle_expires_at)},
+                        ":e": {"N": str(SessionRecord.epoch_ceiling(idle_expires_at))},
+                    },
+                    ReturnConsumedCapacity="TOTAL",
+                )
+            except ClientError as exc:
+                if _error_code(exc) == "ConditionalCheckFailedException":
+                    return False
+                raise
+        self.capacity.record("touch", response)
+        return True
+
+    async def delete(
+        self,
+        key: str,
+        *,
+        tombstone_expires_at: float,
+        expected_version: int | None = None,
+    ) -> SessionRecord | None:
+        """See `AsyncBackend.delete`: an update that turns the item into a tombstone."""
+        values: dict[str, Any] = {
+            ":t": {"BOOL": True},
+            ":e": {"N": str(SessionRecord.epoch_ceiling(tombstone_expires_at))},
+            ":te": {"N": repr(tombstone_expires_at)},
+            ":zero": {"N": "0"},
+            ":one": {"N": "1"},
+        }
+        condition = layout.DELETE_CONDITION
+        if expected_version is not None:
+            condition = layout.DELETE_CONDITION_VERSIONED
+            values[":expected"] = {"N": str(expected_version)}
+        with _dynamodb_errors():
+            try:
+                response = await self._client.update_item(
+                    TableName=self._table,
+                    Key=layout.key_of(key),
+                    UpdateExpression=layout.DELETE_UPDATE,
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames={"#v": "version", "#d": "data"},
+                    ExpressionAttributeValues=values,
+                    ReturnValues="ALL_OLD",
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                    ReturnConsumedCapacity="TOTAL",
+                )
+            except ClientError as exc:
+                if _error_code(exc) != "ConditionalCheckFailedException":
+                    raise
+                old = exc.response.get("Item")  # type: ignore[misc]
+                if old and not layout.item_to_record(old).tombstone:
+                    raise VersionConflict(
+                        "session changed since it was read",
+                        current_version=layout.item_to_record(old).version,
+                    ) from exc
+                return None
+        self.capacity.record("delete", response)
+        old_item = response.get("Attributes")
+        if not old_item:
+            return None
+        try:
+            return layout.item_to_record(old_item)
+        except CorruptRecord:
+            return None
+
+    async def user_keys(self, user_id: str) -> list[str]:
+        """See `AsyncBackend.user_keys`: a query of the user GSI (eventually consistent)."""
+        keys: list[str] = []
+        start: dict[str, Any] | None = None
+        while True:
+            request: dict[str, Any] = {
+                "TableName": self._table,
+                "IndexName": layout.USER_INDEX,
+                "KeyConditionExpression": "user_id = :u",
+                "ExpressionAttributeValues": {":u": {"S": user_id}},
+                "ScanIndexForward": True,
+                "ReturnConsumedCapacity": "TOTAL",
+            }
+            if start is not None:
+                request["ExclusiveStartKey"] = start
+            with _dynamodb_errors():
+                response = await self._client.query(**request)
+            self.capacity.record("user_keys", response)
+            keys += [str(item[layout.PARTITION_KEY]["S"]) for item in response.get("Items", [])]
+            start = response.get("LastEvaluatedKey")
+            if not start:
+                return keys
+
+    async def forget_user_keys(self, user_id: str, keys: Collection[str]) -> None:
+        """See `AsyncBackend.forget_user_keys`: nothing to do, DynamoDB maintains the GSI."""

@@ -1,0 +1,217 @@
+"""The Redis backend: a hash per session, compare-and-set through Lua, a per-user index."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import RedisError, ResponseError
+
+from sessionflow import _redis_layout as layout
+from sessionflow._errors import (
+    BackendError,
+    ConfigError,
+    CorruptRecord,
+    SessionExists,
+    SessionNotFound,
+    VersionConflict,
+)
+from sessionflow._ids import key_hint
+from sessionflow._record import SessionRecord
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis as AsyncRedis
+    from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+
+
+@contextmanager
+def _redis_errors(key: str) -> Iterator[None]:
+    """Turn redis-py errors into sessionflow's: wrong-typed keys are corrupt records."""
+    try:
+        yield
+    except ResponseError as exc:
+        if "WRONGTYPE" in str(exc):
+            raise CorruptRecord(key_hint(key), "the Redis key is not a session hash") from exc
+        raise BackendError(f"Redis refused a command: {exc}") from exc
+    except RedisError as exc:
+        raise BackendError(f"Redis failed: {exc}") from exc
+
+
+class AsyncRedisBackend:
+    """Stores sessions in Redis through a ready redis-py client.
+
+    Works unchanged on a standalone server, a Sentinel-managed master
+    (``Sentinel.master_for(...)``) and a Cluster (``RedisCluster``): every script touches
+    one session key, and the key's hash tag pins it to one slot.
+
+    Args:
+        client: a redis-py client created with ``decode_responses=False`` (attribute values
+            are bytes).
+        prefix: the prefix of every key this backend writes.
+    """
+
+    def __init__(self, client: AsyncRedis | AsyncRedisCluster, *, prefix: str = "sf") -> None:
+        if client.get_connection_kwargs().get("decode_responses"):
+            raise ConfigError("the Redis client must be created with decode_responses=False")
+        if not prefix or "{" in prefix or "}" in prefix:
+            raise ConfigError("the Redis key prefix must be non-empty and free of braces")
+        self._client = client
+        self._prefix = prefix
+        self._create = client.register_script(layout.CREATE_SCRIPT)
+        self._save = client.register_script(layout.SAVE_SCRIPT)
+        self._touch = client.register_script(layout.TOUCH_SCRIPT)
+        self._delete = client.register_script(layout.DELETE_SCRIPT)
+
+    @property
+    def client(self) -> AsyncRedis | AsyncRedisCluster:
+        """The redis-py client this backend uses."""
+        return self._client
+
+    def redis_key(self, key: str) -> str:
+        """Return the Redis key that holds the session with storage key `key`."""
+        return layout.session_key(self._prefix, key)
+
+    async def create(self, record: SessionRecord) -> None:
+        """See `AsyncBackend.create`. The user index is written first, so no session exists unindexed."""
+        redis_key = self.redis_key(record.key)
+        with _redis_errors(record.key):
+            if record.user_id is not None:
+                await self._index(record)
+            args = [
+                layout.expire_at_ms(record.expires_at),
+                *layout.metadata_fields(record),
+                *layout.attribute_fields(record.attributes, record.attributes),
+            ]
+            created = await self._create(keys=[redis_key], args=args)
+        if not created:
+            raise SessionExists("a record with this key exists")
+
+    async def _index(self, record: SessionRecord) -> None:
+        assert record.user_id is not None  # noqa: S101 - callers check
+        index = layout.user_index_key(self._prefix, record.user_id)
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.zadd(index, {record.key: record.created_at})
+            # The index lives as long as its longest-lived session, and no longer.
+            pipe.pexpireat(index, layout.expire_at_ms(record.absolute_expires_at), gt=True)
+            pipe.pexpireat(index, layout.expire_at_ms(record.absolute_expires_at), nx=True)
+            await pipe.execute()
+
+    async def get(self, key: str) -> SessionRecord | None:
+        """See `AsyncBackend.get`."""
+        with _redis_errors(key):
+            fields: dict[bytes, bytes] = await self._client.hgetall(self.redis_key(key))  # type: ignore[misc]
+        if not fields:
+            return None
+        return layout.parse_hash(key, fields)
+
+    async def get_many(self, keys: Sequence[str]) -> list[SessionRecord | CorruptRecord | None]:
+        """See `AsyncBackend.get_many`: one pipelined round trip (per node on a Cluster)."""
+        if not keys:
+            return []
+        with _redis_errors(keys[0]):
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hgetall(self.redis_key(key))
+                replies: list[Any] = await pipe.execute(raise_on_error=False)
+        results: list[SessionRecord | CorruptRecord | None] = []
+        for key, reply in zip(keys, replies, strict=True):
+            if isinstance(reply, ResponseError) and "WRONGTYPE" in str(reply):
+                results.append(CorruptRecord(key_hint(key), "the Redis key is not a session hash"))
+            elif isinstance(reply, Exception):
+                raise BackendError(f"Redis failed: {reply}") from reply
+            elif not reply:
+                results.append(None)
+            else:
+                try:
+                    results.append(layout.parse_hash(key, reply))
+                except CorruptRecord as exc:
+                    results.append(exc)
+        return results
+
+    async def save(
+        self,
+        record: SessionRecord,
+        *,
+        expected_version: int,
+        changed: Collection[str],
+        removed: Collection[str],
+    ) -> None:
+        """See `AsyncBackend.save`: writes the metadata and only the changed attributes."""
+        pairs = [
+            *layout.metadata_fields(record),
+            *layout.attribute_fields(record.attributes, changed),
+        ]
+        args: list[Any] = [
+            str(expected_version),
+            layout.expire_at_ms(record.expires_at),
+            len(pairs),
+            *pairs,
+            *(layout.attribute_field(name) for name in removed),
+        ]
+        with _redis_errors(record.key):
+            reply = await self._save(keys=[self.redis_key(record.key)], args=args)
+        code = int(reply[0])
+        if code == 1:
+            return
+        if code == 0:
+            raise SessionNotFound("session not found or deleted")
+        if code == -1:
+            raise VersionConflict(
+                "session changed since it was read", current_version=int(reply[1])
+            )
+        raise CorruptRecord(key_hint(record.key), "session hash has no version field")
+
+    async def touch(self, key: str, *, last_access: float, idle_expires_at: float) -> bool:
+        """See `AsyncBackend.touch`."""
+        args = [repr(last_access), repr(idle_expires_at), layout.expire_at_ms(idle_expires_at)]
+        with _redis_errors(key):
+            touched = await self._touch(keys=[self.redis_key(key)], args=args)
+        return bool(touched)
+
+    async def delete(
+        self,
+        key: str,
+        *,
+        tombstone_expires_at: float,
+        expected_version: int | None = None,
+    ) -> SessionRecord | None:
+        """See `AsyncBackend.delete`."""
+        args = [
+            layout.expire_at_ms(tombstone_expires_at),
+            "" if expected_version is None else str(expected_version),
+            repr(tombstone_expires_at),
+        ]
+        with _redis_errors(key):
+            reply = await self._delete(keys=[self.redis_key(key)], args=args)
+        code = int(reply[0])
+        if code == -1:
+            raise VersionConflict(
+                "session changed since it was read", current_version=int(reply[1])
+            )
+        if code == -2:  # noqa: PLR2004
+            raise CorruptRecord(key_hint(key), "the Redis key is not a session hash; left as is")
+        if code != 1:
+            return None
+        try:
+            old = layout.parse_hash(key, layout.pairs_to_mapping(reply[1]))
+        except CorruptRecord:
+            return None
+        if old.user_id is not None:
+            await self.forget_user_keys(old.user_id, [key])
+        return old
+
+    async def user_keys(self, user_id: str) -> list[str]:
+        """See `AsyncBackend.user_keys`."""
+        index = layout.user_index_key(self._prefix, user_id)
+        with _redis_errors(index):
+            members: list[bytes] = await self._client.zrange(index, 0, -1)  # type: ignore[misc]
+        return [member.decode() for member in members]
+
+    async def forget_user_keys(self, user_id: str, keys: Collection[str]) -> None:
+        """See `AsyncBackend.forget_user_keys`."""
+        if not keys:
+            return
+        index = layout.user_index_key(self._prefix, user_id)
+        with _redis_errors(index):
+            await self._client.zrem(index, *keys)  # type: ignore[misc]

@@ -1,0 +1,480 @@
+"""`AsyncSessionStore`: the facade applications use. The sync `SessionStore` is generated from it."""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from sessionflow._async.backends.base import AsyncBackend
+from sessionflow._clock import Clock, SystemClock
+from sessionflow._codec import Codec
+from sessionflow._concurrency import async_sleep
+from sessionflow._errors import (
+    CodecError,
+    CorruptRecord,
+    InvalidAttribute,
+    SessionExists,
+    SessionNotFound,
+    VersionConflict,
+)
+from sessionflow._ids import key_hint, new_session_id, storage_key, validate_session_id
+from sessionflow._policy import SessionPolicy
+from sessionflow._record import SessionRecord
+from sessionflow._session import Session, SessionSummary, attribute_snapshot
+
+logger = logging.getLogger("sessionflow")
+
+_MAX_NAME_LENGTH = 1024
+_MAX_USER_ID_LENGTH = 1024
+_HANDLE_PATTERN = re.compile(r"[0-9a-f]{64}")
+_CREATE_ATTEMPTS = 3
+
+
+@dataclass
+class StoreStats:
+    """Counters a store keeps about itself (exported as metrics by the instrumented wrapper)."""
+
+    unreadable_records: int = 0
+    merged_conflicts: int = 0
+    raised_conflicts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Changes:
+    changed: frozenset[str]
+    removed: frozenset[str]
+    fields: dict[str, bytes]
+    fingerprints: dict[str, bytes]
+
+
+class AsyncSessionStore:
+    """Creates, reads, saves and revokes sessions on any backend.
+
+    Guarantees, on every backend:
+
+    * ids are 256-bit values from `secrets`; storage sees only their SHA-256;
+    * idle and absolute expiry are enforced when a session is read;
+    * a save never loses another request's update: it is conditional on the version read,
+      and on a conflict it re-reads and merges when the other writer changed different
+      attributes (same attribute: `SessionPolicy.on_conflict` decides);
+    * a deleted session stays deleted: its tombstone refuses later saves and touches.
+
+    Args:
+        backend: where records live.
+        policy: timeouts and limits.
+        codec: how attribute values are encoded.
+        clock: the time source (inject a `ManualClock` in tests).
+    """
+
+    def __init__(
+        self,
+        backend: AsyncBackend,
+        *,
+        policy: SessionPolicy | None = None,
+        codec: Codec | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.backend = backend
+        self.policy = policy or SessionPolicy()
+        self.codec = codec or Codec()
+        self.clock = clock or SystemClock()
+        self.stats = StoreStats()
+
+    # -- create and read --------------------------------------------------------------
+
+    async def create(
+        self,
+        attributes: Mapping[str, Any] | None = None,
+        *,
+        user_id: str | None = None,
+    ) -> Session:
+        """Create and store a new session; return it with its fresh id.
+
+        With `SessionPolicy.max_sessions_per_user`, the user's oldest sessions beyond the
+        cap are revoked.
+        """
+        _check_user_id(user_id)
+        data = dict(attributes or {})
+        changes = self._encode(data, {})
+        self.codec.check_size(changes.fields)
+        now = self.clock.now()
+        absolute = now + self.policy.absolute_timeout
+        for attempt in range(_CREATE_ATTEMPTS):
+            session_id = new_session_id()
+            record = SessionRecord(
+                key=storage_key(session_id),
+                version=1,
+                user_id=user_id,
+                created_at=now,
+                last_access=now,
+                idle_expires_at=min(now + self.policy.idle_timeout, absolute),
+                absolute_expires_at=absolute,
+                attributes=changes.fields,
+            )
+            try:
+                await self.backend.create(record)
+                break
+            except SessionExists:
+                # 256 random bits do not collide; a clash means a broken random source.
+                if attempt == _CREATE_ATTEMPTS - 1:
+                    raise
+        if user_id is not None:
+            await self._enforce_cap(user_id, keep=record.key)
+        return self._session(session_id, record, data, changes.fingerprints)
+
+    async def get(self, session_id: str, *, touch: bool = True) -> Session | None:
+        """Return the live session with this id, or None if unknown, expired or deleted.
+
+        Raises `InvalidSessionId` for a malformed id, before anything is read. A record that
+        cannot be decoded reads as None; it is counted and logged (without the id) and left
+        in storage. With `touch`, the idle expiry is extended (at most once per
+        `SessionPolicy.touch_interval`).
+        """
+        key = storage_key(validate_session_id(session_id))
+        record = await self._read(key)
+        now = self.clock.now()
+        if record is None or not record.is_live(now):
+            return None
+        try:
+            session = self._decode(session_id, record)
+        except CodecError as exc:
+            self._unreadable(CorruptRecord(key_hint(key), str(exc)))
+            return None
+        if touch:
+            await self._touch(session, now)
+        return session
+
+    async def exists(self, session_id: str) -> bool:
+        """Return True if a live session has this id (does not touch it)."""
+        return await self.get(session_id, touch=False) is not None
+
+    # -- write ------------------------------------------------------------------------
+
+    async def save(self, session: Session) -> bool:
+        """Write the session's changed attributes and extend its idle expiry.
+
+        Returns False if nothing changed (then it only touches when due). Raises
+        `SessionNotFound` if the session expired or was deleted meanwhile (a deleted session
+        is never brought back), `VersionConflict` if another request changed one of the
+        same attributes and the policy is ``"raise"``, and `SessionTooLarge` or
+        `InvalidAttribute` before writing anything.
+        """
+        base = attribute_snapshot(session)
+        changes = self._encode(session.to_dict(), base)
+        now = self.clock.now()
+        if not changes.changed and not changes.removed:
+            await self._touch(session, now)
+            return False
+        if now >= session.absolute_expires_at:
+            raise SessionNotFound("session expired")
+        if now >= session.idle_expires_at:
+            await self._live(session.key, now)  # another request may have touched it since
+        self.codec.check_size(changes.fields)
+        version, fields, changed = session.version, changes.fields, changes.changed
+        fingerprints = changes.fingerprints
+        for attempt in range(self.policy.max_save_retries + 1):
+            record = SessionRecord(
+                key=session.key,
+                version=version + 1,
+                user_id=session.user_id,
+                created_at=session.created_at,
+                last_access=now,
+                idle_expires_at=min(now + self.policy.idle_timeout, session.absolute_expires_at),
+                absolute_expires_at=session.absolute_expires_at,
+                attributes=fields,
+            )
+            try:
+                await self.backend.save(
+                    record,
+                    expected_version=version,
+                    changed=changed,
+                    removed=changes.removed,
+                )
+            except VersionConflict:
+                if attempt == self.policy.max_save_retries:
+                    self.stats.raised_conflicts += 1
+                    raise
+                current = await self._live(session.key, now)
+                fields, fingerprints = self._rebase(current, base, changes)
+                version, changed = current.version, changes.changed
+                self.stats.merged_conflicts += 1
+                await async_sleep(random.uniform(0, 0.001 * min(attempt + 1, 10)))
+                continue
+            self._apply(session, record, fingerprints)
+            return True
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def touch(self, session: Session) -> bool:
+        """Extend the idle expiry without rewriting attributes.
+
+        Writes at most once per `SessionPolicy.touch_interval`; returns True if it wrote.
+        """
+        return await self._touch(session, self.clock.now())
+
+    async def delete(self, session: Session | str) -> bool:
+        """Delete a session (by object or id); return True if a live session was deleted.
+
+        A tombstone stays behind, so no concurrent save can bring the session back.
+        """
+        key = session.key if isinstance(session, Session) else self._key_of(session)
+        return await self._delete_key(key)
+
+    async def regenerate(self, session: Session, *, user_id: str | None = None) -> Session:
+        """Move the session to a new id (for login: session-fixation protection).
+
+        Pending changes are saved first; the new session has the same attributes, creation
+        time and absolute expiry; the old id is dead when this returns. Pass `user_id` to
+        bind the session to a user as it moves (the moment of login).
+        """
+        _check_user_id(user_id)
+        if self._is_dirty(session):
+            await self.save(session)
+        now = self.clock.now()
+        new_id = new_session_id()
+        new_key = storage_key(new_id)
+        created = False
+        for _ in range(self.policy.max_save_retries + 1):
+            current = await self._live(session.key, now)
+            owner = user_id if user_id is not None else current.user_id
+            moved = replace(
+                current,
+                key=new_key,
+                user_id=owner,
+                last_access=now,
+                idle_expires_at=min(now + self.policy.idle_timeout, current.absolute_expires_at),
+            )
+            if created:
+                present = await self.backend.get(new_key)
+                assert present is not None  # noqa: S101 - we created it and nothing deletes it
+                moved = replace(moved, version=present.version + 1)
+                await self.backend.save(
+                    moved,
+                    expected_version=present.version,
+                    changed=set(moved.attributes),
+                    removed=set(present.attributes) - set(moved.attributes),
+                )
+            else:
+                moved = replace(moved, version=1)
+                await self.backend.create(moved)
+                created = True
+            try:
+                await self.backend.delete(
+                    session.key,
+                    tombstone_expires_at=now + self.policy.tombstone_ttl,
+                    expected_version=current.version,
+                )
+                break
+            except VersionConflict:
+                continue  # a concurrent save landed on the old id: copy again
+        else:
+            await self._delete_key(new_key)
+            raise VersionConflict("the session kept changing while it was regenerated")
+        if owner is not None:
+            await self._enforce_cap(owner, keep=new_key)
+        return self._decode(new_id, moved)
+
+    # -- users ------------------------------------------------------------------------
+
+    async def list_user(self, user_id: str) -> list[SessionSummary]:
+        """Return the user's live sessions, oldest first, pruning dead index entries."""
+        _check_user_id(user_id)
+        keys = await self.backend.user_keys(user_id)
+        if not keys:
+            return []
+        now = self.clock.now()
+        live: list[SessionSummary] = []
+        dead: list[str] = []
+        for key, record in zip(keys, await self.backend.get_many(keys), strict=True):
+            if isinstance(record, CorruptRecord):
+                self._unreadable(record)
+            elif record is None or not record.is_live(now) or record.user_id != user_id:
+                dead.append(key)
+            else:
+                live.append(_summary(record))
+        if dead:
+            await self.backend.forget_user_keys(user_id, dead)
+        return sorted(live, key=lambda summary: summary.created_at)
+
+    async def revoke_user(self, user_id: str, *, keep: Session | str | None = None) -> int:
+        """Delete every session of a user ("log out everywhere"); return how many.
+
+        `keep` (a session or its id) is spared: the device the user is acting from.
+        """
+        spared = None
+        if keep is not None:
+            spared = keep.key if isinstance(keep, Session) else self._key_of(keep)
+        revoked = 0
+        for summary in await self.list_user(user_id):
+            if summary.handle != spared and await self._delete_key(summary.handle):
+                revoked += 1
+        return revoked
+
+    async def revoke(self, handle: str) -> bool:
+        """Delete a session by the `handle` that `list_user` reported."""
+        if not isinstance(handle, str) or _HANDLE_PATTERN.fullmatch(handle) is None:
+            raise InvalidAttribute("a session handle is 64 lowercase hex characters")
+        return await self._delete_key(handle)
+
+    # -- internals --------------------------------------------------------------------
+
+    def _key_of(self, session_id: str) -> str:
+        return storage_key(validate_session_id(session_id))
+
+    async def _read(self, key: str) -> SessionRecord | None:
+        try:
+            return await self.backend.get(key)
+        except CorruptRecord as exc:
+            self._unreadable(exc)
+            return None
+
+    async def _live(self, key: str, now: float) -> SessionRecord:
+        current = await self.backend.get(key)
+        if current is None or not current.is_live(now):
+            raise SessionNotFound("session expired or was deleted")
+        return current
+
+    async def _touch(self, session: Session, now: float) -> bool:
+        if now - session.last_access < self.policy.touch_interval:
+            return False
+        idle = min(now + self.policy.idle_timeout, session.absolute_expires_at)
+        if not await self.backend.touch(session.key, last_access=now, idle_expires_at=idle):
+            return False
+        session.last_access, session.idle_expires_at = now, idle
+        return True
+
+    async def _delete_key(self, key: str) -> bool:
+        now = self.clock.now()
+        old = await self.backend.delete(key, tombstone_expires_at=now + self.policy.tombstone_ttl)
+        return old is not None and old.is_live(now)
+
+    def _is_dirty(self, session: Session) -> bool:
+        changes = self._encode(session.to_dict(), attribute_snapshot(session))
+        return bool(changes.changed or changes.removed)
+
+    async def _enforce_cap(self, user_id: str, *, keep: str) -> None:
+        cap = self.policy.max_sessions_per_user
+        if cap is None:
+            return
+        sessions = [s for s in await self.list_user(user_id) if s.handle != keep]
+        for summary in sessions[: max(0, len(sessions) - (cap - 1))]:
+            await self._delete_key(summary.handle)
+
+    def _encode(self, data: Mapping[str, Any], base: Mapping[str, bytes]) -> _Changes:
+        fields: dict[str, bytes] = {}
+        fingerprints: dict[str, bytes] = {}
+        changed: set[str] = set()
+        for name, value in data.items():
+            _check_name(name)
+            encoded = self.codec.encode(name, value)
+            fields[name] = encoded.stored
+            fingerprints[name] = encoded.fingerprint
+            if base.get(name) != encoded.fingerprint:
+                changed.add(name)
+        removed = frozenset(name for name in base if name not in data)
+        return _Changes(frozenset(changed), removed, fields, fingerprints)
+
+    def _rebase(
+        self,
+        current: SessionRecord,
+        base: Mapping[str, bytes],
+        changes: _Changes,
+    ) -> tuple[dict[str, bytes], dict[str, bytes]]:
+        """Apply this request's changes on top of the current record (three-way merge)."""
+        current_fingerprints = {
+            name: self.codec.decode_with_fingerprint(stored)[1]
+            for name, stored in current.attributes.items()
+        }
+        clashes = {
+            name
+            for name in changes.changed | changes.removed
+            if current_fingerprints.get(name) != base.get(name)
+            and current_fingerprints.get(name) != changes.fingerprints.get(name)
+        }
+        if clashes and self.policy.on_conflict == "raise":
+            self.stats.raised_conflicts += 1
+            raise VersionConflict(
+                f"another request changed {sorted(clashes)} since this one read the session",
+                current_version=current.version,
+                attributes=clashes,
+            )
+        fields = dict(current.attributes)
+        for name in changes.changed:
+            fields[name] = changes.fields[name]
+            current_fingerprints[name] = changes.fingerprints[name]
+        for name in changes.removed:
+            fields.pop(name, None)
+            current_fingerprints.pop(name, None)
+        self.codec.check_size(fields)
+        return fields, current_fingerprints
+
+    def _decode(self, session_id: str, record: SessionRecord) -> Session:
+        data: dict[str, Any] = {}
+        fingerprints: dict[str, bytes] = {}
+        for name, stored in record.attributes.items():
+            data[name], fingerprints[name] = self.codec.decode_with_fingerprint(stored)
+        return self._session(session_id, record, data, fingerprints)
+
+    @staticmethod
+    def _session(
+        session_id: str,
+        record: SessionRecord,
+        data: dict[str, Any],
+        fingerprints: dict[str, bytes],
+    ) -> Session:
+        return Session(
+            id=session_id,
+            key=record.key,
+            user_id=record.user_id,
+            created_at=record.created_at,
+            last_access=record.last_access,
+            idle_expires_at=record.idle_expires_at,
+            absolute_expires_at=record.absolute_expires_at,
+            version=record.version,
+            data=data,
+            base=fingerprints,
+        )
+
+    @staticmethod
+    def _apply(session: Session, record: SessionRecord, fingerprints: dict[str, bytes]) -> None:
+        session.version = record.version
+        session.last_access = record.last_access
+        session.idle_expires_at = record.idle_expires_at
+        session._base = fingerprints  # noqa: SLF001 - the store owns the snapshot
+
+    def _unreadable(self, exc: CorruptRecord) -> None:
+        self.stats.unreadable_records += 1
+        logger.warning("%s; it reads as no session and is left in storage", exc)
+
+
+def _check_name(name: object) -> None:
+    if not isinstance(name, str) or not name or len(name) > _MAX_NAME_LENGTH:
+        raise InvalidAttribute(
+            f"attribute names must be non-empty strings of at most {_MAX_NAME_LENGTH} "
+            f"characters, got {type(name).__name__}"
+        )
+
+
+def _check_user_id(user_id: object) -> None:
+    if user_id is None:
+        return
+    if not isinstance(user_id, str) or not user_id or len(user_id) > _MAX_USER_ID_LENGTH:
+        raise InvalidAttribute(
+            f"user_id must be a non-empty string of at most {_MAX_USER_ID_LENGTH} characters"
+        )
+
+
+def _summary(record: SessionRecord) -> SessionSummary:
+    return SessionSummary(
+        handle=record.key,
+        user_id=record.user_id,
+        created_at=record.created_at,
+        last_access=record.last_access,
+        idle_expires_at=record.idle_expires_at,
+        absolute_expires_at=record.absolute_expires_at,
+        version=record.version,
+    )
+

@@ -1,0 +1,163 @@
+"""The codec: turns attribute values into stored bytes and back. No I/O.
+
+Every stored attribute value is a small envelope::
+
+    byte 0   envelope version (1)
+    byte 1   flags: bits 0-1 the format (0 = JSON, 1 = msgpack), bit 2 zstd-compressed
+    rest     the payload
+
+Attributes are JSON-able values whichever wire format is chosen, so a fleet can switch
+formats without a migration: records written in either format stay readable.
+Change detection compares canonical JSON fingerprints (sorted keys), never Python identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+import msgpack
+import orjson
+import zstandard
+
+from sessionflow._errors import CodecError, ConfigError, InvalidAttribute, SessionTooLarge
+
+ENVELOPE_VERSION: Final = 1
+_FORMAT_JSON: Final = 0
+_FORMAT_MSGPACK: Final = 1
+_FLAG_ZSTD: Final = 0b100
+_FORMAT_MASK: Final = 0b011
+# Datetimes and dataclasses would come back as strings or dicts: refuse them instead.
+_ORJSON_OPTIONS: Final = (
+    orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+)
+_MAX_DECOMPRESSED: Final = 64 * 1024 * 1024
+# Space the metadata of a record takes beside its attributes (names and numbers), generously.
+RECORD_OVERHEAD_BYTES: Final = 512
+DYNAMODB_ITEM_LIMIT: Final = 400 * 1024
+
+Format = Literal["json", "msgpack"]
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedValue:
+    """One attribute value: the bytes to store and its canonical fingerprint."""
+
+    stored: bytes
+    fingerprint: bytes
+
+
+@dataclass(frozen=True)
+class Codec:
+    """Encodes and decodes attribute values.
+
+    Args:
+        format: the wire format of new writes, ``"json"`` (orjson) or ``"msgpack"``.
+        compress_threshold: payloads of at least this many bytes are zstd-compressed when
+            that makes them smaller.
+        max_session_bytes: the largest encoded session accepted; the default leaves room
+            under DynamoDB's 400 KB item limit for the record's metadata.
+        zstd_level: the zstd compression level.
+    """
+
+    format: Format = "json"
+    compress_threshold: int = 1024
+    max_session_bytes: int = 350_000
+    zstd_level: int = 3
+    _compressor: zstandard.ZstdCompressor = field(init=False, repr=False, compare=False)
+    _decompressor: zstandard.ZstdDecompressor = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.format not in ("json", "msgpack"):
+            raise ConfigError(f"codec format must be 'json' or 'msgpack', not {self.format!r}")
+        if self.compress_threshold < 1:
+            raise ConfigError("compress_threshold must be at least 1 byte")
+        limit = DYNAMODB_ITEM_LIMIT - RECORD_OVERHEAD_BYTES
+        if not 1 <= self.max_session_bytes <= limit:
+            raise ConfigError(
+                f"max_session_bytes must be between 1 and {limit} (DynamoDB's item limit "
+                "less room for metadata)"
+            )
+        object.__setattr__(self, "_compressor", zstandard.ZstdCompressor(level=self.zstd_level))
+        object.__setattr__(self, "_decompressor", zstandard.ZstdDecompressor())
+
+    def fingerprint(self, name: str, value: Any) -> bytes:  # noqa: ANN401 - any JSON-able value
+        """Return the canonical JSON of `value`; raise `InvalidAttribute` if it is not JSON-able."""
+        try:
+            return orjson.dumps(value, option=_ORJSON_OPTIONS)
+        except TypeError as exc:
+            raise InvalidAttribute(
+                f"attribute {name!r} is not JSON-serializable ({type(value).__name__}): {exc}"
+            ) from exc
+
+    def encode(self, name: str, value: Any) -> EncodedValue:  # noqa: ANN401
+        """Encode one attribute value into its stored envelope."""
+        fingerprint = self.fingerprint(name, value)
+        if self.format == "json":
+            payload, fmt = fingerprint, _FORMAT_JSON
+        else:
+            payload, fmt = msgpack.packb(value, use_bin_type=True), _FORMAT_MSGPACK
+        flags = fmt
+        if len(payload) >= self.compress_threshold:
+            compressed = self._compressor.compress(payload)
+            if len(compressed) < len(payload):
+                payload, flags = compressed, fmt | _FLAG_ZSTD
+        return EncodedValue(bytes((ENVELOPE_VERSION, flags)) + payload, fingerprint)
+
+    def decode(self, stored: bytes) -> Any:  # noqa: ANN401
+        """Decode a stored envelope into its value; raise `CodecError` if it is not one."""
+        return self.decode_with_fingerprint(stored)[0]
+
+    def decode_with_fingerprint(self, stored: bytes) -> tuple[Any, bytes]:
+        """Decode a stored envelope; return the value and its canonical fingerprint."""
+        if len(stored) < 2:  # noqa: PLR2004 - the envelope header is two bytes
+            raise CodecError("stored value is shorter than the envelope header")
+        version, flags = stored[0], stored[1]
+        if version != ENVELOPE_VERSION:
+            raise CodecError(f"unknown envelope version {version}")
+        if flags & ~(_FORMAT_MASK | _FLAG_ZSTD):
+            raise CodecError(f"unknown envelope flags {flags:#04x}")
+        payload = stored[2:]
+        if flags & _FLAG_ZSTD:
+            try:
+                payload = self._decompressor.decompress(payload, max_output_size=_MAX_DECOMPRESSED)
+            except zstandard.ZstdError as exc:
+                raise CodecError(f"corrupt zstd payload: {exc}") from exc
+        fmt = flags & _FORMAT_MASK
+        try:
+            if fmt == _FORMAT_JSON:
+                return orjson.loads(payload), payload
+            if fmt == _FORMAT_MSGPACK:
+                value = msgpack.unpackb(payload, raw=False, strict_map_key=True)
+                return value, orjson.dumps(value, option=_ORJSON_OPTIONS)
+        except (orjson.JSONDecodeError, ValueError, TypeError, msgpack.UnpackException) as exc:
+            raise CodecError(f"undecodable payload: {exc}") from exc
+        raise CodecError(f"unknown payload format {fmt}")
+
+    def check_size(self, fields: Mapping[str, bytes]) -> int:
+        """Return the encoded size of a session's fields; raise `SessionTooLarge` if over limit."""
+        size = sum(len(name.encode()) + len(value) for name, value in fields.items())
+        if size > self.max_session_bytes:
+            raise SessionTooLarge(size, self.max_session_bytes)
+        return size
+
+
+def pack_fields(fields: Mapping[str, bytes]) -> bytes:
+    """Pack a record's stored fields into one blob (for stores that keep a single value)."""
+    return bytes((ENVELOPE_VERSION, 0)) + msgpack.packb(dict(fields), use_bin_type=True)
+
+
+def unpack_fields(blob: bytes) -> dict[str, bytes]:
+    """Unpack a blob made by `pack_fields`; raise `CodecError` if it is not one."""
+    if len(blob) < 2 or blob[0] != ENVELOPE_VERSION or blob[1] != 0:  # noqa: PLR2004
+        raise CodecError("attribute blob has an unknown envelope header")
+    try:
+        fields = msgpack.unpackb(blob[2:], raw=False, strict_map_key=True)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise CodecError(f"undecodable attribute blob: {exc}") from exc
+    if not isinstance(fields, dict) or not all(
+        isinstance(k, str) and isinstance(v, bytes) for k, v in fields.items()
+    ):
+        raise CodecError("attribute blob is not a map of names to bytes")
+    return fields

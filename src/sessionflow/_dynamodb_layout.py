@@ -1,0 +1,165 @@
+"""How sessions are laid out in DynamoDB. No I/O.
+
+One item per session, partition key ``session_id`` (the storage hash). Attributes travel
+as one binary envelope in ``data``; ``expires_at`` is the TTL attribute (whole epoch
+seconds) and only garbage-collects: expiry is enforced when a record is read. A GSI on
+``user_id`` + ``created_at`` lists a user's sessions; tombstones drop ``user_id`` so they
+leave the index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sessionflow._codec import pack_fields, unpack_fields
+from sessionflow._errors import CodecError, CorruptRecord
+from sessionflow._ids import key_hint
+from sessionflow._record import SessionRecord
+
+PARTITION_KEY = "session_id"
+USER_INDEX = "user_id-created_at-index"
+TTL_ATTRIBUTE = "expires_at"
+
+# The condition a save carries: the version it read, and not deleted since.
+SAVE_CONDITION = "#v = :expected AND attribute_not_exists(tombstone)"
+TOUCH_CONDITION = "attribute_exists(session_id) AND attribute_not_exists(tombstone)"
+TOUCH_UPDATE = "SET last_access = :a, idle_expires_at = :i, expires_at = :e"
+DELETE_UPDATE = (
+    "SET tombstone = :t, expires_at = :e, idle_expires_at = :te, absolute_expires_at = :te, "
+    "#v = if_not_exists(#v, :zero) + :one "
+    "REMOVE user_id, #d, created_at, last_access"
+)
+DELETE_CONDITION = "attribute_not_exists(tombstone)"
+DELETE_CONDITION_VERSIONED = (
+    "attribute_not_exists(tombstone) AND (attribute_not_exists(#v) OR #v = :expected)"
+)
+
+Item = dict[str, Any]
+
+
+def _n(value: float) -> dict[str, str]:
+    return {"N": repr(value) if isinstance(value, float) else str(value)}
+
+
+def key_of(key: str) -> Item:
+    """Return the DynamoDB key of a record."""
+    return {PARTITION_KEY: {"S": key}}
+
+
+def record_to_item(record: SessionRecord) -> Item:
+    """Return the item that stores a live record."""
+    item: Item = {
+        PARTITION_KEY: {"S": record.key},
+        "version": _n(record.version),
+        "created_at": _n(record.created_at),
+        "last_access": _n(record.last_access),
+        "idle_expires_at": _n(record.idle_expires_at),
+        "absolute_expires_at": _n(record.absolute_expires_at),
+        TTL_ATTRIBUTE: _n(record.expires_at_epoch),
+        "data": {"B": pack_fields(record.attributes)},
+    }
+    if record.user_id is not None:
+        item["user_id"] = {"S": record.user_id}
+    return item
+
+
+def item_size(item: Item) -> int:
+    """Estimate an item's size as DynamoDB counts it (names plus values), for the size guard."""
+    size = 0
+    for name, value in item.items():
+        size += len(name.encode())
+        ((kind, raw),) = value.items()
+        size += len(raw) if kind == "B" else len(str(raw).encode())
+    return size
+
+
+def item_to_record(item: Mapping[str, Any]) -> SessionRecord:
+    """Turn an item into a record; raise `CorruptRecord` if it is not one."""
+    key = _text(item, PARTITION_KEY, "?")
+    hint = key_hint(key)
+    try:
+        version = int(item["version"]["N"])
+        if item.get("tombstone", {}).get("BOOL"):
+            expiry = float(item.get("absolute_expires_at", {"N": "0"})["N"])
+            return SessionRecord(
+                key=key,
+                version=version,
+                user_id=None,
+                created_at=0.0,
+                last_access=0.0,
+                idle_expires_at=expiry,
+                absolute_expires_at=expiry,
+                tombstone=True,
+            )
+        user = item.get("user_id")
+        return SessionRecord(
+            key=key,
+            version=version,
+            user_id=None if user is None else str(user["S"]),
+            created_at=float(item["created_at"]["N"]),
+            last_access=float(item["last_access"]["N"]),
+            idle_expires_at=float(item["idle_expires_at"]["N"]),
+            absolute_expires_at=float(item["absolute_expires_at"]["N"]),
+            attributes=unpack_fields(bytes(item["data"]["B"])),
+        )
+    except KeyError as exc:
+        raise CorruptRecord(hint, f"item lacks attribute {exc.args[0]!r}") from exc
+    except (TypeError, ValueError) as exc:
+        raise CorruptRecord(hint, f"item has a malformed attribute: {exc}") from exc
+    except CodecError as exc:
+        raise CorruptRecord(hint, str(exc)) from exc
+
+
+def _text(item: Mapping[str, Any], name: str, default: str) -> str:
+    value = item.get(name)
+    if isinstance(value, Mapping) and isinstance(value.get("S"), str):
+        return str(value["S"])
+    return default
+
+
+def table_definition(table_name: str) -> dict[str, Any]:
+    """Return the CreateTable arguments of a sessions table."""
+    return {
+        "TableName": table_name,
+        "AttributeDefinitions": [
+            {"AttributeName": PARTITION_KEY, "AttributeType": "S"},
+            {"AttributeName": "user_id", "AttributeType": "S"},
+            {"AttributeName": "created_at", "AttributeType": "N"},
+        ],
+        "KeySchema": [{"AttributeName": PARTITION_KEY, "KeyType": "HASH"}],
+        "GlobalSecondaryIndexes": [
+            {
+                "IndexName": USER_INDEX,
+                "KeySchema": [
+                    {"AttributeName": "user_id", "KeyType": "HASH"},
+                    {"AttributeName": "created_at", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            }
+        ],
+        "BillingMode": "PAY_PER_REQUEST",
+        "StreamSpecification": {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    }
+
+
+@dataclass
+class CapacityMeter:
+    """Consumed capacity units per operation name, summed from DynamoDB's replies."""
+
+    units: dict[str, float] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
+
+    def record(self, operation: str, response: Mapping[str, Any]) -> None:
+        """Add the consumed capacity a reply reports (single or list form)."""
+        consumed = response.get("ConsumedCapacity")
+        entries = consumed if isinstance(consumed, list) else [consumed] if consumed else []
+        total = sum(float(entry.get("CapacityUnits", 0.0)) for entry in entries)
+        self.units[operation] = self.units.get(operation, 0.0) + total
+        self.calls[operation] = self.calls.get(operation, 0) + 1
+
+    @property
+    def total(self) -> float:
+        """All capacity units consumed so far."""
+        return sum(self.units.values())

@@ -1,0 +1,191 @@
+"""How sessions are laid out in Redis, and the Lua that writes them. No I/O.
+
+One hash per session, ``<prefix>:{<key>}``; the braces make the storage key a hash tag, so
+on a Cluster every command and script about one session addresses one slot. Metadata
+fields start with ``_``; attribute ``name`` is field ``a:name``, holding its envelope, so a
+save rewrites only the attributes that changed. A user's sessions are indexed in a sorted
+set ``<prefix>:u:{<sha256 of user id>}`` scored by creation time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Collection, Mapping
+
+from sessionflow._errors import CorruptRecord
+from sessionflow._ids import key_hint
+from sessionflow._record import SessionRecord
+
+VERSION = b"_v"
+USER = b"_u"
+CREATED = b"_c"
+LAST_ACCESS = b"_a"
+IDLE_EXPIRES = b"_i"
+ABSOLUTE_EXPIRES = b"_x"
+TOMBSTONE = b"_t"
+ATTRIBUTE_PREFIX = b"a:"
+
+# Shared by the scripts: set field/value pairs from ARGV[from..] in chunks (Lua's unpack
+# has a stack limit), then run the body.
+_HSET_PAIRS = """
+local function hset_pairs(key, from, to)
+  for i = from, to, 200 do
+    redis.call('HSET', key, unpack(ARGV, i, math.min(i + 199, to)))
+  end
+end
+"""
+
+# KEYS[1] session; ARGV[1] expire-at ms; ARGV[2..] field/value pairs.
+# Returns 1 when created, 0 when any record (tombstones too) already has the key.
+CREATE_SCRIPT = (
+    _HSET_PAIRS
+    + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+hset_pairs(KEYS[1], 2, #ARGV)
+redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+return 1
+"""
+)
+
+# KEYS[1] session; ARGV[1] expected version; ARGV[2] expire-at ms; ARGV[3] number of
+# field/value items that follow; then the pairs; then the attribute fields to delete.
+# Returns {1} saved, {0} missing or deleted, {-1, version} conflict, {-2} no version field.
+SAVE_SCRIPT = (
+    _HSET_PAIRS
+    + """
+local cur = redis.call('HMGET', KEYS[1], '_v', '_t')
+if cur[2] == '1' then return {0} end
+if not cur[1] then
+  if redis.call('EXISTS', KEYS[1]) == 1 then return {-2} end
+  return {0}
+end
+if cur[1] ~= ARGV[1] then return {-1, cur[1]} end
+local n = tonumber(ARGV[3])
+hset_pairs(KEYS[1], 4, 3 + n)
+for i = 4 + n, #ARGV do redis.call('HDEL', KEYS[1], ARGV[i]) end
+redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+return {1}
+"""
+)
+
+# KEYS[1] session; ARGV[1] last access; ARGV[2] idle expiry (s); ARGV[3] idle expiry (ms).
+# Returns 1 when touched, 0 when missing or deleted.
+TOUCH_SCRIPT = """
+local cur = redis.call('HMGET', KEYS[1], '_v', '_t', '_x')
+if not cur[1] or cur[2] == '1' then return 0 end
+redis.call('HSET', KEYS[1], '_a', ARGV[1], '_i', ARGV[2])
+local at = tonumber(ARGV[3])
+local absolute = tonumber(cur[3])
+if absolute then at = math.min(at, math.ceil(absolute * 1000)) end
+redis.call('PEXPIREAT', KEYS[1], at)
+return 1
+"""
+
+# KEYS[1] session; ARGV[1] tombstone expiry (ms); ARGV[2] expected version or '';
+# ARGV[3] tombstone expiry (s). Returns {1, old fields...} deleted a live record,
+# {2} wrote a tombstone where there was none, {0} already deleted, {-1, version} conflict,
+# {-2, type} not a session hash (left untouched).
+DELETE_SCRIPT = """
+local kind = redis.call('TYPE', KEYS[1]).ok
+if kind ~= 'hash' and kind ~= 'none' then return {-2, kind} end
+local cur = redis.call('HMGET', KEYS[1], '_v', '_t')
+if cur[2] == '1' then return {0} end
+if ARGV[2] ~= '' and cur[1] and cur[1] ~= ARGV[2] then return {-1, cur[1]} end
+local old = redis.call('HGETALL', KEYS[1])
+local version = (tonumber(cur[1]) or 0) + 1
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], '_v', version, '_t', '1', '_i', ARGV[3], '_x', ARGV[3])
+redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+if kind == 'none' then return {2} end
+return {1, old}
+"""
+
+
+def session_key(prefix: str, key: str) -> str:
+    """Return the Redis key of a session."""
+    return f"{prefix}:{{{key}}}"
+
+
+def user_index_key(prefix: str, user_id: str) -> str:
+    """Return the Redis key of a user's index; the user id is hashed to keep it out of key names."""
+    return f"{prefix}:u:{{{hashlib.sha256(user_id.encode()).hexdigest()}}}"
+
+
+def expire_at_ms(epoch_seconds: float) -> int:
+    """Return the PEXPIREAT argument for an expiry in epoch seconds."""
+    return math.ceil(epoch_seconds * 1000)
+
+
+def _number(value: float) -> bytes:
+    return repr(float(value)).encode()
+
+
+def metadata_fields(record: SessionRecord) -> list[bytes]:
+    """Return the metadata of a live record as flat field/value items."""
+    items = [
+        VERSION, str(record.version).encode(),
+        CREATED, _number(record.created_at),
+        LAST_ACCESS, _number(record.last_access),
+        IDLE_EXPIRES, _number(record.idle_expires_at),
+        ABSOLUTE_EXPIRES, _number(record.absolute_expires_at),
+    ]  # fmt: skip
+    if record.user_id is not None:
+        items += [USER, record.user_id.encode()]
+    return items
+
+
+def attribute_fields(attributes: Mapping[str, bytes], names: Collection[str]) -> list[bytes]:
+    """Return the named attributes as flat field/value items."""
+    items: list[bytes] = []
+    for name in names:
+        items += [ATTRIBUTE_PREFIX + name.encode(), attributes[name]]
+    return items
+
+
+def attribute_field(name: str) -> bytes:
+    """Return the hash field that holds attribute `name`."""
+    return ATTRIBUTE_PREFIX + name.encode()
+
+
+def parse_hash(key: str, fields: Mapping[bytes, bytes]) -> SessionRecord:
+    """Turn the fields of a session hash into a record; raise `CorruptRecord` if they are not one."""
+    try:
+        version = int(fields[VERSION])
+        if fields.get(TOMBSTONE) == b"1":
+            expiry = float(fields.get(IDLE_EXPIRES, b"0"))
+            return SessionRecord(
+                key=key,
+                version=version,
+                user_id=None,
+                created_at=0.0,
+                last_access=0.0,
+                idle_expires_at=expiry,
+                absolute_expires_at=expiry,
+                tombstone=True,
+            )
+        user = fields.get(USER)
+        prefix_length = len(ATTRIBUTE_PREFIX)
+        return SessionRecord(
+            key=key,
+            version=version,
+            user_id=None if user is None else user.decode(),
+            created_at=float(fields[CREATED]),
+            last_access=float(fields[LAST_ACCESS]),
+            idle_expires_at=float(fields[IDLE_EXPIRES]),
+            absolute_expires_at=float(fields[ABSOLUTE_EXPIRES]),
+            attributes={
+                name[prefix_length:].decode(): value
+                for name, value in fields.items()
+                if name.startswith(ATTRIBUTE_PREFIX)
+            },
+        )
+    except KeyError as exc:
+        raise CorruptRecord(key_hint(key), f"session hash lacks field {exc.args[0]!r}") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CorruptRecord(key_hint(key), f"session hash has a malformed field: {exc}") from exc
+
+
+def pairs_to_mapping(flat: list[bytes]) -> dict[bytes, bytes]:
+    """Turn a flat HGETALL reply from a script into a mapping."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))

