@@ -1,7 +1,7 @@
 """Generate the sync flavour from the async source (after httpcore's unasync script).
 
-    python scripts/unasync.py          # rewrite src/sessionflow/_sync and tests/_sync
-    python scripts/unasync.py --check  # exit 1 if the generated files are out of date
+python scripts/unasync.py          # rewrite src/sessionflow/_sync and tests/_sync
+python scripts/unasync.py --check  # exit 1 if the generated files are out of date
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ SUBSTITUTIONS = [
     (r"\bawait ", ""),
     (r"\b__aenter__\b", "__enter__"),
     (r"\b__aexit__\b", "__exit__"),
+    (r"\.aclose\(", ".close("),
     (r"\basync_sleep\b", "sync_sleep"),
     (r"\basync_run_all\b", "sync_run_all"),
     (r"\bredis\.asyncio\.cluster\b", "redis.cluster"),
@@ -40,7 +41,8 @@ COMPILED = [(re.compile(pattern), replacement) for pattern, replacement in SUBST
 def unasync_text(text: str) -> str:
     """Return the sync version of an async module's source."""
     lines = []
-    for line in text.splitlines(keepends=True):
+    for source_line in text.splitlines(keepends=True):
+        line = source_line
         for pattern, replacement in COMPILED:
             line = pattern.sub(replacement, line)
         lines.append(line)

@@ -145,7 +145,8 @@ class Codec:
 
 def pack_fields(fields: Mapping[str, bytes]) -> bytes:
     """Pack a record's stored fields into one blob (for stores that keep a single value)."""
-    return bytes((ENVELOPE_VERSION, 0)) + msgpack.packb(dict(fields), use_bin_type=True)
+    packed: bytes = msgpack.packb(dict(fields), use_bin_type=True)
+    return bytes((ENVELOPE_VERSION, 0)) + packed
 
 
 def unpack_fields(blob: bytes) -> dict[str, bytes]:

@@ -29,9 +29,7 @@ def validate_session_id(session_id: object) -> str:
     if not isinstance(session_id, str):
         raise InvalidSessionId(f"session id must be a str, not {type(session_id).__name__}")
     if len(session_id) != ID_LENGTH:
-        raise InvalidSessionId(
-            f"session id must be {ID_LENGTH} characters, got {len(session_id)}"
-        )
+        raise InvalidSessionId(f"session id must be {ID_LENGTH} characters, got {len(session_id)}")
     if _ID_PATTERN.fullmatch(session_id) is None:
         raise InvalidSessionId("session id must use only the base64url alphabet [A-Za-z0-9_-]")
     try:

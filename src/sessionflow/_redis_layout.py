@@ -17,6 +17,8 @@ from sessionflow._errors import CorruptRecord
 from sessionflow._ids import key_hint
 from sessionflow._record import SessionRecord
 
+ScriptArg = bytes | str | int | float
+
 VERSION = b"_v"
 USER = b"_u"
 CREATED = b"_c"
@@ -108,7 +110,7 @@ def session_key(prefix: str, key: str) -> str:
 
 
 def user_index_key(prefix: str, user_id: str) -> str:
-    """Return the Redis key of a user's index; the user id is hashed to keep it out of key names."""
+    """Return the Redis key of a user's index (the user id is hashed, out of key names)."""
     return f"{prefix}:u:{{{hashlib.sha256(user_id.encode()).hexdigest()}}}"
 
 
@@ -121,9 +123,9 @@ def _number(value: float) -> bytes:
     return repr(float(value)).encode()
 
 
-def metadata_fields(record: SessionRecord) -> list[bytes]:
+def metadata_fields(record: SessionRecord) -> list[ScriptArg]:
     """Return the metadata of a live record as flat field/value items."""
-    items = [
+    items: list[ScriptArg] = [
         VERSION, str(record.version).encode(),
         CREATED, _number(record.created_at),
         LAST_ACCESS, _number(record.last_access),
@@ -135,9 +137,9 @@ def metadata_fields(record: SessionRecord) -> list[bytes]:
     return items
 
 
-def attribute_fields(attributes: Mapping[str, bytes], names: Collection[str]) -> list[bytes]:
+def attribute_fields(attributes: Mapping[str, bytes], names: Collection[str]) -> list[ScriptArg]:
     """Return the named attributes as flat field/value items."""
-    items: list[bytes] = []
+    items: list[ScriptArg] = []
     for name in names:
         items += [ATTRIBUTE_PREFIX + name.encode(), attributes[name]]
     return items
@@ -149,7 +151,7 @@ def attribute_field(name: str) -> bytes:
 
 
 def parse_hash(key: str, fields: Mapping[bytes, bytes]) -> SessionRecord:
-    """Turn the fields of a session hash into a record; raise `CorruptRecord` if they are not one."""
+    """Turn a session hash into a record; raise `CorruptRecord` if it is not one."""
     try:
         version = int(fields[VERSION])
         if fields.get(TOMBSTONE) == b"1":

@@ -113,7 +113,7 @@ class _Process(AbstractContextManager["_Process"]):
 
     def _spawn(self, argv: list[str]) -> None:
         log = (self.directory / "server.log").open("wb")
-        self.process = subprocess.Popen(  # noqa: S603 - argv is built here, not from input
+        self.process = subprocess.Popen(
             argv,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -124,7 +124,7 @@ class _Process(AbstractContextManager["_Process"]):
         log.close()
 
     def log_tail(self, lines: int = 20) -> str:
-        """The last lines the server wrote."""
+        """Return the last lines the server wrote."""
         path = self.directory / "server.log"
         if not path.exists():
             return ""
@@ -180,14 +180,20 @@ class RedisServer(_Process):
         self._spawn(
             [
                 self.binary,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--daemonize", "no",
-                "--dir", str(self.directory),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--dir",
+                str(self.directory),
                 *self.extra_args,
-            ]  # fmt: skip
+            ]
         )
         self.wait_ready()
         return self
@@ -223,11 +229,14 @@ class RedisClusterServers(AbstractContextManager["RedisClusterServers"]):
                 port=free_cluster_port(),
                 binary=binary,
                 extra_args=(
-                    "--cluster-enabled", "yes",
-                    "--cluster-config-file", "nodes.conf",
-                    "--cluster-node-timeout", "2000",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
                 ),
-            )  # fmt: skip
+            )
             for _ in range(masters)
         ]
 
@@ -248,13 +257,15 @@ class RedisClusterServers(AbstractContextManager["RedisClusterServers"]):
             for index, client in enumerate(clients):
                 first = index * slots_per_node
                 last = 16383 if index == len(clients) - 1 else first + slots_per_node - 1
-                client.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)  # type: ignore[no-untyped-call]
             for node in self.nodes[1:]:
-                clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
+                clients[0].execute_command(  # type: ignore[no-untyped-call]
+                    "CLUSTER", "MEET", "127.0.0.1", node.port
+                )
             deadline = time.monotonic() + timeout
             while not all(self._ready(client, len(clients)) for client in clients):
                 if time.monotonic() > deadline:
-                    raise RuntimeError("the Redis cluster did not reach cluster_state:ok")
+                    self._give_up()
                 time.sleep(0.05)
             for client in clients:
                 client.close()
@@ -264,14 +275,129 @@ class RedisClusterServers(AbstractContextManager["RedisClusterServers"]):
         return self
 
     @staticmethod
+    def _give_up() -> None:
+        raise RuntimeError("the Redis cluster did not reach cluster_state:ok")
+
+    @staticmethod
     def _ready(client: Any, expected_nodes: int) -> bool:  # noqa: ANN401 - redis.Redis
-        info = client.execute_command("CLUSTER", "INFO").decode()
+        info = str(client.execute_command("CLUSTER", "INFO").decode())
         return "cluster_state:ok" in info and f"cluster_known_nodes:{expected_nodes}" in info
 
     def stop(self) -> None:
         """Stop every node by its PID."""
         for node in self.nodes:
             node.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class RedisSentinelGroup(AbstractContextManager["RedisSentinelGroup"]):
+    """A master, one replica and one sentinel watching them, on loopback.
+
+    The sentinel's quorum is 1 and its down-after is 1 s, so a failover (forced with
+    `failover`, or after the master dies) completes in a second or two.
+    """
+
+    MASTER_NAME = "sessionflow"
+
+    def __init__(self, *, binary: str | None = None) -> None:
+        self.binary = binary or find_redis_server()
+        self.master = RedisServer(
+            binary=self.binary, extra_args=("--repl-diskless-sync-delay", "0")
+        )
+        self.replica = RedisServer(
+            binary=self.binary,
+            extra_args=(
+                "--replicaof", "127.0.0.1", str(self.master.port),
+                "--repl-diskless-sync-delay", "0",
+            ),
+        )  # fmt: skip
+        self.sentinel = _Process("redis-sentinel")
+        self.sentinel_port = free_port()
+
+    @property
+    def sentinels(self) -> list[tuple[str, int]]:
+        """(host, port) of the sentinels, for ``redis.sentinel.Sentinel``."""
+        return [("127.0.0.1", self.sentinel_port)]
+
+    def start(self) -> Self:
+        """Start master, replica and sentinel; wait until the replica is in sync."""
+        try:
+            self.master.start()
+            self.replica.start()
+            config = self.sentinel.directory / "sentinel.conf"
+            config.write_text(
+                f"port {self.sentinel_port}\n"
+                "bind 127.0.0.1\n"
+                f"sentinel monitor {self.MASTER_NAME} 127.0.0.1 {self.master.port} 1\n"
+                f"sentinel down-after-milliseconds {self.MASTER_NAME} 1000\n"
+                f"sentinel failover-timeout {self.MASTER_NAME} 5000\n"
+            )
+            self.sentinel._spawn([self.binary, str(config), "--sentinel"])  # noqa: SLF001
+            self._wait(lambda: self._replica_in_sync() and self._sentinel_sees_replica())
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _replica_in_sync(self) -> bool:
+        return b"master_link_status:up" in self._command(self.replica.port, b"INFO replication")
+
+    def _sentinel_sees_replica(self) -> bool:
+        reply = self._command(self.sentinel_port, f"SENTINEL REPLICAS {self.MASTER_NAME}".encode())
+        return str(self.replica.port).encode() in reply
+
+    @staticmethod
+    def _command(port: int, command: bytes) -> bytes:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(command + b"\r\n")
+                time.sleep(0.02)
+                return sock.recv(65536)
+        except OSError:
+            return b""
+
+    @staticmethod
+    def _wait(predicate: Any, timeout: float = _READY_TIMEOUT) -> None:  # noqa: ANN401
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the sentinel group did not become ready")
+            time.sleep(0.05)
+
+    def failover(self) -> None:
+        """Ask the sentinel to promote the replica, and wait until the old master follows it."""
+        old_master = self.master.port
+        # Until the sentinel has pinged the replica it answers NOGOODSLAVE: ask again.
+        self._wait(
+            lambda: self._command(
+                self.sentinel_port, f"SENTINEL FAILOVER {self.MASTER_NAME}".encode()
+            ).startswith(b"+OK")
+        )
+        self._wait(
+            lambda: (
+                str(old_master).encode()
+                not in self._command(
+                    self.sentinel_port,
+                    f"SENTINEL GET-MASTER-ADDR-BY-NAME {self.MASTER_NAME}".encode(),
+                )
+            )
+        )
+
+    def stop(self) -> None:
+        """Stop the sentinel, the replica and the master by their PIDs."""
+        self.sentinel.stop()
+        self.replica.stop()
+        self.master.stop()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -294,7 +420,9 @@ def wait_for_dynamodb(endpoint_url: str, timeout: float = _READY_TIMEOUT) -> Non
         "dynamodb",
         endpoint_url=endpoint_url,
         config=Config(retries={"max_attempts": 0}, connect_timeout=1, read_timeout=2),
-        **DUMMY_AWS,
+        region_name=DUMMY_AWS["region_name"],
+        aws_access_key_id=DUMMY_AWS["aws_access_key_id"],
+        aws_secret_access_key=DUMMY_AWS["aws_secret_access_key"],
     )
     deadline = time.monotonic() + timeout
     while True:
@@ -338,10 +466,14 @@ class DynamoDBLocal(_Process):
                 self.java,
                 "-Xmx512m",
                 f"-Djava.library.path={self.jar_directory / 'DynamoDBLocal_lib'}",
-                "-jar", str(self.jar_directory / "DynamoDBLocal.jar"),
-                "-inMemory", "-sharedDb", "-disableTelemetry",
-                "-port", str(self.port),
-            ]  # fmt: skip
+                "-jar",
+                str(self.jar_directory / "DynamoDBLocal.jar"),
+                "-inMemory",
+                "-sharedDb",
+                "-disableTelemetry",
+                "-port",
+                str(self.port),
+            ]
         )
         try:
             wait_for_dynamodb(self.endpoint_url)

@@ -6,7 +6,7 @@ Written once against the async store; scripts/unasync.py generates the sync twin
 from __future__ import annotations
 
 import base64
-import datetime
+import datetime as dt
 import os
 from functools import partial
 
@@ -255,9 +255,7 @@ async def test_same_value_written_twice_is_not_a_conflict(async_store: AsyncSess
     assert await async_store.save(second)
 
 
-async def test_last_writer_wins_only_when_chosen(
-    async_backend, clock: ManualClock
-) -> None:
+async def test_last_writer_wins_only_when_chosen(async_backend, clock: ManualClock) -> None:
     store = AsyncSessionStore(
         async_backend,
         policy=SessionPolicy(on_conflict="last_writer_wins"),
@@ -304,15 +302,13 @@ async def test_regenerate_never_loses_a_concurrent_save(async_store: AsyncSessio
         assert other is not None
         other["b"] = "concurrent"
 
-        async def save_other() -> bool:
+        async def save_other(other=other) -> bool:
             try:
                 return await async_store.save(other)
             except SessionNotFound:
                 return False
 
-        moved, saved = await async_run_all(
-            [partial(async_store.regenerate, session), save_other]
-        )
+        moved, saved = await async_run_all([partial(async_store.regenerate, session), save_other])
         loaded = await async_store.get(moved.id)  # type: ignore[union-attr]
         assert loaded is not None
         if saved:
@@ -391,7 +387,7 @@ async def test_session_cap_revokes_the_oldest(async_backend, clock: ManualClock,
 
 @pytest.mark.parametrize(
     "value",
-    [{1, 2}, object(), datetime.datetime.now(tz=datetime.UTC), 2**70, b"raw bytes"],
+    [{1, 2}, object(), dt.datetime.now(tz=dt.UTC), 2**70, b"raw bytes"],
     ids=["set", "object", "datetime", "bigint", "bytes"],
 )
 async def test_unserializable_values_are_refused_and_nothing_is_written(
@@ -465,9 +461,7 @@ async def test_undecodable_records_read_as_none_and_are_kept(
     assert kept.attributes == {"broken": b"\x01\x00{not json"}
 
 
-async def test_msgpack_and_json_records_read_each_other(
-    async_backend, clock: ManualClock
-) -> None:
+async def test_msgpack_and_json_records_read_each_other(async_backend, clock: ManualClock) -> None:
     json_store = AsyncSessionStore(async_backend, clock=clock, codec=Codec(format="json"))
     msgpack_store = AsyncSessionStore(async_backend, clock=clock, codec=Codec(format="msgpack"))
     value = {"nested": {"list": [1, 2.5, "x", None, True]}}

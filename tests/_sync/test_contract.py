@@ -7,7 +7,7 @@ Written once against the async store; scripts/unasync.py generates the sync twin
 from __future__ import annotations
 
 import base64
-import datetime
+import datetime as dt
 import os
 from functools import partial
 
@@ -256,9 +256,7 @@ def test_same_value_written_twice_is_not_a_conflict(sync_store: SessionStore) ->
     assert sync_store.save(second)
 
 
-def test_last_writer_wins_only_when_chosen(
-    sync_backend, clock: ManualClock
-) -> None:
+def test_last_writer_wins_only_when_chosen(sync_backend, clock: ManualClock) -> None:
     store = SessionStore(
         sync_backend,
         policy=SessionPolicy(on_conflict="last_writer_wins"),
@@ -305,15 +303,13 @@ def test_regenerate_never_loses_a_concurrent_save(sync_store: SessionStore) -> N
         assert other is not None
         other["b"] = "concurrent"
 
-        def save_other() -> bool:
+        def save_other(other=other) -> bool:
             try:
                 return sync_store.save(other)
             except SessionNotFound:
                 return False
 
-        moved, saved = sync_run_all(
-            [partial(sync_store.regenerate, session), save_other]
-        )
+        moved, saved = sync_run_all([partial(sync_store.regenerate, session), save_other])
         loaded = sync_store.get(moved.id)  # type: ignore[union-attr]
         assert loaded is not None
         if saved:
@@ -392,7 +388,7 @@ def test_session_cap_revokes_the_oldest(sync_backend, clock: ManualClock, user: 
 
 @pytest.mark.parametrize(
     "value",
-    [{1, 2}, object(), datetime.datetime.now(tz=datetime.UTC), 2**70, b"raw bytes"],
+    [{1, 2}, object(), dt.datetime.now(tz=dt.UTC), 2**70, b"raw bytes"],
     ids=["set", "object", "datetime", "bigint", "bytes"],
 )
 def test_unserializable_values_are_refused_and_nothing_is_written(
@@ -466,9 +462,7 @@ def test_undecodable_records_read_as_none_and_are_kept(
     assert kept.attributes == {"broken": b"\x01\x00{not json"}
 
 
-def test_msgpack_and_json_records_read_each_other(
-    sync_backend, clock: ManualClock
-) -> None:
+def test_msgpack_and_json_records_read_each_other(sync_backend, clock: ManualClock) -> None:
     json_store = SessionStore(sync_backend, clock=clock, codec=Codec(format="json"))
     msgpack_store = SessionStore(sync_backend, clock=clock, codec=Codec(format="msgpack"))
     value = {"nested": {"list": [1, 2.5, "x", None, True]}}

@@ -1,4 +1,4 @@
-"""`AsyncSessionStore`: the facade applications use. The sync `SessionStore` is generated from it."""
+"""`AsyncSessionStore`, the facade applications use; the sync `SessionStore` is generated."""
 
 from __future__ import annotations
 
@@ -477,4 +477,3 @@ def _summary(record: SessionRecord) -> SessionSummary:
         absolute_expires_at=record.absolute_expires_at,
         version=record.version,
     )
-

@@ -28,7 +28,7 @@ class AsyncMemoryBackend:
         self._writes = 0
 
     def __len__(self) -> int:
-        """The number of records held, tombstones included."""
+        """Return the number of records held, tombstones included."""
         return len(self._records)
 
     async def create(self, record: SessionRecord) -> None:

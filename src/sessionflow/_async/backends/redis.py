@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from redis.exceptions import RedisError, ResponseError
 
@@ -73,12 +73,12 @@ class AsyncRedisBackend:
         return layout.session_key(self._prefix, key)
 
     async def create(self, record: SessionRecord) -> None:
-        """See `AsyncBackend.create`. The user index is written first, so no session exists unindexed."""
+        """See `AsyncBackend.create`; the user index is written first: no session is unindexed."""
         redis_key = self.redis_key(record.key)
         with _redis_errors(record.key):
             if record.user_id is not None:
                 await self._index(record)
-            args = [
+            args: list[layout.ScriptArg] = [
                 layout.expire_at_ms(record.expires_at),
                 *layout.metadata_fields(record),
                 *layout.attribute_fields(record.attributes, record.attributes),
@@ -100,7 +100,7 @@ class AsyncRedisBackend:
     async def get(self, key: str) -> SessionRecord | None:
         """See `AsyncBackend.get`."""
         with _redis_errors(key):
-            fields: dict[bytes, bytes] = await self._client.hgetall(self.redis_key(key))  # type: ignore[misc]
+            fields = cast("dict[bytes, bytes]", await self._client.hgetall(self.redis_key(key)))
         if not fields:
             return None
         return layout.parse_hash(key, fields)
@@ -142,7 +142,7 @@ class AsyncRedisBackend:
             *layout.metadata_fields(record),
             *layout.attribute_fields(record.attributes, changed),
         ]
-        args: list[Any] = [
+        args: list[layout.ScriptArg] = [
             str(expected_version),
             layout.expire_at_ms(record.expires_at),
             len(pairs),
@@ -164,7 +164,11 @@ class AsyncRedisBackend:
 
     async def touch(self, key: str, *, last_access: float, idle_expires_at: float) -> bool:
         """See `AsyncBackend.touch`."""
-        args = [repr(last_access), repr(idle_expires_at), layout.expire_at_ms(idle_expires_at)]
+        args: list[layout.ScriptArg] = [
+            repr(last_access),
+            repr(idle_expires_at),
+            layout.expire_at_ms(idle_expires_at),
+        ]
         with _redis_errors(key):
             touched = await self._touch(keys=[self.redis_key(key)], args=args)
         return bool(touched)
@@ -177,7 +181,7 @@ class AsyncRedisBackend:
         expected_version: int | None = None,
     ) -> SessionRecord | None:
         """See `AsyncBackend.delete`."""
-        args = [
+        args: list[layout.ScriptArg] = [
             layout.expire_at_ms(tombstone_expires_at),
             "" if expected_version is None else str(expected_version),
             repr(tombstone_expires_at),
@@ -205,7 +209,7 @@ class AsyncRedisBackend:
         """See `AsyncBackend.user_keys`."""
         index = layout.user_index_key(self._prefix, user_id)
         with _redis_errors(index):
-            members: list[bytes] = await self._client.zrange(index, 0, -1)  # type: ignore[misc]
+            members = cast("list[bytes]", await self._client.zrange(index, 0, -1))
         return [member.decode() for member in members]
 
     async def forget_user_keys(self, user_id: str, keys: Collection[str]) -> None:
@@ -214,4 +218,4 @@ class AsyncRedisBackend:
             return
         index = layout.user_index_key(self._prefix, user_id)
         with _redis_errors(index):
-            await self._client.zrem(index, *keys)  # type: ignore[misc]
+            await self._client.zrem(index, *keys)

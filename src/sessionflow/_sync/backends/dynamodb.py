@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -32,6 +32,11 @@ _BATCH_RETRIES = 8
 
 def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _old_item(exc: ClientError) -> Mapping[str, Any] | None:
+    """Return the item a failed condition reported (ReturnValuesOnConditionCheckFailure)."""
+    return cast("Mapping[str, Any] | None", exc.response.get("Item"))
 
 
 @contextmanager
@@ -202,7 +207,7 @@ class DynamoDBBackend:
 
     @staticmethod
     def _raise_failed_condition(exc: ClientError) -> None:
-        old = exc.response.get("Item")  # type: ignore[misc]
+        old = _old_item(exc)
         if not old:
             raise SessionNotFound("session not found or deleted") from exc
         current = layout.item_to_record(old)
@@ -270,11 +275,11 @@ class DynamoDBBackend:
             except ClientError as exc:
                 if _error_code(exc) != "ConditionalCheckFailedException":
                     raise
-                old = exc.response.get("Item")  # type: ignore[misc]
-                if old and not layout.item_to_record(old).tombstone:
+                old = _old_item(exc)
+                current = None if not old else layout.item_to_record(old)
+                if current is not None and not current.tombstone:
                     raise VersionConflict(
-                        "session changed since it was read",
-                        current_version=layout.item_to_record(old).version,
+                        "session changed since it was read", current_version=current.version
                     ) from exc
                 return None
         self.capacity.record("delete", response)

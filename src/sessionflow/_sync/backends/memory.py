@@ -29,7 +29,7 @@ class MemoryBackend:
         self._writes = 0
 
     def __len__(self) -> int:
-        """The number of records held, tombstones included."""
+        """Return the number of records held, tombstones included."""
         return len(self._records)
 
     def create(self, record: SessionRecord) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from redis.exceptions import RedisError, ResponseError
 
@@ -74,12 +74,12 @@ class RedisBackend:
         return layout.session_key(self._prefix, key)
 
     def create(self, record: SessionRecord) -> None:
-        """See `Backend.create`. The user index is written first, so no session exists unindexed."""
+        """See `Backend.create`; the user index is written first: no session is unindexed."""
         redis_key = self.redis_key(record.key)
         with _redis_errors(record.key):
             if record.user_id is not None:
                 self._index(record)
-            args = [
+            args: list[layout.ScriptArg] = [
                 layout.expire_at_ms(record.expires_at),
                 *layout.metadata_fields(record),
                 *layout.attribute_fields(record.attributes, record.attributes),
@@ -101,7 +101,7 @@ class RedisBackend:
     def get(self, key: str) -> SessionRecord | None:
         """See `Backend.get`."""
         with _redis_errors(key):
-            fields: dict[bytes, bytes] = self._client.hgetall(self.redis_key(key))  # type: ignore[misc]
+            fields = cast("dict[bytes, bytes]", self._client.hgetall(self.redis_key(key)))
         if not fields:
             return None
         return layout.parse_hash(key, fields)
@@ -143,7 +143,7 @@ class RedisBackend:
             *layout.metadata_fields(record),
             *layout.attribute_fields(record.attributes, changed),
         ]
-        args: list[Any] = [
+        args: list[layout.ScriptArg] = [
             str(expected_version),
             layout.expire_at_ms(record.expires_at),
             len(pairs),
@@ -165,7 +165,11 @@ class RedisBackend:
 
     def touch(self, key: str, *, last_access: float, idle_expires_at: float) -> bool:
         """See `Backend.touch`."""
-        args = [repr(last_access), repr(idle_expires_at), layout.expire_at_ms(idle_expires_at)]
+        args: list[layout.ScriptArg] = [
+            repr(last_access),
+            repr(idle_expires_at),
+            layout.expire_at_ms(idle_expires_at),
+        ]
         with _redis_errors(key):
             touched = self._touch(keys=[self.redis_key(key)], args=args)
         return bool(touched)
@@ -178,7 +182,7 @@ class RedisBackend:
         expected_version: int | None = None,
     ) -> SessionRecord | None:
         """See `Backend.delete`."""
-        args = [
+        args: list[layout.ScriptArg] = [
             layout.expire_at_ms(tombstone_expires_at),
             "" if expected_version is None else str(expected_version),
             repr(tombstone_expires_at),
@@ -206,7 +210,7 @@ class RedisBackend:
         """See `Backend.user_keys`."""
         index = layout.user_index_key(self._prefix, user_id)
         with _redis_errors(index):
-            members: list[bytes] = self._client.zrange(index, 0, -1)  # type: ignore[misc]
+            members = cast("list[bytes]", self._client.zrange(index, 0, -1))
         return [member.decode() for member in members]
 
     def forget_user_keys(self, user_id: str, keys: Collection[str]) -> None:
@@ -215,4 +219,4 @@ class RedisBackend:
             return
         index = layout.user_index_key(self._prefix, user_id)
         with _redis_errors(index):
-            self._client.zrem(index, *keys)  # type: ignore[misc]
+            self._client.zrem(index, *keys)

@@ -1,0 +1,138 @@
+"""Bad data in the stores: typed errors, counted reads, and nothing destroyed."""
+
+from __future__ import annotations
+
+import pytest
+from redis.asyncio import Redis as AsyncRedis
+
+from sessionflow import (
+    AsyncDynamoDBBackend,
+    AsyncRedisBackend,
+    AsyncSessionStore,
+    ConfigError,
+    CorruptRecord,
+    ManualClock,
+    new_session_id,
+    storage_key,
+)
+from tests.conftest import TABLE, Servers
+
+
+@pytest.fixture
+async def async_redis(servers: Servers):
+    client = AsyncRedis(port=servers.redis.port)
+    yield client
+    await client.aclose()
+
+
+async def test_wrong_typed_redis_key_reads_as_none_and_survives(
+    async_redis, prefix: str, clock: ManualClock
+) -> None:
+    backend = AsyncRedisBackend(async_redis, prefix=prefix)
+    store = AsyncSessionStore(backend, clock=clock)
+    session = await store.create({"a": 1})
+    redis_key = backend.redis_key(session.key)
+    await async_redis.delete(redis_key)
+    await async_redis.set(redis_key, b"a plain string where a session hash belongs")
+
+    assert await store.get(session.id) is None
+    assert store.stats.unreadable_records == 1
+    session["a"] = 2
+    with pytest.raises(CorruptRecord, match="not a session hash"):
+        await store.save(session)
+    with pytest.raises(CorruptRecord, match="left as is"):
+        await store.delete(session.id)
+    with pytest.raises(CorruptRecord):
+        await store.backend.touch(session.key, last_access=1.0, idle_expires_at=2.0)
+    assert await async_redis.get(redis_key) == b"a plain string where a session hash belongs"
+
+
+async def test_redis_hash_without_metadata_is_corrupt_and_kept(
+    async_redis, prefix: str, clock: ManualClock
+) -> None:
+    backend = AsyncRedisBackend(async_redis, prefix=prefix)
+    store = AsyncSessionStore(backend, clock=clock)
+    session_id = new_session_id()
+    redis_key = backend.redis_key(storage_key(session_id))
+    await async_redis.hset(redis_key, mapping={"a:cart": b"\x01\x00[]", "_v": b"1"})
+    assert await store.get(session_id) is None
+    assert store.stats.unreadable_records == 1
+    with pytest.raises(CorruptRecord, match="lacks field"):
+        await backend.get(storage_key(session_id))
+    assert await async_redis.hgetall(redis_key) == {b"a:cart": b"\x01\x00[]", b"_v": b"1"}
+
+
+async def test_redis_hash_without_version_refuses_saves(
+    async_redis, prefix: str, clock: ManualClock
+) -> None:
+    backend = AsyncRedisBackend(async_redis, prefix=prefix)
+    store = AsyncSessionStore(backend, clock=clock)
+    session = await store.create({"a": 1})
+    await async_redis.hdel(backend.redis_key(session.key), "_v")
+    session["a"] = 2
+    with pytest.raises(CorruptRecord, match="no version"):
+        await store.save(session)
+
+
+async def test_redis_client_must_return_bytes(servers: Servers) -> None:
+    client = AsyncRedis(port=servers.redis.port, decode_responses=True)
+    with pytest.raises(ConfigError, match="decode_responses"):
+        AsyncRedisBackend(client)
+    await client.aclose()
+    with pytest.raises(ConfigError, match="prefix"):
+        AsyncRedisBackend(AsyncRedis(port=servers.redis.port), prefix="a{b")
+
+
+async def test_dynamodb_item_missing_attributes_reads_as_none_and_survives(
+    async_dynamodb_client, clock: ManualClock, user: str
+) -> None:
+    backend = AsyncDynamoDBBackend(async_dynamodb_client, table_name=TABLE)
+    store = AsyncSessionStore(backend, clock=clock)
+    session_id = new_session_id()
+    key = {"session_id": {"S": storage_key(session_id)}}
+    # Indexed for the user (it has the GSI keys) but lacks the rest of a session.
+    broken = {**key, "version": {"N": "1"}, "user_id": {"S": user}, "created_at": {"N": "1"}}
+    await async_dynamodb_client.put_item(TableName=TABLE, Item=broken)
+
+    assert await store.get(session_id) is None
+    assert store.stats.unreadable_records == 1
+    with pytest.raises(CorruptRecord, match="lacks attribute 'last_access'"):
+        await backend.get(storage_key(session_id))
+    listed = await store.list_user(user)
+    assert listed == []
+    assert store.stats.unreadable_records == 2
+    kept = await async_dynamodb_client.get_item(TableName=TABLE, Key=key, ConsistentRead=True)
+    assert kept["Item"] == broken
+
+
+async def test_dynamodb_item_with_garbage_data_is_corrupt(
+    async_dynamodb_client, clock: ManualClock
+) -> None:
+    backend = AsyncDynamoDBBackend(async_dynamodb_client, table_name=TABLE)
+    store = AsyncSessionStore(backend, clock=clock)
+    session = await store.create({"a": 1})
+    await async_dynamodb_client.update_item(
+        TableName=TABLE,
+        Key={"session_id": {"S": session.key}},
+        UpdateExpression="SET #d = :garbage",
+        ExpressionAttributeNames={"#d": "data"},
+        ExpressionAttributeValues={":garbage": {"B": b"\x07not an envelope"}},
+    )
+    assert await store.get(session.id) is None
+    assert store.stats.unreadable_records == 1
+
+
+async def test_dynamodb_records_consumed_capacity_per_operation(
+    async_dynamodb_client, clock: ManualClock
+) -> None:
+    backend = AsyncDynamoDBBackend(async_dynamodb_client, table_name=TABLE)
+    store = AsyncSessionStore(backend, clock=clock)
+    session = await store.create({"a": 1}, user_id="capacity-user")
+    await store.get(session.id)
+    session["a"] = 2
+    await store.save(session)
+    await store.delete(session)
+    for operation in ("create", "get", "save", "delete"):
+        assert backend.capacity.calls[operation] >= 1
+        assert backend.capacity.units[operation] > 0
+    assert backend.capacity.total >= sum(backend.capacity.units[op] for op in ("get", "save"))
