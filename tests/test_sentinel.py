@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from redis.sentinel import Sentinel
 
-from sessionflow import ManualClock, RedisBackend, SessionStore
+from sessionflow import BackendError, ManualClock, RedisBackend, SessionStore
 from sessionflow.local_servers import RedisSentinelGroup
 
 
@@ -40,8 +40,6 @@ def test_sessions_survive_a_sentinel_failover(sentinel_group: RedisSentinelGroup
 def _retry_get(store: SessionStore, session_id: str):
     # The connection to the demoted master is dropped once; redis-py's Sentinel client
     # then asks the sentinel again. One retry covers it.
-    from sessionflow import BackendError
-
     for _ in range(20):
         try:
             return store.get(session_id)

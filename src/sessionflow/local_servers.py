@@ -350,48 +350,52 @@ class RedisSentinelGroup(AbstractContextManager["RedisSentinelGroup"]):
         return self
 
     def _replica_in_sync(self) -> bool:
-        return b"master_link_status:up" in self._command(self.replica.port, b"INFO replication")
+        info = self._query(self.replica.port, "INFO", "replication")
+        return isinstance(info, dict) and info.get("master_link_status") == "up"
 
     def _sentinel_sees_replica(self) -> bool:
-        reply = self._command(self.sentinel_port, f"SENTINEL REPLICAS {self.MASTER_NAME}".encode())
-        return str(self.replica.port).encode() in reply
+        replicas = self._query(self.sentinel_port, "SENTINEL", "REPLICAS", self.MASTER_NAME)
+        return bool(replicas)
+
+    def master_port(self) -> int | None:
+        """Return the master's port as the sentinel reports it (None while it cannot say)."""
+        from redis.sentinel import MasterNotFoundError, Sentinel  # noqa: PLC0415
+
+        try:
+            _, port = Sentinel(self.sentinels, socket_timeout=1).discover_master(self.MASTER_NAME)
+        except MasterNotFoundError:
+            return None
+        return int(port)
 
     @staticmethod
-    def _command(port: int, command: bytes) -> bytes:
+    def _query(port: int, *command: str) -> Any:  # noqa: ANN401 - whatever Redis replies
+        import redis  # noqa: PLC0415 - the redis extra is needed only for sentinel groups
+
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                sock.sendall(command + b"\r\n")
-                time.sleep(0.02)
-                return sock.recv(65536)
-        except OSError:
-            return b""
+            with redis.Redis(port=port, socket_timeout=1) as client:
+                return client.execute_command(*command)  # type: ignore[no-untyped-call]
+        except redis.RedisError:
+            return None
 
     @staticmethod
     def _wait(predicate: Any, timeout: float = _READY_TIMEOUT) -> None:  # noqa: ANN401
         deadline = time.monotonic() + timeout
         while not predicate():
             if time.monotonic() > deadline:
-                raise RuntimeError("the sentinel group did not become ready")
+                raise RuntimeError("the sentinel group did not reach the expected state")
             time.sleep(0.05)
 
     def failover(self) -> None:
-        """Ask the sentinel to promote the replica, and wait until the old master follows it."""
-        old_master = self.master.port
+        """Ask the sentinel to promote the replica; wait until clients are told the new master."""
+        old_master = self.master_port()
         # Until the sentinel has pinged the replica it answers NOGOODSLAVE: ask again.
         self._wait(
-            lambda: self._command(
-                self.sentinel_port, f"SENTINEL FAILOVER {self.MASTER_NAME}".encode()
-            ).startswith(b"+OK")
-        )
-        self._wait(
             lambda: (
-                str(old_master).encode()
-                not in self._command(
-                    self.sentinel_port,
-                    f"SENTINEL GET-MASTER-ADDR-BY-NAME {self.MASTER_NAME}".encode(),
-                )
+                self._query(self.sentinel_port, "SENTINEL", "FAILOVER", self.MASTER_NAME)
+                is not None
             )
         )
+        self._wait(lambda: self.master_port() not in (None, old_master))
 
     def stop(self) -> None:
         """Stop the sentinel, the replica and the master by their PIDs."""

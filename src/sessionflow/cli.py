@@ -1,0 +1,58 @@
+"""The ``sessionflow`` command line."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import typer
+from rich.console import Console
+
+from sessionflow import __version__
+
+app = typer.Typer(
+    name="sessionflow",
+    help="Server-side sessions on Redis and DynamoDB, and moving between them.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+
+
+class DynamoDBChoice(str, Enum):
+    """Which local DynamoDB the demo uses."""
+
+    auto = "auto"
+    local = "local"
+    moto = "moto"
+
+
+@app.command()
+def demo(
+    dynamodb: DynamoDBChoice = typer.Option(
+        DynamoDBChoice.auto,
+        help="auto: DynamoDB Local when installed (npm + Java), else moto in-process.",
+    ),
+) -> None:
+    """Run the session lifecycle on memory, Redis, Redis Cluster and DynamoDB.
+
+    Starts its own local servers on free loopback ports and stops them when done.
+    """
+    from sessionflow._demo import run_demo  # noqa: PLC0415 - keeps `--help` fast
+
+    try:
+        ok = run_demo(console, dynamodb=dynamodb.value)
+    except Exception as exc:
+        console.print(f"[red]demo could not run: {type(exc).__name__}: {exc}[/red]")
+        raise typer.Exit(2) from exc
+    raise typer.Exit(0 if ok else 1)
+
+
+@app.command()
+def version() -> None:
+    """Print the installed version."""
+    console.print(__version__)
+
+
+def main() -> None:
+    """Entry point of the ``sessionflow`` script."""
+    app()

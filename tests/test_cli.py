@@ -1,0 +1,36 @@
+"""The command line and the demo story."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from sessionflow import Backend, __version__
+from sessionflow._demo import run_story
+from sessionflow.cli import app
+
+runner = CliRunner()
+
+
+def test_demo_story_holds_on_every_backend(sync_backend: Backend, backend_kind: str) -> None:
+    run = run_story(backend_kind, sync_backend, lambda key: f"record {key[:8]}")
+    failed = [(step.action, step.outcome) for step in run.steps if not step.ok]
+    assert failed == []
+    assert len(run.steps) == 9
+
+
+def test_demo_command_runs_on_its_own_servers() -> None:
+    result = runner.invoke(app, ["demo", "--dynamodb", "moto"])
+    assert result.exit_code == 0, result.output
+    assert "all 36 steps behaved as expected on 4 backends" in result.output
+
+
+def test_demo_rejects_an_unknown_emulator_with_a_usage_error() -> None:
+    result = runner.invoke(app, ["demo", "--dynamodb", "cassandra"])
+    assert result.exit_code == 2
+    assert "cassandra" in result.output
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["version"])
+    assert result.exit_code == 0
+    assert __version__ in result.output
