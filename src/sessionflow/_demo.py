@@ -14,6 +14,7 @@ from rich.table import Table
 from sessionflow._clock import ManualClock
 from sessionflow._errors import SessionNotFound
 from sessionflow._policy import SessionPolicy
+from sessionflow._session import Session
 from sessionflow._sync.backends.base import Backend
 from sessionflow._sync.backends.memory import MemoryBackend
 from sessionflow._sync.store import SessionStore
@@ -61,91 +62,102 @@ class _Recorder:
         self.run.steps.append(Step(action, outcome, ok, (time.perf_counter() - started) * 1e3))
 
 
-def run_story(name: str, backend: Backend, raw_view: Callable[[str], str]) -> BackendRun:
-    """Run the session lifecycle against `backend` and record each step."""
-    clock = ManualClock()
-    store = SessionStore(backend, policy=DEMO_POLICY, clock=clock)
-    run = BackendRun(name)
-    rec = _Recorder(run)
-    state: dict[str, Any] = {}
+class DemoError(Exception):
+    """A step of the demo saw something other than what it expected."""
 
-    def create() -> tuple[bool, str]:
-        session = store.create({"cart": {"items": [], "total": "0.00"}, "page_views": 0})
-        state["anon"] = session
+
+class _Story:
+    """The session lifecycle a web application goes through, one method a step."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.clock = ManualClock()
+        self.store = SessionStore(backend, policy=DEMO_POLICY, clock=self.clock)
+        self.sessions: dict[str, Session] = {}
+
+    def read(self, session_id: str) -> Session:
+        session = self.store.get(session_id)
+        if session is None:
+            raise DemoError("a live session read as missing")
+        return session
+
+    def create(self) -> tuple[bool, str]:
+        session = self.store.create({"cart": {"items": [], "total": "0.00"}, "page_views": 0})
+        self.sessions["anon"] = session
         return session.version == 1, f"id {_mask(session.id)} (43 chars, 256 bits)"
 
-    def at_rest() -> tuple[bool, str]:
-        view = raw_view(state["anon"].key)
-        return state[
-            "anon"
-        ].id not in view, f"stored under sha256 {state['anon'].key[:12]}…: {view}"
-
-    def concurrent() -> tuple[bool, str]:
-        first = store.get(state["anon"].id)
-        second = store.get(state["anon"].id)
-        assert first is not None
-        assert second is not None
+    def concurrent(self) -> tuple[bool, str]:
+        first = self.read(self.sessions["anon"].id)
+        second = self.read(self.sessions["anon"].id)
         first["cart"]["items"].append("laptop-123|2|999.99")
         first["cart"]["total"] = "1999.98"
         second["page_views"] = 1
-        store.save(first)
-        store.save(second)  # stale version: merged, not lost
-        merged = store.get(state["anon"].id)
-        assert merged is not None
+        self.store.save(first)
+        self.store.save(second)  # based on a stale version: merged, not lost
+        merged = self.read(self.sessions["anon"].id)
         ok = merged["page_views"] == 1 and len(merged["cart"]["items"]) == 1
         return ok, f"both landed at version {merged.version} (cart + page_views)"
 
-    def idle() -> tuple[bool, str]:
-        clock.advance(25 * 60)
-        alive = store.get(state["anon"].id) is not None  # reading is activity: touches
-        clock.advance(25 * 60)
-        still = store.get(state["anon"].id) is not None
-        return alive and still, "50 min of activity kept the 30 min idle timeout rolling"
+    def idle(self) -> tuple[bool, str]:
+        self.clock.advance(25 * 60)
+        self.read(self.sessions["anon"].id)  # reading is activity: it touches
+        self.clock.advance(25 * 60)
+        self.read(self.sessions["anon"].id)
+        return True, "50 min of activity kept the 30 min idle timeout rolling"
 
-    def login() -> tuple[bool, str]:
-        session = store.get(state["anon"].id)
-        assert session is not None
-        moved = store.regenerate(session, user_id="ada")
-        state["ada"] = moved
-        old_dead = store.get(state["anon"].id) is None
+    def login(self) -> tuple[bool, str]:
+        moved = self.store.regenerate(self.read(self.sessions["anon"].id), user_id="ada")
+        self.sessions["ada"] = moved
+        old_dead = self.store.get(self.sessions["anon"].id) is None
         return old_dead, f"new id {_mask(moved.id)}; the pre-login id is dead"
 
-    def second_device() -> tuple[bool, str]:
-        state["phone"] = store.create({"device": "phone"}, user_id="ada")
-        listed = store.list_user("ada")
-        return len(listed) == 2, f"ada has {len(listed)} sessions"
+    def second_device(self) -> tuple[bool, str]:
+        self.sessions["phone"] = self.store.create({"device": "phone"}, user_id="ada")
+        listed = self.store.list_user("ada")
+        return len(listed) == len(("laptop", "phone")), f"ada has {len(listed)} sessions"
 
-    def logout_elsewhere() -> tuple[bool, str]:
-        revoked = store.revoke_user("ada", keep=state["ada"].id)
-        phone_gone = store.get(state["phone"].id) is None
+    def logout_elsewhere(self) -> tuple[bool, str]:
+        revoked = self.store.revoke_user("ada", keep=self.sessions["ada"].id)
+        phone_gone = self.store.get(self.sessions["phone"].id) is None
         return revoked == 1 and phone_gone, f"revoked {revoked}; the laptop stays signed in"
 
-    def logout() -> tuple[bool, str]:
-        stale = store.get(state["ada"].id)
-        assert stale is not None
-        store.delete(state["ada"].id)
+    def logout(self) -> tuple[bool, str]:
+        stale = self.read(self.sessions["ada"].id)
+        self.store.delete(self.sessions["ada"].id)
         stale["cart"]["items"].clear()
         try:
-            store.save(stale)
+            self.store.save(stale)
         except SessionNotFound:
-            return store.get(state["ada"].id) is None, "a late save was refused: stays deleted"
+            gone = self.store.get(self.sessions["ada"].id) is None
+            return gone, "a late save was refused: stays deleted"
         return False, "a save after logout brought the session back"
 
-    def expiry() -> tuple[bool, str]:
-        session = store.create(user_id="grace")
-        clock.advance(DEMO_POLICY.idle_timeout)
-        gone = store.get(session.id) is None
+    def expiry(self) -> tuple[bool, str]:
+        session = self.store.create(user_id="grace")
+        self.clock.advance(DEMO_POLICY.idle_timeout)
+        gone = self.store.get(session.id) is None
         return gone, "idle timeout enforced at read time (clock moved, no sleeping)"
 
-    rec.step("create an anonymous session with a cart", create)
+
+def run_story(name: str, backend: Backend, raw_view: Callable[[str], str]) -> BackendRun:
+    """Run the session lifecycle against `backend` and record each step."""
+    story = _Story(backend)
+    run = BackendRun(name)
+    rec = _Recorder(run)
+
+    def at_rest() -> tuple[bool, str]:
+        anon = story.sessions["anon"]
+        view = raw_view(anon.key)
+        return anon.id not in view, f"stored under sha256 {anon.key[:12]}…: {view}"
+
+    rec.step("create an anonymous session with a cart", story.create)
     rec.step("what the store holds", at_rest)
-    rec.step("two requests update different attributes", concurrent)
-    rec.step("touch on read keeps it alive", idle)
-    rec.step("login: regenerate the id, bind the user", login)
-    rec.step("sign in on a second device", second_device)
-    rec.step("log out everywhere else", logout_elsewhere)
-    rec.step("log out", logout)
-    rec.step("an idle session expires", expiry)
+    rec.step("two requests update different attributes", story.concurrent)
+    rec.step("touch on read keeps it alive", story.idle)
+    rec.step("login: regenerate the id, bind the user", story.login)
+    rec.step("sign in on a second device", story.second_device)
+    rec.step("log out everywhere else", story.logout_elsewhere)
+    rec.step("log out", story.logout)
+    rec.step("an idle session expires", story.expiry)
     return run
 
 
@@ -173,15 +185,15 @@ def demo_backends(
     with ExitStack() as stack:
         binary = find_redis_server()
         with console.status(f"starting Redis and a 3-node Redis Cluster ({binary})"):
-            server = stack.enter_context(RedisServer(binary=binary))
-            cluster = stack.enter_context(RedisClusterServers(3, binary=binary))
+            server = RedisServer(binary=binary).start()
+            stack.callback(server.stop)
+            cluster = RedisClusterServers(3, binary=binary).start()
+            stack.callback(cluster.stop)
         use_local = dynamodb == "local" or (dynamodb == "auto" and find_dynamodb_local())
         label = "DynamoDB Local" if use_local else "moto (in-process emulator)"
         with console.status(f"starting {label}"):
-            emulator: DynamoDBLocal | MotoDynamoDB = (
-                DynamoDBLocal() if use_local else MotoDynamoDB()
-            )
-            stack.enter_context(emulator)
+            emulator = DynamoDBLocal().start() if use_local else MotoDynamoDB().start()
+            stack.callback(emulator.stop)
         client = redis.Redis(port=server.port)
         cluster_client = redis.RedisCluster(host="127.0.0.1", port=cluster.nodes[0].port)
         ddb = boto3.client(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 import typer
 from rich.console import Console
@@ -18,7 +18,7 @@ app = typer.Typer(
 console = Console()
 
 
-class DynamoDBChoice(str, Enum):
+class DynamoDBChoice(StrEnum):
     """Which local DynamoDB the demo uses."""
 
     auto = "auto"

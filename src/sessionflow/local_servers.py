@@ -362,7 +362,8 @@ class RedisSentinelGroup(AbstractContextManager["RedisSentinelGroup"]):
         from redis.sentinel import MasterNotFoundError, Sentinel  # noqa: PLC0415
 
         try:
-            _, port = Sentinel(self.sentinels, socket_timeout=1).discover_master(self.MASTER_NAME)
+            sentinel = Sentinel(self.sentinels, socket_timeout=1)  # type: ignore[no-untyped-call]
+            _, port = sentinel.discover_master(self.MASTER_NAME)  # type: ignore[no-untyped-call]
         except MasterNotFoundError:
             return None
         return int(port)
@@ -373,7 +374,7 @@ class RedisSentinelGroup(AbstractContextManager["RedisSentinelGroup"]):
 
         try:
             with redis.Redis(port=port, socket_timeout=1) as client:
-                return client.execute_command(*command)  # type: ignore[no-untyped-call]
+                return client.execute_command(*command)
         except redis.RedisError:
             return None
 
