@@ -33,6 +33,7 @@ _ORJSON_OPTIONS: Final = (
     orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 )
 _MAX_DECOMPRESSED: Final = 64 * 1024 * 1024
+_PLAIN_JSON_HEADER: Final = bytes((ENVELOPE_VERSION, _FORMAT_JSON))
 # Space the metadata of a record takes beside its attributes (names and numbers), generously.
 RECORD_OVERHEAD_BYTES: Final = 512
 DYNAMODB_ITEM_LIMIT: Final = 400 * 1024
@@ -134,6 +135,29 @@ class Codec:
         except (orjson.JSONDecodeError, ValueError, TypeError, msgpack.UnpackException) as exc:
             raise CodecError(f"undecodable payload: {exc}") from exc
         raise CodecError(f"unknown payload format {fmt}")
+
+    def decode_fields(self, fields: Mapping[str, bytes]) -> dict[str, Any]:
+        """Decode every stored attribute; raise `CodecError` if any is not an envelope."""
+        decoded: dict[str, Any] = {}
+        loads = orjson.loads
+        try:
+            for name, stored in fields.items():
+                if stored[:2] == _PLAIN_JSON_HEADER:  # the common case, kept cheap
+                    decoded[name] = loads(stored[2:])
+                else:
+                    decoded[name] = self.decode_with_fingerprint(stored)[0]
+        except orjson.JSONDecodeError as exc:
+            raise CodecError(f"undecodable payload: {exc}") from exc
+        return decoded
+
+    def fingerprints(self, fields: Mapping[str, bytes]) -> dict[str, bytes]:
+        """Return the canonical fingerprint of every stored attribute."""
+        return {
+            name: stored[2:]
+            if stored[:2] == _PLAIN_JSON_HEADER
+            else self.decode_with_fingerprint(stored)[1]
+            for name, stored in fields.items()
+        }
 
     def check_size(self, fields: Mapping[str, bytes]) -> int:
         """Return the encoded size of a session's fields; raise `SessionTooLarge` if over limit."""

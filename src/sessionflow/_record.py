@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import NamedTuple
+
+_NO_ATTRIBUTES: Mapping[str, bytes] = MappingProxyType({})
 
 
-@dataclass(frozen=True, slots=True)
-class SessionRecord:
-    """A session as a backend stores it.
+class SessionRecord(NamedTuple):
+    """A session as a backend stores it (immutable; a tuple, so cheap on the read path).
 
     `key` is the SHA-256 hex of the session id, never the id. `attributes` maps attribute
     names to their encoded envelopes (see `Codec`). Times are epoch seconds.
@@ -24,7 +26,7 @@ class SessionRecord:
     last_access: float
     idle_expires_at: float
     absolute_expires_at: float
-    attributes: Mapping[str, bytes] = field(default_factory=dict)
+    attributes: Mapping[str, bytes] = _NO_ATTRIBUTES
     tombstone: bool = False
 
     @property
@@ -44,11 +46,7 @@ class SessionRecord:
 
     def is_live(self, now: float) -> bool:
         """Return True if the record is not a tombstone and has not expired at `now`."""
-        return not self.tombstone and now < self.expires_at
-
-    def with_attributes(self, attributes: Mapping[str, bytes]) -> SessionRecord:
-        """Return a copy with other attributes."""
-        return replace(self, attributes=dict(attributes))
+        return not self.tombstone and now < self.idle_expires_at and now < self.absolute_expires_at
 
 
 def tombstone_record(key: str, version: int, expires_at: float) -> SessionRecord:

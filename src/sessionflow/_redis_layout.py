@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, ItemsView, Iterator, Mapping
 
 from sessionflow._errors import CorruptRecord
 from sessionflow._ids import key_hint
-from sessionflow._record import SessionRecord
+from sessionflow._record import SessionRecord, tombstone_record
 
 ScriptArg = bytes | str | int | float
 
@@ -150,37 +150,60 @@ def attribute_field(name: str) -> bytes:
     return ATTRIBUTE_PREFIX + name.encode()
 
 
+class HashAttributes(Mapping[str, bytes]):
+    """The attributes of a session hash, read in place from the HGETALL reply.
+
+    A view rather than a copy: the store decodes the attributes in one pass over it.
+    """
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, fields: Mapping[bytes, bytes]) -> None:
+        self._fields = fields
+
+    def __getitem__(self, name: str) -> bytes:
+        return self._fields[ATTRIBUTE_PREFIX + name.encode()]
+
+    def __iter__(self) -> Iterator[str]:
+        return (name[2:].decode() for name in self._fields if name[:2] == ATTRIBUTE_PREFIX)
+
+    def __len__(self) -> int:
+        return sum(1 for name in self._fields if name[:2] == ATTRIBUTE_PREFIX)
+
+    def items(self) -> ItemsView[str, bytes]:
+        """Return (name, envelope) pairs without a lookup per name."""
+        return _HashAttributeItems(self)
+
+    def __repr__(self) -> str:
+        return f"HashAttributes({sorted(self)})"
+
+
+class _HashAttributeItems(ItemsView[str, bytes]):
+    _mapping: HashAttributes
+
+    def __iter__(self) -> Iterator[tuple[str, bytes]]:
+        for name, value in self._mapping._fields.items():
+            if name[:2] == ATTRIBUTE_PREFIX:
+                yield name[2:].decode(), value
+
+
 def parse_hash(key: str, fields: Mapping[bytes, bytes]) -> SessionRecord:
     """Turn a session hash into a record; raise `CorruptRecord` if it is not one."""
     try:
         version = int(fields[VERSION])
         if fields.get(TOMBSTONE) == b"1":
             expiry = float(fields.get(IDLE_EXPIRES, b"0"))
-            return SessionRecord(
-                key=key,
-                version=version,
-                user_id=None,
-                created_at=0.0,
-                last_access=0.0,
-                idle_expires_at=expiry,
-                absolute_expires_at=expiry,
-                tombstone=True,
-            )
+            return tombstone_record(key, version, expiry)
         user = fields.get(USER)
-        prefix_length = len(ATTRIBUTE_PREFIX)
         return SessionRecord(
-            key=key,
-            version=version,
-            user_id=None if user is None else user.decode(),
-            created_at=float(fields[CREATED]),
-            last_access=float(fields[LAST_ACCESS]),
-            idle_expires_at=float(fields[IDLE_EXPIRES]),
-            absolute_expires_at=float(fields[ABSOLUTE_EXPIRES]),
-            attributes={
-                name[prefix_length:].decode(): value
-                for name, value in fields.items()
-                if name.startswith(ATTRIBUTE_PREFIX)
-            },
+            key,
+            version,
+            None if user is None else user.decode(),
+            float(fields[CREATED]),
+            float(fields[LAST_ACCESS]),
+            float(fields[IDLE_EXPIRES]),
+            float(fields[ABSOLUTE_EXPIRES]),
+            HashAttributes(fields),
         )
     except KeyError as exc:
         raise CorruptRecord(key_hint(key), f"session hash lacks field {exc.args[0]!r}") from exc

@@ -6,6 +6,8 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from sessionflow._codec import Codec
+
 
 class Session(MutableMapping[str, Any]):
     """A session's attributes plus its metadata.
@@ -17,7 +19,9 @@ class Session(MutableMapping[str, Any]):
 
     __slots__ = (
         "_base",
+        "_codec",
         "_data",
+        "_stored",
         "absolute_expires_at",
         "created_at",
         "id",
@@ -40,7 +44,9 @@ class Session(MutableMapping[str, Any]):
         absolute_expires_at: float,
         version: int,
         data: dict[str, Any],
-        base: dict[str, bytes],
+        stored: Mapping[str, bytes],
+        codec: Codec,
+        base: dict[str, bytes] | None = None,
     ) -> None:
         self.id = id
         self.key = key
@@ -50,6 +56,8 @@ class Session(MutableMapping[str, Any]):
         self.idle_expires_at = idle_expires_at
         self.absolute_expires_at = absolute_expires_at
         self.version = version
+        self._stored = stored
+        self._codec = codec
         self._data = data
         self._base = base
 
@@ -75,9 +83,10 @@ class Session(MutableMapping[str, Any]):
 
     def __repr__(self) -> str:
         # Never print the id: reprs end up in logs.
+        names = sorted(self._data)
         return (
             f"Session(key={self.key[:12]}..., user_id={self.user_id!r}, version={self.version}, "
-            f"attributes={sorted(self._data)})"
+            f"attributes={names})"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,5 +111,17 @@ class SessionSummary:
 
 
 def attribute_snapshot(session: Session) -> Mapping[str, bytes]:
-    """Return the fingerprints of the attributes as they were read or last saved."""
-    return session._base  # noqa: SLF001 - the store and the session are one unit
+    """Return the fingerprints of the attributes as they were read or last saved.
+
+    Derived from the stored bytes on first use, so reads that never save skip the work.
+    """
+    # The store and the session are one unit: it reaches into the session's state.
+    if session._base is None:  # noqa: SLF001
+        session._base = session._codec.fingerprints(session._stored)  # noqa: SLF001
+    return session._base  # noqa: SLF001
+
+
+def mark_saved(session: Session, stored: Mapping[str, bytes], base: dict[str, bytes]) -> None:
+    """Record what a save wrote as the session's new baseline."""
+    session._stored = stored  # noqa: SLF001
+    session._base = base  # noqa: SLF001

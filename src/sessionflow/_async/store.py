@@ -6,7 +6,7 @@ import logging
 import random
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from sessionflow._async.backends.base import AsyncBackend
@@ -24,7 +24,7 @@ from sessionflow._errors import (
 from sessionflow._ids import key_hint, new_session_id, storage_key, validate_session_id
 from sessionflow._policy import SessionPolicy
 from sessionflow._record import SessionRecord
-from sessionflow._session import Session, SessionSummary, attribute_snapshot
+from sessionflow._session import Session, SessionSummary, attribute_snapshot, mark_saved
 
 logger = logging.getLogger("sessionflow")
 
@@ -140,10 +140,11 @@ class AsyncSessionStore:
         if record is None or not record.is_live(now):
             return None
         try:
-            session = self._decode(session_id, record)
+            data = self.codec.decode_fields(record.attributes)
         except CodecError as exc:
             self._unreadable(CorruptRecord(key_hint(key), str(exc)))
             return None
+        session = self._session(session_id, record, data)
         if touch:
             await self._touch(session, now)
         return session
@@ -163,9 +164,9 @@ class AsyncSessionStore:
         same attributes and the policy is ``"raise"``, and `SessionTooLarge` or
         `InvalidAttribute` before writing anything.
         """
+        now = self.clock.now()
         base = attribute_snapshot(session)
         changes = self._encode(session.to_dict(), base)
-        now = self.clock.now()
         if not changes.changed and not changes.removed:
             await self._touch(session, now)
             return False
@@ -204,7 +205,10 @@ class AsyncSessionStore:
                 self.stats.merged_conflicts += 1
                 await async_sleep(random.uniform(0, 0.001 * min(attempt + 1, 10)))
                 continue
-            self._apply(session, record, fingerprints)
+            session.version = record.version
+            session.last_access = record.last_access
+            session.idle_expires_at = record.idle_expires_at
+            mark_saved(session, fields, fingerprints)
             return True
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -240,8 +244,7 @@ class AsyncSessionStore:
         for _ in range(self.policy.max_save_retries + 1):
             current = await self._live(session.key, now)
             owner = user_id if user_id is not None else current.user_id
-            moved = replace(
-                current,
+            moved = current._replace(
                 key=new_key,
                 user_id=owner,
                 last_access=now,
@@ -250,7 +253,7 @@ class AsyncSessionStore:
             if created:
                 present = await self.backend.get(new_key)
                 assert present is not None  # noqa: S101 - we created it and nothing deletes it
-                moved = replace(moved, version=present.version + 1)
+                moved = moved._replace(version=present.version + 1)
                 await self.backend.save(
                     moved,
                     expected_version=present.version,
@@ -258,7 +261,7 @@ class AsyncSessionStore:
                     removed=set(present.attributes) - set(moved.attributes),
                 )
             else:
-                moved = replace(moved, version=1)
+                moved = moved._replace(version=1)
                 await self.backend.create(moved)
                 created = True
             try:
@@ -275,7 +278,7 @@ class AsyncSessionStore:
             raise VersionConflict("the session kept changing while it was regenerated")
         if owner is not None:
             await self._enforce_cap(owner, keep=new_key)
-        return self._decode(new_id, moved)
+        return self._session(new_id, moved, self.codec.decode_fields(moved.attributes))
 
     # -- users ------------------------------------------------------------------------
 
@@ -384,10 +387,7 @@ class AsyncSessionStore:
         changes: _Changes,
     ) -> tuple[dict[str, bytes], dict[str, bytes]]:
         """Apply this request's changes on top of the current record (three-way merge)."""
-        current_fingerprints = {
-            name: self.codec.decode_with_fingerprint(stored)[1]
-            for name, stored in current.attributes.items()
-        }
+        current_fingerprints = self.codec.fingerprints(current.attributes)
         clashes = {
             name
             for name in changes.changed | changes.removed
@@ -411,19 +411,12 @@ class AsyncSessionStore:
         self.codec.check_size(fields)
         return fields, current_fingerprints
 
-    def _decode(self, session_id: str, record: SessionRecord) -> Session:
-        data: dict[str, Any] = {}
-        fingerprints: dict[str, bytes] = {}
-        for name, stored in record.attributes.items():
-            data[name], fingerprints[name] = self.codec.decode_with_fingerprint(stored)
-        return self._session(session_id, record, data, fingerprints)
-
-    @staticmethod
     def _session(
+        self,
         session_id: str,
         record: SessionRecord,
         data: dict[str, Any],
-        fingerprints: dict[str, bytes],
+        fingerprints: dict[str, bytes] | None = None,
     ) -> Session:
         return Session(
             id=session_id,
@@ -435,15 +428,10 @@ class AsyncSessionStore:
             absolute_expires_at=record.absolute_expires_at,
             version=record.version,
             data=data,
+            stored=record.attributes,
+            codec=self.codec,
             base=fingerprints,
         )
-
-    @staticmethod
-    def _apply(session: Session, record: SessionRecord, fingerprints: dict[str, bytes]) -> None:
-        session.version = record.version
-        session.last_access = record.last_access
-        session.idle_expires_at = record.idle_expires_at
-        session._base = fingerprints  # noqa: SLF001 - the store owns the snapshot
 
     def _unreadable(self, exc: CorruptRecord) -> None:
         self.stats.unreadable_records += 1

@@ -7,7 +7,7 @@ import logging
 import random
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from sessionflow._sync.backends.base import Backend
@@ -25,7 +25,7 @@ from sessionflow._errors import (
 from sessionflow._ids import key_hint, new_session_id, storage_key, validate_session_id
 from sessionflow._policy import SessionPolicy
 from sessionflow._record import SessionRecord
-from sessionflow._session import Session, SessionSummary, attribute_snapshot
+from sessionflow._session import Session, SessionSummary, attribute_snapshot, mark_saved
 
 logger = logging.getLogger("sessionflow")
 
@@ -141,10 +141,11 @@ class SessionStore:
         if record is None or not record.is_live(now):
             return None
         try:
-            session = self._decode(session_id, record)
+            data = self.codec.decode_fields(record.attributes)
         except CodecError as exc:
             self._unreadable(CorruptRecord(key_hint(key), str(exc)))
             return None
+        session = self._session(session_id, record, data)
         if touch:
             self._touch(session, now)
         return session
@@ -164,9 +165,9 @@ class SessionStore:
         same attributes and the policy is ``"raise"``, and `SessionTooLarge` or
         `InvalidAttribute` before writing anything.
         """
+        now = self.clock.now()
         base = attribute_snapshot(session)
         changes = self._encode(session.to_dict(), base)
-        now = self.clock.now()
         if not changes.changed and not changes.removed:
             self._touch(session, now)
             return False
@@ -205,7 +206,10 @@ class SessionStore:
                 self.stats.merged_conflicts += 1
                 sync_sleep(random.uniform(0, 0.001 * min(attempt + 1, 10)))
                 continue
-            self._apply(session, record, fingerprints)
+            session.version = record.version
+            session.last_access = record.last_access
+            session.idle_expires_at = record.idle_expires_at
+            mark_saved(session, fields, fingerprints)
             return True
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -241,8 +245,7 @@ class SessionStore:
         for _ in range(self.policy.max_save_retries + 1):
             current = self._live(session.key, now)
             owner = user_id if user_id is not None else current.user_id
-            moved = replace(
-                current,
+            moved = current._replace(
                 key=new_key,
                 user_id=owner,
                 last_access=now,
@@ -251,7 +254,7 @@ class SessionStore:
             if created:
                 present = self.backend.get(new_key)
                 assert present is not None  # noqa: S101 - we created it and nothing deletes it
-                moved = replace(moved, version=present.version + 1)
+                moved = moved._replace(version=present.version + 1)
                 self.backend.save(
                     moved,
                     expected_version=present.version,
@@ -259,7 +262,7 @@ class SessionStore:
                     removed=set(present.attributes) - set(moved.attributes),
                 )
             else:
-                moved = replace(moved, version=1)
+                moved = moved._replace(version=1)
                 self.backend.create(moved)
                 created = True
             try:
@@ -276,7 +279,7 @@ class SessionStore:
             raise VersionConflict("the session kept changing while it was regenerated")
         if owner is not None:
             self._enforce_cap(owner, keep=new_key)
-        return self._decode(new_id, moved)
+        return self._session(new_id, moved, self.codec.decode_fields(moved.attributes))
 
     # -- users ------------------------------------------------------------------------
 
@@ -385,10 +388,7 @@ class SessionStore:
         changes: _Changes,
     ) -> tuple[dict[str, bytes], dict[str, bytes]]:
         """Apply this request's changes on top of the current record (three-way merge)."""
-        current_fingerprints = {
-            name: self.codec.decode_with_fingerprint(stored)[1]
-            for name, stored in current.attributes.items()
-        }
+        current_fingerprints = self.codec.fingerprints(current.attributes)
         clashes = {
             name
             for name in changes.changed | changes.removed
@@ -412,19 +412,12 @@ class SessionStore:
         self.codec.check_size(fields)
         return fields, current_fingerprints
 
-    def _decode(self, session_id: str, record: SessionRecord) -> Session:
-        data: dict[str, Any] = {}
-        fingerprints: dict[str, bytes] = {}
-        for name, stored in record.attributes.items():
-            data[name], fingerprints[name] = self.codec.decode_with_fingerprint(stored)
-        return self._session(session_id, record, data, fingerprints)
-
-    @staticmethod
     def _session(
+        self,
         session_id: str,
         record: SessionRecord,
         data: dict[str, Any],
-        fingerprints: dict[str, bytes],
+        fingerprints: dict[str, bytes] | None = None,
     ) -> Session:
         return Session(
             id=session_id,
@@ -436,15 +429,10 @@ class SessionStore:
             absolute_expires_at=record.absolute_expires_at,
             version=record.version,
             data=data,
+            stored=record.attributes,
+            codec=self.codec,
             base=fingerprints,
         )
-
-    @staticmethod
-    def _apply(session: Session, record: SessionRecord, fingerprints: dict[str, bytes]) -> None:
-        session.version = record.version
-        session.last_access = record.last_access
-        session.idle_expires_at = record.idle_expires_at
-        session._base = fingerprints  # noqa: SLF001 - the store owns the snapshot
 
     def _unreadable(self, exc: CorruptRecord) -> None:
         self.stats.unreadable_records += 1

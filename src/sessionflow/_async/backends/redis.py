@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Sequence
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
 from redis.exceptions import RedisError, ResponseError
@@ -25,17 +25,34 @@ if TYPE_CHECKING:
     from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 
-@contextmanager
-def _redis_errors(key: str) -> Iterator[None]:
-    """Turn redis-py errors into sessionflow's: wrong-typed keys are corrupt records."""
-    try:
-        yield
-    except ResponseError as exc:
-        if "WRONGTYPE" in str(exc):
-            raise CorruptRecord(key_hint(key), "the Redis key is not a session hash") from exc
-        raise BackendError(f"Redis refused a command: {exc}") from exc
-    except RedisError as exc:
-        raise BackendError(f"Redis failed: {exc}") from exc
+class _redis_errors:  # noqa: N801 - used like a function: `with _redis_errors(key):`
+    """Turn redis-py errors into sessionflow's: wrong-typed keys are corrupt records.
+
+    A class rather than a generator-based context manager: it sits on every call's path.
+    """
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, ResponseError):
+            if "WRONGTYPE" in str(exc):
+                raise CorruptRecord(
+                    key_hint(self.key), "the Redis key is not a session hash"
+                ) from exc
+            raise BackendError(f"Redis refused a command: {exc}") from exc
+        if isinstance(exc, RedisError):
+            raise BackendError(f"Redis failed: {exc}") from exc
 
 
 class AsyncRedisBackend:
@@ -58,6 +75,7 @@ class AsyncRedisBackend:
             raise ConfigError("the Redis key prefix must be non-empty and free of braces")
         self._client = client
         self._prefix = prefix
+        self._key_start = f"{prefix}:{{"
         self._create = client.register_script(layout.CREATE_SCRIPT)
         self._save = client.register_script(layout.SAVE_SCRIPT)
         self._touch = client.register_script(layout.TOUCH_SCRIPT)
@@ -70,7 +88,7 @@ class AsyncRedisBackend:
 
     def redis_key(self, key: str) -> str:
         """Return the Redis key that holds the session with storage key `key`."""
-        return layout.session_key(self._prefix, key)
+        return self._key_start + key + "}"
 
     async def create(self, record: SessionRecord) -> None:
         """See `AsyncBackend.create`; the user index is written first: no session is unindexed."""
@@ -99,8 +117,13 @@ class AsyncRedisBackend:
 
     async def get(self, key: str) -> SessionRecord | None:
         """See `AsyncBackend.get`."""
-        with _redis_errors(key):
+        # The hottest path: errors are translated inline rather than through a context.
+        try:
             fields = cast("dict[bytes, bytes]", await self._client.hgetall(self.redis_key(key)))
+        except RedisError:
+            with _redis_errors(key):
+                raise
+            raise  # pragma: no cover - _redis_errors always raises for RedisError
         if not fields:
             return None
         return layout.parse_hash(key, fields)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Collection, Sequence
-from dataclasses import replace
 
 from sessionflow._clock import Clock, SystemClock
 from sessionflow._errors import CorruptRecord, SessionExists, SessionNotFound, VersionConflict
@@ -38,7 +37,7 @@ class MemoryBackend:
             self._count_write()
             if record.key in self._records:
                 raise SessionExists("a record with this key exists")
-            self._records[record.key] = record.with_attributes(record.attributes)
+            self._records[record.key] = record._replace(attributes=dict(record.attributes))
             if record.user_id is not None:
                 self._users.setdefault(record.user_id, {})[record.key] = record.created_at
 
@@ -70,7 +69,7 @@ class MemoryBackend:
                 raise VersionConflict(
                     "session changed since it was read", current_version=current.version
                 )
-            self._records[record.key] = record.with_attributes(record.attributes)
+            self._records[record.key] = record._replace(attributes=dict(record.attributes))
 
     def touch(self, key: str, *, last_access: float, idle_expires_at: float) -> bool:
         """See `Backend.touch`."""
@@ -78,8 +77,8 @@ class MemoryBackend:
             current = self._records.get(key)
             if current is None or current.tombstone:
                 return False
-            self._records[key] = replace(
-                current, last_access=last_access, idle_expires_at=idle_expires_at
+            self._records[key] = current._replace(
+                last_access=last_access, idle_expires_at=idle_expires_at
             )
             return True
 

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Sequence
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
 from redis.exceptions import RedisError, ResponseError
@@ -26,17 +26,34 @@ if TYPE_CHECKING:
     from redis.cluster import RedisCluster as RedisCluster
 
 
-@contextmanager
-def _redis_errors(key: str) -> Iterator[None]:
-    """Turn redis-py errors into sessionflow's: wrong-typed keys are corrupt records."""
-    try:
-        yield
-    except ResponseError as exc:
-        if "WRONGTYPE" in str(exc):
-            raise CorruptRecord(key_hint(key), "the Redis key is not a session hash") from exc
-        raise BackendError(f"Redis refused a command: {exc}") from exc
-    except RedisError as exc:
-        raise BackendError(f"Redis failed: {exc}") from exc
+class _redis_errors:  # noqa: N801 - used like a function: `with _redis_errors(key):`
+    """Turn redis-py errors into sessionflow's: wrong-typed keys are corrupt records.
+
+    A class rather than a generator-based context manager: it sits on every call's path.
+    """
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, ResponseError):
+            if "WRONGTYPE" in str(exc):
+                raise CorruptRecord(
+                    key_hint(self.key), "the Redis key is not a session hash"
+                ) from exc
+            raise BackendError(f"Redis refused a command: {exc}") from exc
+        if isinstance(exc, RedisError):
+            raise BackendError(f"Redis failed: {exc}") from exc
 
 
 class RedisBackend:
@@ -59,6 +76,7 @@ class RedisBackend:
             raise ConfigError("the Redis key prefix must be non-empty and free of braces")
         self._client = client
         self._prefix = prefix
+        self._key_start = f"{prefix}:{{"
         self._create = client.register_script(layout.CREATE_SCRIPT)
         self._save = client.register_script(layout.SAVE_SCRIPT)
         self._touch = client.register_script(layout.TOUCH_SCRIPT)
@@ -71,7 +89,7 @@ class RedisBackend:
 
     def redis_key(self, key: str) -> str:
         """Return the Redis key that holds the session with storage key `key`."""
-        return layout.session_key(self._prefix, key)
+        return self._key_start + key + "}"
 
     def create(self, record: SessionRecord) -> None:
         """See `Backend.create`; the user index is written first: no session is unindexed."""
@@ -100,8 +118,13 @@ class RedisBackend:
 
     def get(self, key: str) -> SessionRecord | None:
         """See `Backend.get`."""
-        with _redis_errors(key):
+        # The hottest path: errors are translated inline rather than through a context.
+        try:
             fields = cast("dict[bytes, bytes]", self._client.hgetall(self.redis_key(key)))
+        except RedisError:
+            with _redis_errors(key):
+                raise
+            raise  # pragma: no cover - _redis_errors always raises for RedisError
         if not fields:
             return None
         return layout.parse_hash(key, fields)
