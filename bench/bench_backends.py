@@ -387,8 +387,10 @@ def dynamodb_sync(endpoint: str, ops: int, rounds: int) -> list[Comparison]:
 
 def render(comparisons: list[Comparison]) -> str:
     lines = [
-        "| operation | raw ops/s | sessionflow ops/s | ratio | target "
-        "| raw p50 / p99 (us) | sessionflow p50 / p99 (us) |",
+        (
+            "| operation | raw ops/s | sessionflow ops/s | ratio | target "
+            "| raw p50 / p99 (us) | sessionflow p50 / p99 (us) |"
+        ),
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for c in comparisons:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 
 from sessionflow import (
     AsyncDynamoDBBackend,
+    BackendError,
     AsyncRedisBackend,
     AsyncSessionStore,
     ConfigError,
@@ -15,6 +20,8 @@ from sessionflow import (
     new_session_id,
     storage_key,
 )
+from sessionflow.local_servers import free_port
+from tests.clients import async_dynamodb_client_at
 from tests.conftest import TABLE, Servers
 
 
@@ -136,3 +143,67 @@ async def test_dynamodb_records_consumed_capacity_per_operation(
         assert backend.capacity.calls[operation] >= 1
         assert backend.capacity.units[operation] > 0
     assert backend.capacity.total >= sum(backend.capacity.units[op] for op in ("get", "save"))
+
+
+async def test_unreachable_redis_is_a_backend_error() -> None:
+    client = AsyncRedis(
+        port=free_port(), socket_connect_timeout=0.5, retry=AsyncRetry(NoBackoff(), 0)
+    )
+    store = AsyncSessionStore(AsyncRedisBackend(client))
+    with pytest.raises(BackendError, match="Redis failed"):
+        await store.get(new_session_id())
+    with pytest.raises(BackendError):
+        await store.create({"a": 1})
+    await client.aclose()
+
+
+async def test_unreachable_dynamodb_is_a_backend_error() -> None:
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    async with async_dynamodb_client_at(endpoint, max_attempts=1, connect_timeout=0.5) as client:
+        store = AsyncSessionStore(AsyncDynamoDBBackend(client, table_name=TABLE))
+        with pytest.raises(BackendError, match="DynamoDB request failed"):
+            await store.get(new_session_id())
+
+
+async def test_missing_dynamodb_table_is_a_backend_error(async_dynamodb_client) -> None:
+    store = AsyncSessionStore(AsyncDynamoDBBackend(async_dynamodb_client, table_name="no_such"))
+    with pytest.raises(BackendError, match="ResourceNotFoundException"):
+        await store.get(new_session_id())
+
+
+async def test_ensure_table_is_idempotent_and_configures_the_table(async_dynamodb_client) -> None:
+    backend = AsyncDynamoDBBackend(async_dynamodb_client, table_name=f"t{uuid.uuid4().hex[:8]}")
+    await backend.ensure_table()
+    await backend.ensure_table()  # a second call (another process starting) changes nothing
+    table = (await async_dynamodb_client.describe_table(TableName=backend.table_name))["Table"]
+    assert table["KeySchema"] == [{"AttributeName": "session_id", "KeyType": "HASH"}]
+    assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["StreamSpecification"] == {
+        "StreamEnabled": True,
+        "StreamViewType": "NEW_AND_OLD_IMAGES",
+    }
+    (index,) = table["GlobalSecondaryIndexes"]
+    assert [k["AttributeName"] for k in index["KeySchema"]] == ["user_id", "created_at"]
+    ttl = await async_dynamodb_client.describe_time_to_live(TableName=backend.table_name)
+    assert ttl["TimeToLiveDescription"]["AttributeName"] == "expires_at"
+    assert ttl["TimeToLiveDescription"]["TimeToLiveStatus"] in ("ENABLED", "ENABLING")
+    await async_dynamodb_client.delete_table(TableName=backend.table_name)
+
+
+async def test_wrong_typed_key_in_a_user_listing_is_counted_not_fatal(
+    async_redis, prefix: str, clock: ManualClock, user: str
+) -> None:
+    backend = AsyncRedisBackend(async_redis, prefix=prefix)
+    store = AsyncSessionStore(backend, clock=clock)
+    good = await store.create(user_id=user)
+    bad = await store.create(user_id=user)
+    await async_redis.delete(backend.redis_key(bad.key))
+    await async_redis.rpush(backend.redis_key(bad.key), b"not a hash")
+    assert [s.handle for s in await store.list_user(user)] == [good.key]
+    assert store.stats.unreadable_records == 1
+    assert await async_redis.lrange(backend.redis_key(bad.key), 0, -1) == [b"not a hash"]
+
+
+async def test_empty_dynamodb_table_name_is_refused(async_dynamodb_client) -> None:
+    with pytest.raises(ConfigError):
+        AsyncDynamoDBBackend(async_dynamodb_client, table_name="")

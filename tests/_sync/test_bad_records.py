@@ -3,11 +3,16 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from redis import Redis as Redis
+from redis.retry import Retry as Retry
+from redis.backoff import NoBackoff
 
 from sessionflow import (
     DynamoDBBackend,
+    BackendError,
     RedisBackend,
     SessionStore,
     ConfigError,
@@ -16,6 +21,8 @@ from sessionflow import (
     new_session_id,
     storage_key,
 )
+from sessionflow.local_servers import free_port
+from tests.clients import sync_dynamodb_client_at
 from tests.conftest import TABLE, Servers
 
 
@@ -137,3 +144,67 @@ def test_dynamodb_records_consumed_capacity_per_operation(
         assert backend.capacity.calls[operation] >= 1
         assert backend.capacity.units[operation] > 0
     assert backend.capacity.total >= sum(backend.capacity.units[op] for op in ("get", "save"))
+
+
+def test_unreachable_redis_is_a_backend_error() -> None:
+    client = Redis(
+        port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
+    )
+    store = SessionStore(RedisBackend(client))
+    with pytest.raises(BackendError, match="Redis failed"):
+        store.get(new_session_id())
+    with pytest.raises(BackendError):
+        store.create({"a": 1})
+    client.close()
+
+
+def test_unreachable_dynamodb_is_a_backend_error() -> None:
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    with sync_dynamodb_client_at(endpoint, max_attempts=1, connect_timeout=0.5) as client:
+        store = SessionStore(DynamoDBBackend(client, table_name=TABLE))
+        with pytest.raises(BackendError, match="DynamoDB request failed"):
+            store.get(new_session_id())
+
+
+def test_missing_dynamodb_table_is_a_backend_error(sync_dynamodb_client) -> None:
+    store = SessionStore(DynamoDBBackend(sync_dynamodb_client, table_name="no_such"))
+    with pytest.raises(BackendError, match="ResourceNotFoundException"):
+        store.get(new_session_id())
+
+
+def test_ensure_table_is_idempotent_and_configures_the_table(sync_dynamodb_client) -> None:
+    backend = DynamoDBBackend(sync_dynamodb_client, table_name=f"t{uuid.uuid4().hex[:8]}")
+    backend.ensure_table()
+    backend.ensure_table()  # a second call (another process starting) changes nothing
+    table = (sync_dynamodb_client.describe_table(TableName=backend.table_name))["Table"]
+    assert table["KeySchema"] == [{"AttributeName": "session_id", "KeyType": "HASH"}]
+    assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["StreamSpecification"] == {
+        "StreamEnabled": True,
+        "StreamViewType": "NEW_AND_OLD_IMAGES",
+    }
+    (index,) = table["GlobalSecondaryIndexes"]
+    assert [k["AttributeName"] for k in index["KeySchema"]] == ["user_id", "created_at"]
+    ttl = sync_dynamodb_client.describe_time_to_live(TableName=backend.table_name)
+    assert ttl["TimeToLiveDescription"]["AttributeName"] == "expires_at"
+    assert ttl["TimeToLiveDescription"]["TimeToLiveStatus"] in ("ENABLED", "ENABLING")
+    sync_dynamodb_client.delete_table(TableName=backend.table_name)
+
+
+def test_wrong_typed_key_in_a_user_listing_is_counted_not_fatal(
+    sync_redis, prefix: str, clock: ManualClock, user: str
+) -> None:
+    backend = RedisBackend(sync_redis, prefix=prefix)
+    store = SessionStore(backend, clock=clock)
+    good = store.create(user_id=user)
+    bad = store.create(user_id=user)
+    sync_redis.delete(backend.redis_key(bad.key))
+    sync_redis.rpush(backend.redis_key(bad.key), b"not a hash")
+    assert [s.handle for s in store.list_user(user)] == [good.key]
+    assert store.stats.unreadable_records == 1
+    assert sync_redis.lrange(backend.redis_key(bad.key), 0, -1) == [b"not a hash"]
+
+
+def test_empty_dynamodb_table_name_is_refused(sync_dynamodb_client) -> None:
+    with pytest.raises(ConfigError):
+        DynamoDBBackend(sync_dynamodb_client, table_name="")
