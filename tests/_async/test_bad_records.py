@@ -11,9 +11,9 @@ from redis.backoff import NoBackoff
 
 from sessionflow import (
     AsyncDynamoDBBackend,
-    BackendError,
     AsyncRedisBackend,
     AsyncSessionStore,
+    BackendError,
     ConfigError,
     CorruptRecord,
     ManualClock,

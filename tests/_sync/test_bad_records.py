@@ -12,9 +12,9 @@ from redis.backoff import NoBackoff
 
 from sessionflow import (
     DynamoDBBackend,
-    BackendError,
     RedisBackend,
     SessionStore,
+    BackendError,
     ConfigError,
     CorruptRecord,
     ManualClock,
