@@ -16,7 +16,7 @@ from typing import Any
 from sessionflow._codec import pack_fields, unpack_fields
 from sessionflow._errors import CodecError, CorruptRecord
 from sessionflow._ids import key_hint
-from sessionflow._record import SessionRecord
+from sessionflow._record import SessionRecord, tombstone_record
 
 PARTITION_KEY = "session_id"
 USER_INDEX = "user_id-created_at-index"
@@ -83,16 +83,7 @@ def item_to_record(item: Mapping[str, Any]) -> SessionRecord:
         version = int(item["version"]["N"])
         if item.get("tombstone", {}).get("BOOL"):
             expiry = float(item.get("absolute_expires_at", {"N": "0"})["N"])
-            return SessionRecord(
-                key=key,
-                version=version,
-                user_id=None,
-                created_at=0.0,
-                last_access=0.0,
-                idle_expires_at=expiry,
-                absolute_expires_at=expiry,
-                tombstone=True,
-            )
+            return tombstone_record(key, version, expiry)
         user = item.get("user_id")
         return SessionRecord(
             key=key,

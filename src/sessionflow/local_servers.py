@@ -13,7 +13,6 @@ import socket
 import subprocess
 import tempfile
 import time
-from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -96,7 +95,30 @@ def find_dynamodb_local() -> Path | None:
     return None
 
 
-class _Process(AbstractContextManager["_Process"]):
+class _LocalServer:
+    """Something started with `start` and stopped with `stop`; a context manager of both."""
+
+    def start(self) -> Self:
+        """Start and wait until ready."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop and clean up; safe to call twice."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class _Process(_LocalServer):
     """A child process with a scratch directory, stopped by its PID."""
 
     def __init__(self, name: str) -> None:
@@ -145,14 +167,6 @@ class _Process(AbstractContextManager["_Process"]):
                 self.process.wait(timeout=10)
         self.process = None
         shutil.rmtree(self.directory, ignore_errors=True)
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class RedisServer(_Process):
@@ -214,11 +228,8 @@ class RedisServer(_Process):
                 raise RuntimeError(f"redis on port {self.port} did not start:\n{self.log_tail()}")
             time.sleep(0.02)
 
-    def __enter__(self) -> Self:
-        return self.start()
 
-
-class RedisClusterServers(AbstractContextManager["RedisClusterServers"]):
+class RedisClusterServers(_LocalServer):
     """A Redis Cluster of `masters` nodes on loopback, no replicas, slots split evenly."""
 
     def __init__(self, masters: int = 3, *, binary: str | None = None) -> None:
@@ -288,19 +299,8 @@ class RedisClusterServers(AbstractContextManager["RedisClusterServers"]):
         for node in self.nodes:
             node.stop()
 
-    def __enter__(self) -> Self:
-        return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-class RedisSentinelGroup(AbstractContextManager["RedisSentinelGroup"]):
+class RedisSentinelGroup(_LocalServer):
     """A master, one replica and one sentinel watching them, on loopback.
 
     The sentinel's quorum is 1 and its down-after is 1 s, so a failover (forced with
@@ -404,17 +404,6 @@ class RedisSentinelGroup(AbstractContextManager["RedisSentinelGroup"]):
         self.replica.stop()
         self.master.stop()
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 def wait_for_dynamodb(endpoint_url: str, timeout: float = _READY_TIMEOUT) -> None:
     """Wait until a DynamoDB endpoint answers ListTables."""
@@ -487,11 +476,8 @@ class DynamoDBLocal(_Process):
             raise RuntimeError(f"DynamoDB Local did not start:\n{self.log_tail()}") from exc
         return self
 
-    def __enter__(self) -> Self:
-        return self.start()
 
-
-class MotoDynamoDB(AbstractContextManager["MotoDynamoDB"]):
+class MotoDynamoDB(_LocalServer):
     """moto's DynamoDB emulator in a thread of this process (zero-install demo only)."""
 
     def __init__(self, *, port: int | None = None) -> None:
@@ -517,14 +503,3 @@ class MotoDynamoDB(AbstractContextManager["MotoDynamoDB"]):
         if self._server is not None:
             self._server.stop()
             self._server = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
