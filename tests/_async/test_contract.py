@@ -316,6 +316,33 @@ async def test_regenerate_never_loses_a_concurrent_save(async_store: AsyncSessio
         assert await async_store.get(session.id) is None
 
 
+async def test_regenerate_racing_logout_leaves_no_orphan(
+    async_store: AsyncSessionStore, user: str
+) -> None:
+    for _ in range(5):
+        session = await async_store.create({"a": 1}, user_id=user)
+
+        async def regenerate(session=session):
+            try:
+                return await async_store.regenerate(session)
+            except SessionNotFound:
+                return None
+
+        moved, logged_out = await async_run_all(
+            [regenerate, partial(async_store.delete, session.id)]
+        )
+        # Exactly one of them ended the live session: a logout that won must not be undone
+        # by a regeneration that read the session a moment before.
+        assert (moved is None) == logged_out
+        assert await async_store.get(session.id) is None
+        listed = [s.handle for s in await async_store.list_user(user)]
+        if moved is None:
+            assert listed == [], "a regeneration that failed left a live copy behind"
+        else:
+            assert listed == [moved.key]
+            await async_store.delete(moved)
+
+
 async def test_regenerate_of_a_deleted_session_fails(async_store: AsyncSessionStore) -> None:
     session = await async_store.create()
     await async_store.delete(session)

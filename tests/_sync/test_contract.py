@@ -317,6 +317,33 @@ def test_regenerate_never_loses_a_concurrent_save(sync_store: SessionStore) -> N
         assert sync_store.get(session.id) is None
 
 
+def test_regenerate_racing_logout_leaves_no_orphan(
+    sync_store: SessionStore, user: str
+) -> None:
+    for _ in range(5):
+        session = sync_store.create({"a": 1}, user_id=user)
+
+        def regenerate(session=session):
+            try:
+                return sync_store.regenerate(session)
+            except SessionNotFound:
+                return None
+
+        moved, logged_out = sync_run_all(
+            [regenerate, partial(sync_store.delete, session.id)]
+        )
+        # Exactly one of them ended the live session: a logout that won must not be undone
+        # by a regeneration that read the session a moment before.
+        assert (moved is None) == logged_out
+        assert sync_store.get(session.id) is None
+        listed = [s.handle for s in sync_store.list_user(user)]
+        if moved is None:
+            assert listed == [], "a regeneration that failed left a live copy behind"
+        else:
+            assert listed == [moved.key]
+            sync_store.delete(moved)
+
+
 def test_regenerate_of_a_deleted_session_fails(sync_store: SessionStore) -> None:
     session = sync_store.create()
     sync_store.delete(session)

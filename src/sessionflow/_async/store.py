@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import re
@@ -18,6 +19,7 @@ from sessionflow._errors import (
     CorruptRecord,
     InvalidAttribute,
     SessionExists,
+    SessionflowError,
     SessionNotFound,
     VersionConflict,
 )
@@ -240,19 +242,40 @@ class AsyncSessionStore:
         now = self.clock.now()
         new_id = new_session_id()
         new_key = storage_key(new_id)
+        try:
+            moved = await self._move(session.key, new_key, user_id, now)
+        except Exception:
+            # Never leave a copy behind that nobody holds the id of: the old session was
+            # deleted meanwhile (logout wins), or the move failed.
+            with contextlib.suppress(SessionflowError):
+                await self._delete_key(new_key)
+            raise
+        owner = moved.user_id
+        if owner is not None:
+            await self._enforce_cap(owner, keep=new_key)
+        return self._session(new_id, moved, self.codec.decode_fields(moved.attributes))
+
+    async def _move(
+        self, old_key: str, new_key: str, user_id: str | None, now: float
+    ) -> SessionRecord:
+        """Copy the live record at `old_key` to `new_key`, then tombstone the old one.
+
+        The delete is conditional on the version copied; a save that lands on the old key
+        in between makes it fail, and the copy is refreshed, so no acknowledged save is lost.
+        """
         created = False
         for _ in range(self.policy.max_save_retries + 1):
-            current = await self._live(session.key, now)
-            owner = user_id if user_id is not None else current.user_id
+            current = await self._live(old_key, now)
             moved = current._replace(
                 key=new_key,
-                user_id=owner,
+                user_id=user_id if user_id is not None else current.user_id,
                 last_access=now,
                 idle_expires_at=min(now + self.policy.idle_timeout, current.absolute_expires_at),
             )
             if created:
                 present = await self.backend.get(new_key)
-                assert present is not None  # noqa: S101 - we created it and nothing deletes it
+                if present is None or present.tombstone:
+                    raise SessionNotFound("the regenerated session was deleted meanwhile")
                 moved = moved._replace(version=present.version + 1)
                 await self.backend.save(
                     moved,
@@ -265,20 +288,17 @@ class AsyncSessionStore:
                 await self.backend.create(moved)
                 created = True
             try:
-                await self.backend.delete(
-                    session.key,
+                old = await self.backend.delete(
+                    old_key,
                     tombstone_expires_at=now + self.policy.tombstone_ttl,
                     expected_version=current.version,
                 )
-                break
             except VersionConflict:
                 continue  # a concurrent save landed on the old id: copy again
-        else:
-            await self._delete_key(new_key)
-            raise VersionConflict("the session kept changing while it was regenerated")
-        if owner is not None:
-            await self._enforce_cap(owner, keep=new_key)
-        return self._session(new_id, moved, self.codec.decode_fields(moved.attributes))
+            if old is None:
+                raise SessionNotFound("the session was deleted while it was regenerated")
+            return moved
+        raise VersionConflict("the session kept changing while it was regenerated")
 
     # -- users ------------------------------------------------------------------------
 
