@@ -65,6 +65,26 @@ def record_to_item(record: SessionRecord) -> Item:
     return item
 
 
+def tombstone_to_item(record: SessionRecord) -> Item:
+    """Return the item that stores a tombstone."""
+    return {
+        PARTITION_KEY: {"S": record.key},
+        "version": _n(record.version),
+        "tombstone": {"BOOL": True},
+        "idle_expires_at": _n(record.absolute_expires_at),
+        "absolute_expires_at": _n(record.absolute_expires_at),
+        TTL_ATTRIBUTE: _n(record.expires_at_epoch),
+    }
+
+
+# A guarded copy lands only over an absent or older record, and a live copy never over a
+# tombstone.
+GUARDED_LIVE_CONDITION = (
+    "attribute_not_exists(session_id) OR (#v < :incoming AND attribute_not_exists(tombstone))"
+)
+GUARDED_TOMBSTONE_CONDITION = "attribute_not_exists(session_id) OR #v < :incoming"
+
+
 def item_size(item: Item) -> int:
     """Estimate an item's size as DynamoDB counts it (names plus values), for the size guard."""
     size = 0

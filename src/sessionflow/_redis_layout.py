@@ -104,6 +104,29 @@ return {1, old}
 """
 
 
+# KEYS[1] session; ARGV[1] incoming version; ARGV[2] '1' if the incoming record is a
+# tombstone; ARGV[3] expire-at ms; ARGV[4..] the record's field/value pairs.
+# Returns 0 written, 1 kept a newer or equal version, 2 kept a tombstone, -2 not a session.
+PUT_GUARDED_SCRIPT = (
+    _HSET_PAIRS
+    + """
+local kind = redis.call('TYPE', KEYS[1]).ok
+if kind ~= 'hash' and kind ~= 'none' then return -2 end
+local cur = redis.call('HMGET', KEYS[1], '_v', '_t')
+if cur[1] then
+  if cur[2] == '1' and ARGV[2] ~= '1' then return 2 end
+  if tonumber(cur[1]) >= tonumber(ARGV[1]) then return 1 end
+elseif kind == 'hash' then
+  return -2
+end
+redis.call('DEL', KEYS[1])
+hset_pairs(KEYS[1], 4, #ARGV)
+redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+return 0
+"""
+)
+
+
 def session_key(prefix: str, key: str) -> str:
     """Return the Redis key of a session."""
     return f"{prefix}:{{{key}}}"
@@ -135,6 +158,24 @@ def metadata_fields(record: SessionRecord) -> list[ScriptArg]:
     if record.user_id is not None:
         items += [USER, record.user_id.encode()]
     return items
+
+
+def record_fields(record: SessionRecord) -> list[ScriptArg]:
+    """Return every field of a record (live or tombstone) as flat field/value items."""
+    if record.tombstone:
+        expiry = _number(record.absolute_expires_at)
+        return [VERSION, str(record.version).encode(), TOMBSTONE, b"1", IDLE_EXPIRES, expiry,
+                ABSOLUTE_EXPIRES, expiry]  # fmt: skip
+    return [
+        *metadata_fields(record),
+        *attribute_fields(record.attributes, record.attributes),
+    ]
+
+
+def key_from_redis_key(redis_key: bytes | str) -> str:
+    """Return the storage key inside a session's Redis key (the part between the braces)."""
+    text = redis_key.decode() if isinstance(redis_key, bytes) else redis_key
+    return text[text.index("{") + 1 : text.rindex("}")]
 
 
 def attribute_fields(attributes: Mapping[str, bytes], names: Collection[str]) -> list[ScriptArg]:

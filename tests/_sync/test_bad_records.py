@@ -208,3 +208,51 @@ def test_wrong_typed_key_in_a_user_listing_is_counted_not_fatal(
 def test_empty_dynamodb_table_name_is_refused(sync_dynamodb_client) -> None:
     with pytest.raises(ConfigError):
         DynamoDBBackend(sync_dynamodb_client, table_name="")
+
+
+def test_scan_surfaces_wrong_typed_keys_for_quarantine(
+    sync_redis, prefix: str, clock: ManualClock
+) -> None:
+    backend = RedisBackend(sync_redis, prefix=prefix)
+    store = SessionStore(backend, clock=clock)
+    good = store.create({"a": 1})
+    bad = store.create({"a": 2})
+    sync_redis.delete(backend.redis_key(bad.key))
+    sync_redis.set(backend.redis_key(bad.key), b"garbage")
+    page = backend.scan(None, count=100)
+    records, corrupt = [], []
+    while True:
+        for record in page.records:
+            (corrupt if isinstance(record, CorruptRecord) else records).append(record)
+        if page.cursor is None:
+            break
+        page = backend.scan(page.cursor, count=100)
+    assert [r.key for r in records] == [good.key]
+    assert [c.key_hint for c in corrupt] == [bad.key[:12]]
+    live = backend.get(good.key)
+    assert live is not None
+    with pytest.raises(CorruptRecord, match="left as is"):
+        backend.put_guarded(live._replace(key=bad.key))
+    assert sync_redis.get(backend.redis_key(bad.key)) == b"garbage"
+
+
+def test_dynamodb_scan_surfaces_broken_items(
+    sync_dynamodb_client, clock: ManualClock
+) -> None:
+    table = f"t{uuid.uuid4().hex[:8]}"
+    backend = DynamoDBBackend(sync_dynamodb_client, table_name=table)
+    backend.ensure_table()
+    store = SessionStore(backend, clock=clock)
+    good = store.create({"a": 1})
+    broken_key = storage_key(new_session_id())
+    sync_dynamodb_client.put_item(
+        TableName=table, Item={"session_id": {"S": broken_key}, "version": {"N": "1"}}
+    )
+    page = backend.scan(None, count=100, worker=0, workers=1)
+    assert page.cursor is None
+    kinds = {
+        (r.key_hint if isinstance(r, CorruptRecord) else r.key): isinstance(r, CorruptRecord)
+        for r in page.records
+    }
+    assert kinds == {good.key: False, broken_key[:12]: True}
+    sync_dynamodb_client.delete_table(TableName=table)

@@ -7,6 +7,7 @@ from typing import Protocol, runtime_checkable
 
 from sessionflow._errors import CorruptRecord
 from sessionflow._record import SessionRecord
+from sessionflow._scan import GuardedWrite, ScanPage
 
 
 @runtime_checkable
@@ -75,4 +76,29 @@ class AsyncBackend(Protocol):
 
     async def forget_user_keys(self, user_id: str, keys: Collection[str]) -> None:
         """Drop keys from a user's index (the store calls this for dead keys it found)."""
+        ...
+
+    async def scan(
+        self,
+        cursor: str | None = None,
+        *,
+        count: int = 500,
+        worker: int = 0,
+        workers: int = 1,
+    ) -> ScanPage:
+        """Return the next page of this worker's share of all records, tombstones included.
+
+        Start with `cursor` None and pass each page's cursor to the next call until it is
+        None. A record present for the whole scan is returned at least once; one created or
+        deleted meanwhile may or may not be. Memory stays flat: a page holds about `count`
+        records.
+        """
+        ...
+
+    async def put_guarded(self, record: SessionRecord) -> GuardedWrite:
+        """Copy a record (live or tombstone) unless the target holds its version or a newer one.
+
+        A live record never replaces a tombstone. Used by backfill and repair, so a copy
+        can never overwrite newer data or bring a deleted session back.
+        """
         ...

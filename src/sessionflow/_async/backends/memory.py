@@ -8,6 +8,7 @@ from collections.abc import Collection, Sequence
 from sessionflow._clock import Clock, SystemClock
 from sessionflow._errors import CorruptRecord, SessionExists, SessionNotFound, VersionConflict
 from sessionflow._record import SessionRecord, tombstone_record
+from sessionflow._scan import GuardedWrite, ScanPage, check_share, guard_verdict, in_share
 
 _PURGE_EVERY_WRITES = 1024
 
@@ -124,6 +125,35 @@ class AsyncMemoryBackend:
                 entries.pop(key, None)
             if not entries:
                 del self._users[user_id]
+
+    async def scan(
+        self,
+        cursor: str | None = None,
+        *,
+        count: int = 500,
+        worker: int = 0,
+        workers: int = 1,
+    ) -> ScanPage:
+        """See `AsyncBackend.scan`: keys in sorted order; the cursor is the last key returned."""
+        check_share(worker, workers)
+        with self._lock:
+            keys = sorted(k for k in self._records if cursor is None or k > cursor)
+            page = keys[:count]
+            records: list[SessionRecord | CorruptRecord] = [
+                self._records[k] for k in page if in_share(k, worker, workers)
+            ]
+        return ScanPage(records, page[-1] if len(keys) > count else None)
+
+    async def put_guarded(self, record: SessionRecord) -> GuardedWrite:
+        """See `AsyncBackend.put_guarded`."""
+        with self._lock:
+            self._count_write()
+            verdict = guard_verdict(self._records.get(record.key), record)
+            if verdict is GuardedWrite.WRITTEN:
+                self._records[record.key] = record._replace(attributes=dict(record.attributes))
+                if record.user_id is not None and not record.tombstone:
+                    self._users.setdefault(record.user_id, {})[record.key] = record.created_at
+            return verdict
 
     def _count_write(self) -> None:
         self._writes += 1

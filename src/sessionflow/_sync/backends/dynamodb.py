@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
@@ -22,6 +23,7 @@ from sessionflow._errors import (
     VersionConflict,
 )
 from sessionflow._record import SessionRecord
+from sessionflow._scan import GuardedWrite, ScanPage, check_share
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient as DynamoDBClient
@@ -316,3 +318,63 @@ class DynamoDBBackend:
 
     def forget_user_keys(self, user_id: str, keys: Collection[str]) -> None:
         """See `Backend.forget_user_keys`: nothing to do, DynamoDB maintains the GSI."""
+
+    def scan(
+        self,
+        cursor: str | None = None,
+        *,
+        count: int = 500,
+        worker: int = 0,
+        workers: int = 1,
+    ) -> ScanPage:
+        """See `Backend.scan`: a consistent Scan; workers are parallel-scan segments."""
+        check_share(worker, workers)
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "Limit": count,
+            "ConsistentRead": True,
+            "ReturnConsumedCapacity": "TOTAL",
+        }
+        if workers > 1:
+            request["Segment"], request["TotalSegments"] = worker, workers
+        if cursor is not None:
+            request["ExclusiveStartKey"] = json.loads(cursor)
+        with _dynamodb_errors():
+            response = self._client.scan(**request)
+        self.capacity.record("scan", response)
+        records: list[SessionRecord | CorruptRecord] = []
+        for item in response.get("Items", []):
+            try:
+                records.append(layout.item_to_record(item))
+            except CorruptRecord as exc:
+                records.append(exc)
+        last = response.get("LastEvaluatedKey")
+        return ScanPage(records, json.dumps(last) if last else None)
+
+    def put_guarded(self, record: SessionRecord) -> GuardedWrite:
+        """See `Backend.put_guarded`: a put conditional on an older version or none."""
+        if record.tombstone:
+            item, condition = layout.tombstone_to_item(record), layout.GUARDED_TOMBSTONE_CONDITION
+        else:
+            item, condition = self._item(record), layout.GUARDED_LIVE_CONDITION
+        with _dynamodb_errors():
+            try:
+                response = self._client.put_item(
+                    TableName=self._table,
+                    Item=item,
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames={"#v": "version"},
+                    ExpressionAttributeValues={":incoming": {"N": str(record.version)}},
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                    ReturnConsumedCapacity="TOTAL",
+                )
+            except ClientError as exc:
+                if _error_code(exc) != "ConditionalCheckFailedException":
+                    raise
+                old = _old_item(exc)
+                current = None if not old else layout.item_to_record(old)
+                if current is not None and current.tombstone and not record.tombstone:
+                    return GuardedWrite.TOMBSTONE_KEPT
+                return GuardedWrite.NEWER_KEPT
+        self.capacity.record("put_guarded", response)
+        return GuardedWrite.WRITTEN

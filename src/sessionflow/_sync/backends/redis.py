@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
+from redis.cluster import RedisCluster as RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
 from sessionflow import _redis_layout as layout
@@ -20,10 +22,10 @@ from sessionflow._errors import (
 )
 from sessionflow._ids import key_hint
 from sessionflow._record import SessionRecord
+from sessionflow._scan import GuardedWrite, ScanPage, check_share, in_share
 
 if TYPE_CHECKING:
     from redis import Redis as Redis
-    from redis.cluster import RedisCluster as RedisCluster
 
 
 class _redis_errors:  # noqa: N801 - used like a function: `with _redis_errors(key):`
@@ -81,6 +83,7 @@ class RedisBackend:
         self._save = client.register_script(layout.SAVE_SCRIPT)
         self._touch = client.register_script(layout.TOUCH_SCRIPT)
         self._delete = client.register_script(layout.DELETE_SCRIPT)
+        self._put_guarded = client.register_script(layout.PUT_GUARDED_SCRIPT)
 
     @property
     def client(self) -> Redis | RedisCluster:
@@ -243,3 +246,72 @@ class RedisBackend:
         index = layout.user_index_key(self._prefix, user_id)
         with _redis_errors(index):
             self._client.zrem(index, *keys)
+
+    def scan(
+        self,
+        cursor: str | None = None,
+        *,
+        count: int = 500,
+        worker: int = 0,
+        workers: int = 1,
+    ) -> ScanPage:
+        """See `Backend.scan`: SCAN node by node (each primary of a Cluster in turn).
+
+        The cursor records the node and its SCAN cursor. Every worker walks all keys and
+        reads only its share; the records themselves are fetched in one pipeline a page.
+        """
+        check_share(worker, workers)
+        position = {"node": 0, "cursor": 0} if cursor is None else json.loads(cursor)
+        node_index, node_cursor = int(position["node"]), int(position["cursor"])
+        pattern = f"{self._prefix}:{{*"
+        with _redis_errors(pattern):
+            if isinstance(self._client, RedisCluster):
+                nodes = self._primaries()
+                if node_index >= len(nodes):  # the cluster shrank since the checkpoint
+                    return ScanPage([], None)
+                cluster: Any = self._client  # the sync client's methods are untyped
+                cursors, names = cluster.execute_command(
+                    "SCAN", node_cursor, "MATCH", pattern, "COUNT", count,
+                    target_nodes=nodes[node_index],
+                )  # fmt: skip
+                next_cursor, node_count = int(next(iter(cursors.values()))), len(nodes)
+            else:
+                next_cursor, names = self._client.scan(
+                    node_cursor, match=pattern, count=count
+                )
+                node_count = 1
+        keys = [layout.key_from_redis_key(name) for name in names]
+        keys = [key for key in keys if in_share(key, worker, workers)]
+        records = [r for r in self.get_many(keys) if r is not None]
+        if next_cursor == 0:
+            node_index, next_cursor = node_index + 1, 0
+        done = node_index >= node_count
+        following = None if done else json.dumps({"node": node_index, "cursor": next_cursor})
+        return ScanPage(records, following)
+
+    def _primaries(self) -> list[Any]:
+        cluster: Any = self._client  # the sync client's methods are untyped
+        nodes = cluster.get_primaries()
+        if not nodes:  # an async cluster client learns its nodes on its first command
+            cluster.ping()
+            nodes = cluster.get_primaries()
+        return sorted(nodes, key=lambda node: str(node.name))
+
+    def put_guarded(self, record: SessionRecord) -> GuardedWrite:
+        """See `Backend.put_guarded`: a Lua compare-and-set on the version."""
+        with _redis_errors(record.key):
+            if record.user_id is not None and not record.tombstone:
+                self._index(record)
+            reply = self._put_guarded(
+                keys=[self.redis_key(record.key)],
+                args=[
+                    record.version,
+                    "1" if record.tombstone else "0",
+                    layout.expire_at_ms(record.expires_at),
+                    *layout.record_fields(record),
+                ],
+            )
+        code = int(reply)
+        if code == -2:  # noqa: PLR2004
+            raise CorruptRecord(key_hint(record.key), "the Redis key is not a session; left as is")
+        return (GuardedWrite.WRITTEN, GuardedWrite.NEWER_KEPT, GuardedWrite.TOMBSTONE_KEPT)[code]

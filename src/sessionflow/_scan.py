@@ -1,0 +1,60 @@
+"""What scans and guarded copies share across backends. No I/O.
+
+Long jobs (backfill, verify, repair) walk a backend in pages and copy records with
+`put_guarded`. A scan page carries an opaque cursor, a JSON string a job can checkpoint;
+a job split over `workers` processes gives each the records whose storage key falls in its
+share, decided by the key hash, so the shares never overlap and never move.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from sessionflow._errors import ConfigError, CorruptRecord
+from sessionflow._record import SessionRecord
+
+
+class GuardedWrite(enum.StrEnum):
+    """What `put_guarded` did."""
+
+    WRITTEN = "written"
+    """The record was absent or older: the copy landed."""
+    NEWER_KEPT = "newer_kept"
+    """The target already held this version or a newer one: nothing was written."""
+    TOMBSTONE_KEPT = "tombstone_kept"
+    """The target holds a tombstone: a deleted session is never brought back."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScanPage:
+    """One page of a scan: records (tombstones included) and the cursor of the next page.
+
+    Unreadable records come back as their `CorruptRecord`, for the caller to quarantine.
+    `cursor` is None on the last page.
+    """
+
+    records: list[SessionRecord | CorruptRecord]
+    cursor: str | None
+
+
+def check_share(worker: int, workers: int) -> None:
+    """Raise `ConfigError` unless 0 <= worker < workers."""
+    if workers < 1 or not 0 <= worker < workers:
+        raise ConfigError(f"worker must be in 0..{workers - 1} for {workers} workers")
+
+
+def in_share(key: str, worker: int, workers: int) -> bool:
+    """Return True if the storage key `key` belongs to `worker` of `workers`."""
+    return workers == 1 or int(key[:8], 16) % workers == worker
+
+
+def guard_verdict(existing: SessionRecord | None, incoming: SessionRecord) -> GuardedWrite:
+    """Decide a guarded copy: never overwrite newer data, never resurrect a deleted session."""
+    if existing is None:
+        return GuardedWrite.WRITTEN
+    if existing.tombstone and not incoming.tombstone:
+        return GuardedWrite.TOMBSTONE_KEPT
+    if existing.version >= incoming.version:
+        return GuardedWrite.NEWER_KEPT
+    return GuardedWrite.WRITTEN

@@ -1,0 +1,159 @@
+"""The primitives migration jobs are built on: resumable sharded scans and guarded copies."""
+
+from __future__ import annotations
+
+import pytest
+
+from sessionflow import (
+    AsyncBackend,
+    AsyncMemoryBackend,
+    AsyncSessionStore,
+    ConfigError,
+    CorruptRecord,
+    ManualClock,
+)
+from sessionflow._scan import GuardedWrite
+from tests.conftest import POLICY
+
+
+async def _scan_all(backend: AsyncBackend, *, count: int, worker: int = 0, workers: int = 1):
+    keys: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        page = await backend.scan(cursor, count=count, worker=worker, workers=workers)
+        pages += 1
+        keys += [r.key for r in page.records if not isinstance(r, CorruptRecord)]
+        cursor = page.cursor
+        if cursor is None:
+            return keys, pages
+
+
+async def test_scan_returns_every_record_and_tombstone(async_store: AsyncSessionStore) -> None:
+    sessions = [await async_store.create({"i": i}) for i in range(120)]
+    await async_store.delete(sessions[0])
+    keys, pages = await _scan_all(async_store.backend, count=25)
+    assert {s.key for s in sessions} <= set(keys)
+    assert pages > 1
+    page = await async_store.backend.scan(None, count=1000)
+    while page.cursor is not None and sessions[0].key not in {r.key for r in page.records}:
+        page = await async_store.backend.scan(page.cursor, count=1000)
+    (deleted,) = [r for r in page.records if r.key == sessions[0].key]
+    assert deleted.tombstone
+
+
+async def test_scan_shares_split_the_records_without_overlap(
+    async_store: AsyncSessionStore,
+) -> None:
+    created = {(await async_store.create({"i": i})).key for i in range(90)}
+    shares = [
+        set((await _scan_all(async_store.backend, count=40, worker=w, workers=3))[0])
+        for w in range(3)
+    ]
+    assert created <= shares[0] | shares[1] | shares[2]
+    assert not shares[0] & shares[1]
+    assert not shares[1] & shares[2]
+    assert not shares[0] & shares[2]
+    assert all(created & share for share in shares)
+
+
+async def test_a_scan_resumes_from_a_saved_cursor(async_store: AsyncSessionStore) -> None:
+    created = {(await async_store.create({"i": i})).key for i in range(60)}
+    first = await async_store.backend.scan(None, count=20)
+    assert first.cursor is not None
+    saved = str(first.cursor)  # what a checkpoint file would hold
+    rest, _ = await _scan_all_from(async_store.backend, saved, count=20)
+    seen = {r.key for r in first.records} | set(rest)
+    assert created <= seen
+
+
+async def _scan_all_from(backend: AsyncBackend, cursor: str, *, count: int):
+    keys: list[str] = []
+    pages = 0
+    current: str | None = cursor
+    while current is not None:
+        page = await backend.scan(current, count=count)
+        pages += 1
+        keys += [r.key for r in page.records if not isinstance(r, CorruptRecord)]
+        current = page.cursor
+    return keys, pages
+
+
+async def test_scan_rejects_a_bad_share(async_store: AsyncSessionStore) -> None:
+    with pytest.raises(ConfigError):
+        await async_store.backend.scan(None, worker=3, workers=3)
+
+
+async def test_guarded_copy_lands_on_an_empty_target_and_reads_back(
+    async_store: AsyncSessionStore, clock: ManualClock, user: str
+) -> None:
+    source = AsyncSessionStore(AsyncMemoryBackend(clock), policy=POLICY, clock=clock)
+    session = await source.create({"cart": ["laptop-123"]}, user_id=user)
+    record = await source.backend.get(session.key)
+    assert record is not None
+    assert await async_store.backend.put_guarded(record) is GuardedWrite.WRITTEN
+    copied = await async_store.get(session.id)
+    assert copied is not None
+    assert copied.to_dict() == {"cart": ["laptop-123"]}
+    assert copied.version == session.version
+    assert [s.handle for s in await async_store.list_user(user)] == [session.key]
+
+
+async def test_guarded_copy_never_overwrites_the_same_or_a_newer_version(
+    async_store: AsyncSessionStore,
+) -> None:
+    session = await async_store.create({"n": 1})
+    old = await async_store.backend.get(session.key)
+    assert old is not None
+    session["n"] = 2
+    await async_store.save(session)
+    assert await async_store.backend.put_guarded(old) is GuardedWrite.NEWER_KEPT
+    current = await async_store.backend.get(session.key)
+    assert current is not None
+    assert await async_store.backend.put_guarded(current) is GuardedWrite.NEWER_KEPT
+    loaded = await async_store.get(session.id)
+    assert loaded is not None
+    assert loaded["n"] == 2
+
+
+async def test_guarded_copy_of_a_newer_version_lands(async_store: AsyncSessionStore) -> None:
+    session = await async_store.create({"n": 1})
+    current = await async_store.backend.get(session.key)
+    assert current is not None
+    newer = current._replace(
+        version=current.version + 5,
+        attributes={**current.attributes, "n": async_store.codec.encode("n", 9).stored},
+    )
+    assert await async_store.backend.put_guarded(newer) is GuardedWrite.WRITTEN
+    loaded = await async_store.get(session.id)
+    assert loaded is not None
+    assert (loaded["n"], loaded.version) == (9, current.version + 5)
+
+
+async def test_guarded_copy_never_resurrects_a_deleted_session(
+    async_store: AsyncSessionStore,
+) -> None:
+    session = await async_store.create({"n": 1})
+    live = await async_store.backend.get(session.key)
+    assert live is not None
+    await async_store.delete(session)
+    much_newer = live._replace(version=live.version + 100)
+    assert await async_store.backend.put_guarded(much_newer) is GuardedWrite.TOMBSTONE_KEPT
+    assert await async_store.get(session.id) is None
+
+
+async def test_guarded_copy_of_a_tombstone_deletes_an_older_live_record(
+    async_store: AsyncSessionStore, clock: ManualClock
+) -> None:
+    source = AsyncSessionStore(AsyncMemoryBackend(clock), policy=POLICY, clock=clock)
+    session = await source.create({"n": 1})
+    record = await source.backend.get(session.key)
+    assert record is not None
+    assert await async_store.backend.put_guarded(record) is GuardedWrite.WRITTEN
+    await source.delete(session)
+    tombstone = await source.backend.get(session.key)
+    assert tombstone is not None
+    assert tombstone.tombstone
+    assert await async_store.backend.put_guarded(tombstone) is GuardedWrite.WRITTEN
+    assert await async_store.get(session.id) is None
+    assert await async_store.backend.put_guarded(record) is GuardedWrite.TOMBSTONE_KEPT
