@@ -15,17 +15,21 @@ import aioboto3
 import boto3
 import pytest
 import redis
+from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from sessionflow import (
     AsyncBackend,
     AsyncDynamoDBBackend,
+    AsyncInstrumentedBackend,
     AsyncMemoryBackend,
     AsyncRedisBackend,
     AsyncSessionStore,
     Backend,
+    BackendMetrics,
     DynamoDBBackend,
+    InstrumentedBackend,
     ManualClock,
     MemoryBackend,
     RedisBackend,
@@ -35,7 +39,8 @@ from sessionflow import (
 )
 from sessionflow.local_servers import DUMMY_AWS, DynamoDBLocal, RedisClusterServers, RedisServer
 
-BACKENDS = ["memory", "redis", "redis-cluster", "dynamodb"]
+# "instrumented" is the metrics wrapper around a memory backend: a composite is a backend too.
+BACKENDS = ["memory", "instrumented", "redis", "redis-cluster", "dynamodb"]
 TABLE = "sessions_contract"
 POLICY = SessionPolicy(idle_timeout=600, absolute_timeout=3600, touch_interval=30)
 
@@ -106,6 +111,9 @@ async def async_backend(
 ) -> AsyncIterator[AsyncBackend]:
     if backend_kind == "memory":
         yield AsyncMemoryBackend(clock)
+    elif backend_kind == "instrumented":
+        metrics = BackendMetrics(CollectorRegistry())
+        yield AsyncInstrumentedBackend(AsyncMemoryBackend(clock), name="memory", metrics=metrics)
     elif backend_kind == "redis":
         client = AsyncRedis(port=servers.redis.port)
         yield AsyncRedisBackend(client, prefix=prefix)
@@ -124,6 +132,9 @@ def sync_backend(
 ) -> Iterator[Backend]:
     if backend_kind == "memory":
         yield MemoryBackend(clock)
+    elif backend_kind == "instrumented":
+        metrics = BackendMetrics(CollectorRegistry())
+        yield InstrumentedBackend(MemoryBackend(clock), name="memory", metrics=metrics)
     elif backend_kind == "redis":
         client = redis.Redis(port=servers.redis.port)
         yield RedisBackend(client, prefix=prefix)

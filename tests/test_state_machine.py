@@ -28,15 +28,19 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from sessionflow import (
     AsyncDynamoDBBackend,
+    AsyncInstrumentedBackend,
     AsyncMemoryBackend,
     AsyncRedisBackend,
     AsyncSessionStore,
+    BackendMetrics,
     DynamoDBBackend,
+    InstrumentedBackend,
     ManualClock,
     MemoryBackend,
     RedisBackend,
@@ -219,6 +223,9 @@ def sync_harness(kind: str, servers: Servers) -> Harness:
     prefix = f"sm{uuid.uuid4().hex[:8]}"
     if kind == "memory":
         backend: Any = MemoryBackend(clock)
+    elif kind == "instrumented":
+        metrics = BackendMetrics(CollectorRegistry())
+        backend = InstrumentedBackend(MemoryBackend(clock), name="memory", metrics=metrics)
     elif kind == "redis":
         backend = RedisBackend(
             stack.enter_context(redis.Redis(port=servers.redis.port)), prefix=prefix
@@ -249,6 +256,9 @@ def async_harness(kind: str, servers: Servers) -> Harness:
     async def build() -> Any:
         if kind == "memory":
             return AsyncMemoryBackend(clock)
+        if kind == "instrumented":
+            metrics = BackendMetrics(CollectorRegistry())
+            return AsyncInstrumentedBackend(AsyncMemoryBackend(clock), name="m", metrics=metrics)
         if kind == "redis":
             client = AsyncRedis(port=servers.redis.port)
             stack.push_async_callback(client.aclose)

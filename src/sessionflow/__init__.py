@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from sessionflow._async.backends.base import AsyncBackend
 from sessionflow._async.backends.memory import AsyncMemoryBackend
-from sessionflow._async.store import AsyncSessionStore, StoreStats
+from sessionflow._async.store import AsyncSessionStore
 from sessionflow._clock import Clock, ManualClock, SystemClock
 from sessionflow._codec import Codec
 from sessionflow._errors import (
@@ -31,15 +31,19 @@ from sessionflow._ids import new_session_id, storage_key, validate_session_id
 from sessionflow._policy import SessionPolicy
 from sessionflow._record import SessionRecord
 from sessionflow._session import Session, SessionSummary
+from sessionflow._store_stats import StoreStats
 from sessionflow._sync.backends.base import Backend
 from sessionflow._sync.backends.memory import MemoryBackend
 from sessionflow._sync.store import SessionStore
 
 if TYPE_CHECKING:
     from sessionflow._async.backends.dynamodb import AsyncDynamoDBBackend
+    from sessionflow._async.backends.instrumented import AsyncInstrumentedBackend
     from sessionflow._async.backends.redis import AsyncRedisBackend
     from sessionflow._dynamodb_client import dynamodb_client_config
+    from sessionflow._metrics import BackendMetrics, CapacityCollector, StoreStatsCollector
     from sessionflow._sync.backends.dynamodb import DynamoDBBackend
+    from sessionflow._sync.backends.instrumented import InstrumentedBackend
     from sessionflow._sync.backends.redis import RedisBackend
 
 __version__ = "0.1.0"
@@ -50,6 +54,11 @@ _LAZY = {
     "AsyncDynamoDBBackend": "sessionflow._async.backends.dynamodb",
     "DynamoDBBackend": "sessionflow._sync.backends.dynamodb",
     "dynamodb_client_config": "sessionflow._dynamodb_client",
+    "AsyncInstrumentedBackend": "sessionflow._async.backends.instrumented",
+    "InstrumentedBackend": "sessionflow._sync.backends.instrumented",
+    "BackendMetrics": "sessionflow._metrics",
+    "CapacityCollector": "sessionflow._metrics",
+    "StoreStatsCollector": "sessionflow._metrics",
 }
 
 
@@ -63,17 +72,21 @@ def __getattr__(name: str) -> Any:  # noqa: ANN401 - module-level lazy attribute
 __all__ = [
     "AsyncBackend",
     "AsyncDynamoDBBackend",
+    "AsyncInstrumentedBackend",
     "AsyncMemoryBackend",
     "AsyncRedisBackend",
     "AsyncSessionStore",
     "Backend",
     "BackendError",
+    "BackendMetrics",
+    "CapacityCollector",
     "Clock",
     "Codec",
     "CodecError",
     "ConfigError",
     "CorruptRecord",
     "DynamoDBBackend",
+    "InstrumentedBackend",
     "InvalidAttribute",
     "InvalidSessionId",
     "ManualClock",
@@ -89,6 +102,7 @@ __all__ = [
     "SessionTooLarge",
     "SessionflowError",
     "StoreStats",
+    "StoreStatsCollector",
     "SystemClock",
     "VersionConflict",
     "__version__",

@@ -27,6 +27,7 @@ from sessionflow._ids import key_hint, new_session_id, storage_key, validate_ses
 from sessionflow._policy import SessionPolicy
 from sessionflow._record import SessionRecord
 from sessionflow._session import Session, SessionSummary, attribute_snapshot, mark_saved
+from sessionflow._store_stats import StoreStats
 
 logger = logging.getLogger("sessionflow")
 
@@ -34,15 +35,6 @@ _MAX_NAME_LENGTH = 1024
 _MAX_USER_ID_LENGTH = 1024
 _HANDLE_PATTERN = re.compile(r"[0-9a-f]{64}")
 _CREATE_ATTEMPTS = 3
-
-
-@dataclass
-class StoreStats:
-    """Counters a store keeps about itself (exported as metrics by the instrumented wrapper)."""
-
-    unreadable_records: int = 0
-    merged_conflicts: int = 0
-    raised_conflicts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
