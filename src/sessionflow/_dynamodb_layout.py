@@ -24,7 +24,10 @@ TTL_ATTRIBUTE = "expires_at"
 
 # The condition a save carries: the version it read, and not deleted since.
 SAVE_CONDITION = "#v = :expected AND attribute_not_exists(tombstone)"
-TOUCH_CONDITION = "attribute_exists(session_id) AND attribute_not_exists(tombstone)"
+# A touch never moves the expiry backwards (a slower request touching late).
+TOUCH_CONDITION = (
+    "attribute_exists(session_id) AND attribute_not_exists(tombstone) AND idle_expires_at < :i"
+)
 TOUCH_UPDATE = "SET last_access = :a, idle_expires_at = :i, expires_at = :e"
 DELETE_UPDATE = (
     "SET tombstone = :t, expires_at = :e, idle_expires_at = :te, absolute_expires_at = :te, "

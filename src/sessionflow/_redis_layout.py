@@ -72,10 +72,13 @@ return {1}
 )
 
 # KEYS[1] session; ARGV[1] last access; ARGV[2] idle expiry (s); ARGV[3] idle expiry (ms).
-# Returns 1 when touched, 0 when missing or deleted.
+# Returns 1 when the session is live (touched, or already expiring later), 0 when missing or
+# deleted. A touch never moves the expiry backwards (a slower request touching late).
 TOUCH_SCRIPT = """
-local cur = redis.call('HMGET', KEYS[1], '_v', '_t', '_x')
+local cur = redis.call('HMGET', KEYS[1], '_v', '_t', '_x', '_i')
 if not cur[1] or cur[2] == '1' then return 0 end
+local idle = tonumber(cur[4])
+if idle and idle >= tonumber(ARGV[2]) then return 1 end
 redis.call('HSET', KEYS[1], '_a', ARGV[1], '_i', ARGV[2])
 local at = tonumber(ARGV[3])
 local absolute = tonumber(cur[3])

@@ -126,6 +126,22 @@ async def test_touch_extends_idle_expiry_at_most_once_per_interval(
     assert loaded.to_dict() == {"a": 1}
 
 
+async def test_a_late_touch_never_moves_expiry_backwards(
+    async_store: AsyncSessionStore, clock: ManualClock
+) -> None:
+    session = await async_store.create()
+    now = clock.now()
+    backend = async_store.backend
+    assert await backend.touch(session.key, last_access=now + 60, idle_expires_at=now + 660)
+    # A slower request that read the clock earlier arrives second.
+    assert await backend.touch(session.key, last_access=now + 30, idle_expires_at=now + 630)
+    record = await backend.get(session.key)
+    assert record is not None
+    assert (record.last_access, record.idle_expires_at) == (now + 60, now + 660)
+    await async_store.delete(session)
+    assert not await backend.touch(session.key, last_access=now + 90, idle_expires_at=now + 690)
+
+
 async def test_get_touches_so_reading_is_activity(
     async_store: AsyncSessionStore, clock: ManualClock
 ) -> None:

@@ -127,6 +127,22 @@ def test_touch_extends_idle_expiry_at_most_once_per_interval(
     assert loaded.to_dict() == {"a": 1}
 
 
+def test_a_late_touch_never_moves_expiry_backwards(
+    sync_store: SessionStore, clock: ManualClock
+) -> None:
+    session = sync_store.create()
+    now = clock.now()
+    backend = sync_store.backend
+    assert backend.touch(session.key, last_access=now + 60, idle_expires_at=now + 660)
+    # A slower request that read the clock earlier arrives second.
+    assert backend.touch(session.key, last_access=now + 30, idle_expires_at=now + 630)
+    record = backend.get(session.key)
+    assert record is not None
+    assert (record.last_access, record.idle_expires_at) == (now + 60, now + 660)
+    sync_store.delete(session)
+    assert not backend.touch(session.key, last_access=now + 90, idle_expires_at=now + 690)
+
+
 def test_get_touches_so_reading_is_activity(
     sync_store: SessionStore, clock: ManualClock
 ) -> None:

@@ -49,9 +49,11 @@ class AsyncBackend(Protocol):
         ...
 
     async def touch(self, key: str, *, last_access: float, idle_expires_at: float) -> bool:
-        """Move a live record's idle expiry without changing its version or attributes.
+        """Move a live record's idle expiry later, without changing version or attributes.
 
-        Return False if the record is missing or a tombstone.
+        A touch never moves the expiry backwards: if the record already expires at or after
+        `idle_expires_at` (a later touch landed first) nothing is written. Return False if
+        the record is missing or a tombstone, True if it is live.
         """
         ...
 

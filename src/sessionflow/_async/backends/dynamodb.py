@@ -232,12 +232,15 @@ class AsyncDynamoDBBackend:
                         ":i": {"N": repr(idle_expires_at)},
                         ":e": {"N": str(SessionRecord.epoch_ceiling(idle_expires_at))},
                     },
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
                     ReturnConsumedCapacity="TOTAL",
                 )
             except ClientError as exc:
-                if _error_code(exc) == "ConditionalCheckFailedException":
-                    return False
-                raise
+                if _error_code(exc) != "ConditionalCheckFailedException":
+                    raise
+                old = _old_item(exc)
+                # Still live but already expiring later than this touch asks: nothing to do.
+                return old is not None and bool(old) and "tombstone" not in old
         self.capacity.record("touch", response)
         return True
 

@@ -77,6 +77,8 @@ class AsyncMemoryBackend:
             current = self._records.get(key)
             if current is None or current.tombstone:
                 return False
+            if current.idle_expires_at >= idle_expires_at:  # never move expiry backwards
+                return True
             self._records[key] = current._replace(
                 last_access=last_access, idle_expires_at=idle_expires_at
             )

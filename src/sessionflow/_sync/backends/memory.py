@@ -78,6 +78,8 @@ class MemoryBackend:
             current = self._records.get(key)
             if current is None or current.tombstone:
                 return False
+            if current.idle_expires_at >= idle_expires_at:  # never move expiry backwards
+                return True
             self._records[key] = current._replace(
                 last_access=last_access, idle_expires_at=idle_expires_at
             )
