@@ -25,6 +25,7 @@ SUBSTITUTIONS = [
     (r"\b__aenter__\b", "__enter__"),
     (r"\b__aexit__\b", "__exit__"),
     (r"\.aclose\(", ".close("),
+    (r"\benter_async_context\b", "enter_context"),
     (r"\basync_sleep\b", "sync_sleep"),
     (r"\basync_run_all\b", "sync_run_all"),
     (r"\bredis\.asyncio\.cluster\b", "redis.cluster"),

@@ -9,39 +9,29 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, ExitStack
 from dataclasses import dataclass
 
 import aioboto3
 import boto3
 import pytest
-import redis
-from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis as AsyncRedis
-from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from sessionflow import (
     AsyncBackend,
-    AsyncDynamoDBBackend,
-    AsyncInstrumentedBackend,
-    AsyncMemoryBackend,
-    AsyncRedisBackend,
     AsyncSessionStore,
     Backend,
-    BackendMetrics,
     DynamoDBBackend,
-    InstrumentedBackend,
     ManualClock,
-    MemoryBackend,
-    RedisBackend,
     SessionPolicy,
     SessionStore,
     dynamodb_client_config,
 )
 from sessionflow.local_servers import DUMMY_AWS, DynamoDBLocal, RedisClusterServers, RedisServer
+from tests._async.backend_factory import TABLE, async_build_backend
+from tests._sync.backend_factory import sync_build_backend
 
 # "instrumented" is the metrics wrapper around a memory backend: a composite is a backend too.
 BACKENDS = ["memory", "instrumented", "redis", "redis-cluster", "dynamodb"]
-TABLE = "sessions_contract"
 POLICY = SessionPolicy(idle_timeout=600, absolute_timeout=3600, touch_interval=30)
 
 
@@ -109,42 +99,20 @@ def backend_kind(request: pytest.FixtureRequest) -> str:
 async def async_backend(
     backend_kind: str, servers: Servers, clock: ManualClock, prefix: str, async_dynamodb_client
 ) -> AsyncIterator[AsyncBackend]:
-    if backend_kind == "memory":
-        yield AsyncMemoryBackend(clock)
-    elif backend_kind == "instrumented":
-        metrics = BackendMetrics(CollectorRegistry())
-        yield AsyncInstrumentedBackend(AsyncMemoryBackend(clock), name="memory", metrics=metrics)
-    elif backend_kind == "redis":
-        client = AsyncRedis(port=servers.redis.port)
-        yield AsyncRedisBackend(client, prefix=prefix)
-        await client.aclose()
-    elif backend_kind == "redis-cluster":
-        cluster = AsyncRedisCluster(host="127.0.0.1", port=servers.cluster_port)
-        yield AsyncRedisBackend(cluster, prefix=prefix)
-        await cluster.aclose()
-    else:
-        yield AsyncDynamoDBBackend(async_dynamodb_client, table_name=TABLE)
+    async with AsyncExitStack() as stack:
+        yield await async_build_backend(
+            backend_kind, servers, clock, prefix, stack=stack, dynamodb_client=async_dynamodb_client
+        )
 
 
 @pytest.fixture
 def sync_backend(
     backend_kind: str, servers: Servers, clock: ManualClock, prefix: str, sync_dynamodb_client
 ) -> Iterator[Backend]:
-    if backend_kind == "memory":
-        yield MemoryBackend(clock)
-    elif backend_kind == "instrumented":
-        metrics = BackendMetrics(CollectorRegistry())
-        yield InstrumentedBackend(MemoryBackend(clock), name="memory", metrics=metrics)
-    elif backend_kind == "redis":
-        client = redis.Redis(port=servers.redis.port)
-        yield RedisBackend(client, prefix=prefix)
-        client.close()
-    elif backend_kind == "redis-cluster":
-        cluster = redis.RedisCluster(host="127.0.0.1", port=servers.cluster_port)
-        yield RedisBackend(cluster, prefix=prefix)
-        cluster.close()
-    else:
-        yield DynamoDBBackend(sync_dynamodb_client, table_name=TABLE)
+    with ExitStack() as stack:
+        yield sync_build_backend(
+            backend_kind, servers, clock, prefix, stack=stack, dynamodb_client=sync_dynamodb_client
+        )
 
 
 @pytest.fixture

@@ -13,10 +13,7 @@ from contextlib import AsyncExitStack, ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-import aioboto3
-import boto3
 import pytest
-import redis
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -28,28 +25,16 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis as AsyncRedis
-from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from sessionflow import (
-    AsyncDynamoDBBackend,
-    AsyncInstrumentedBackend,
-    AsyncMemoryBackend,
-    AsyncRedisBackend,
     AsyncSessionStore,
-    BackendMetrics,
-    DynamoDBBackend,
-    InstrumentedBackend,
     ManualClock,
-    MemoryBackend,
-    RedisBackend,
     SessionPolicy,
     SessionStore,
-    dynamodb_client_config,
 )
-from sessionflow.local_servers import DUMMY_AWS
-from tests.conftest import BACKENDS, TABLE, Servers
+from tests._async.backend_factory import async_build_backend
+from tests._sync.backend_factory import sync_build_backend
+from tests.conftest import BACKENDS, Servers
 
 POLICY = SessionPolicy(idle_timeout=100, absolute_timeout=1000, touch_interval=10)
 USERS = ["alice", "bob", "carol"]
@@ -220,29 +205,7 @@ class SessionMachine(RuleBasedStateMachine):
 def sync_harness(kind: str, servers: Servers) -> Harness:
     clock = ManualClock()
     stack = ExitStack()
-    prefix = f"sm{uuid.uuid4().hex[:8]}"
-    if kind == "memory":
-        backend: Any = MemoryBackend(clock)
-    elif kind == "instrumented":
-        metrics = BackendMetrics(CollectorRegistry())
-        backend = InstrumentedBackend(MemoryBackend(clock), name="memory", metrics=metrics)
-    elif kind == "redis":
-        backend = RedisBackend(
-            stack.enter_context(redis.Redis(port=servers.redis.port)), prefix=prefix
-        )
-    elif kind == "redis-cluster":
-        cluster = redis.RedisCluster(host="127.0.0.1", port=servers.cluster_port)
-        stack.callback(cluster.close)
-        backend = RedisBackend(cluster, prefix=prefix)
-    else:
-        client = boto3.client(
-            "dynamodb",
-            endpoint_url=servers.dynamodb.endpoint_url,
-            config=dynamodb_client_config(),
-            **DUMMY_AWS,
-        )
-        stack.callback(client.close)
-        backend = DynamoDBBackend(client, table_name=TABLE)
+    backend = sync_build_backend(kind, servers, clock, f"sm{uuid.uuid4().hex[:8]}", stack=stack)
     store = SessionStore(backend, policy=POLICY, clock=clock)
     return Harness(store, clock, lambda value: value, [stack.close])
 
@@ -252,32 +215,8 @@ def async_harness(kind: str, servers: Servers) -> Harness:
     runner = asyncio.Runner()
     stack = AsyncExitStack()
     prefix = f"sm{uuid.uuid4().hex[:8]}"
-
-    async def build() -> Any:
-        if kind == "memory":
-            return AsyncMemoryBackend(clock)
-        if kind == "instrumented":
-            metrics = BackendMetrics(CollectorRegistry())
-            return AsyncInstrumentedBackend(AsyncMemoryBackend(clock), name="m", metrics=metrics)
-        if kind == "redis":
-            client = AsyncRedis(port=servers.redis.port)
-            stack.push_async_callback(client.aclose)
-            return AsyncRedisBackend(client, prefix=prefix)
-        if kind == "redis-cluster":
-            cluster = AsyncRedisCluster(host="127.0.0.1", port=servers.cluster_port)
-            stack.push_async_callback(cluster.aclose)
-            return AsyncRedisBackend(cluster, prefix=prefix)
-        session = aioboto3.Session(**DUMMY_AWS)
-        client = await stack.enter_async_context(
-            session.client(
-                "dynamodb",
-                endpoint_url=servers.dynamodb.endpoint_url,
-                config=dynamodb_client_config(),
-            )
-        )
-        return AsyncDynamoDBBackend(client, table_name=TABLE)
-
-    store = AsyncSessionStore(runner.run(build()), policy=POLICY, clock=clock)
+    backend = runner.run(async_build_backend(kind, servers, clock, prefix, stack=stack))
+    store = AsyncSessionStore(backend, policy=POLICY, clock=clock)
 
     def close() -> None:
         runner.run(stack.aclose())

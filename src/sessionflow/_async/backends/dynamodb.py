@@ -35,9 +35,13 @@ def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
-def _old_item(exc: ClientError) -> Mapping[str, Any] | None:
-    """Return the item a failed condition reported (ReturnValuesOnConditionCheckFailure)."""
-    return cast("Mapping[str, Any] | None", exc.response.get("Item"))
+def _record_at_failure(exc: ClientError) -> SessionRecord | None:
+    """Return the record a failed condition found (ReturnValuesOnConditionCheckFailure=ALL_OLD).
+
+    None when there was no item; `CorruptRecord` when the item is not a session.
+    """
+    item = cast("Mapping[str, Any] | None", exc.response.get("Item"))
+    return layout.item_to_record(item) if item else None
 
 
 @contextmanager
@@ -208,11 +212,8 @@ class AsyncDynamoDBBackend:
 
     @staticmethod
     def _raise_failed_condition(exc: ClientError) -> None:
-        old = _old_item(exc)
-        if not old:
-            raise SessionNotFound("session not found or deleted") from exc
-        current = layout.item_to_record(old)
-        if current.tombstone:
+        current = _record_at_failure(exc)
+        if current is None or current.tombstone:
             raise SessionNotFound("session not found or deleted") from exc
         raise VersionConflict(
             "session changed since it was read", current_version=current.version
@@ -238,9 +239,9 @@ class AsyncDynamoDBBackend:
             except ClientError as exc:
                 if _error_code(exc) != "ConditionalCheckFailedException":
                     raise
-                old = _old_item(exc)
+                current = _record_at_failure(exc)
                 # Still live but already expiring later than this touch asks: nothing to do.
-                return old is not None and bool(old) and "tombstone" not in old
+                return current is not None and not current.tombstone
         self.capacity.record("touch", response)
         return True
 
@@ -279,8 +280,7 @@ class AsyncDynamoDBBackend:
             except ClientError as exc:
                 if _error_code(exc) != "ConditionalCheckFailedException":
                     raise
-                old = _old_item(exc)
-                current = None if not old else layout.item_to_record(old)
+                current = _record_at_failure(exc)
                 if current is not None and not current.tombstone:
                     raise VersionConflict(
                         "session changed since it was read", current_version=current.version
@@ -373,8 +373,7 @@ class AsyncDynamoDBBackend:
             except ClientError as exc:
                 if _error_code(exc) != "ConditionalCheckFailedException":
                     raise
-                old = _old_item(exc)
-                current = None if not old else layout.item_to_record(old)
+                current = _record_at_failure(exc)
                 if current is not None and current.tombstone and not record.tombstone:
                     return GuardedWrite.TOMBSTONE_KEPT
                 return GuardedWrite.NEWER_KEPT
