@@ -1,0 +1,255 @@
+"""The ASGI middleware driven through real Starlette and FastAPI apps."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import httpx
+import pytest
+from fastapi import Depends, FastAPI, Request
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route
+
+from sessionflow import (
+    AsyncInstrumentedBackend,
+    AsyncMemoryBackend,
+    AsyncSessionStore,
+    BackendMetrics,
+    ConfigError,
+    new_session_id,
+)
+from sessionflow.asgi import (
+    CookieSettings,
+    RequestSession,
+    SessionMiddleware,
+    parse_cookie_header,
+    request_session,
+)
+
+BASE = "https://testserver"
+
+
+def make_app(store: AsyncSessionStore, barrier: asyncio.Barrier | None = None) -> SessionMiddleware:
+    async def visit(request):
+        session = await request_session(request.scope).get()
+        session["views"] = session.get("views", 0) + 1
+        return JSONResponse({"views": session["views"]})
+
+    async def peek(request):
+        session = await request_session(request.scope).load()
+        return JSONResponse({"has": session is not None, "data": session and session.to_dict()})
+
+    async def login(request):
+        session = await request_session(request.scope).regenerate(
+            user_id=request.query_params["user"]
+        )
+        return JSONResponse({"user": session.user_id})
+
+    async def logout(request):
+        everywhere = request.query_params.get("everywhere") == "1"
+        await request_session(request.scope).logout(everywhere=everywhere)
+        return PlainTextResponse("bye")
+
+    async def put(request):
+        session = await request_session(request.scope).get()
+        if barrier is not None:
+            await barrier.wait()  # both requests have read the same version
+        session[request.path_params["name"]] = request.path_params["value"]
+        return PlainTextResponse("ok")
+
+    routes = [
+        Route("/visit", visit),
+        Route("/peek", peek),
+        Route("/login", login, methods=["POST"]),
+        Route("/logout", logout, methods=["POST"]),
+        Route("/put/{name}/{value}", put, methods=["POST"]),
+    ]
+    return SessionMiddleware(Starlette(routes=routes), store=store)
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def store(registry: CollectorRegistry) -> AsyncSessionStore:
+    backend = AsyncInstrumentedBackend(
+        AsyncMemoryBackend(), name="memory", metrics=BackendMetrics(registry)
+    )
+    return AsyncSessionStore(backend)
+
+
+def client_for(app) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE)
+
+
+def storage_calls(registry: CollectorRegistry) -> float:
+    total = 0.0
+    for metric in registry.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_count"):
+                total += sample.value
+    return total
+
+
+async def test_no_session_is_created_until_the_app_asks(store, registry) -> None:
+    async with client_for(make_app(store)) as client:
+        response = await client.get("/peek")
+    assert response.json() == {"has": False, "data": None}
+    assert "set-cookie" not in response.headers
+    assert storage_calls(registry) == 0
+
+
+async def test_session_round_trip_with_secure_cookie_defaults(store) -> None:
+    async with client_for(make_app(store)) as client:
+        first = await client.get("/visit")
+        second = await client.get("/visit")
+    assert first.json() == {"views": 1}
+    assert second.json() == {"views": 2}
+    cookie = first.headers["set-cookie"]
+    for flag in ("Path=/", "Secure", "HttpOnly", "SameSite=Lax", "Max-Age=43200"):
+        assert flag in cookie
+    assert "Domain" not in cookie
+    assert "set-cookie" not in second.headers  # unchanged id: nothing to resend
+
+
+async def test_an_unknown_id_is_never_adopted(store) -> None:
+    planted = new_session_id()
+    async with client_for(make_app(store)) as client:
+        response = await client.get("/visit", headers={"cookie": f"session={planted}"})
+    issued = response.headers["set-cookie"].split(";")[0].split("=", 1)[1]
+    assert issued != planted
+    assert await store.get(planted) is None
+    assert await store.get(issued) is not None
+
+
+async def test_a_stale_cookie_is_cleared(store) -> None:
+    async with client_for(make_app(store)) as client:
+        response = await client.get("/peek", headers={"cookie": f"session={new_session_id()}"})
+    assert "Max-Age=0" in response.headers["set-cookie"]
+
+
+@pytest.mark.parametrize("garbage", ["x", "a" * 43 + "!", "../../etc", "ünïcode" * 7])
+async def test_malformed_cookies_never_reach_storage(store, registry, garbage: str) -> None:
+    async with client_for(make_app(store)) as client:
+        cookie = f"session={garbage}".encode()  # raw bytes, as a hostile client sends
+        response = await client.get("/peek", headers={"cookie": cookie})
+    assert response.status_code == 200
+    assert response.json()["has"] is False
+    assert storage_calls(registry) == 0
+
+
+async def test_login_regenerates_the_id(store) -> None:
+    async with client_for(make_app(store)) as client:
+        await client.get("/visit")
+        before = client.cookies["session"]
+        response = await client.post("/login", params={"user": "ada"})
+        after = client.cookies["session"]
+        peek = await client.get("/peek")
+    assert response.json() == {"user": "ada"}
+    assert before != after
+    assert await store.get(before) is None
+    assert peek.json()["data"] == {"views": 1}
+    assert [s.user_id for s in await store.list_user("ada")] == ["ada"]
+
+
+async def test_logout_everywhere_ends_every_device(store) -> None:
+    app = make_app(store)
+    async with client_for(app) as laptop, client_for(app) as phone:
+        await laptop.post("/login", params={"user": "ada"})
+        await phone.post("/login", params={"user": "ada"})
+        assert len(await store.list_user("ada")) == 2
+        response = await laptop.post("/logout", params={"everywhere": "1"})
+        assert "Max-Age=0" in response.headers["set-cookie"]
+        assert (await phone.get("/peek")).json()["has"] is False
+    assert await store.list_user("ada") == []
+
+
+async def test_concurrent_requests_changing_different_keys_both_land(store) -> None:
+    app = make_app(store, barrier=asyncio.Barrier(2))
+    async with client_for(app) as client:
+        await client.get("/visit")
+        first, second = await asyncio.gather(
+            client.post("/put/theme/dark"), client.post("/put/lang/fr")
+        )
+        peek = await client.get("/peek")
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert peek.json()["data"] == {"views": 1, "theme": "dark", "lang": "fr"}
+
+
+async def test_a_lost_same_key_race_is_a_409_not_a_silent_loss(store) -> None:
+    app = make_app(store, barrier=asyncio.Barrier(2))
+    async with client_for(app) as client:
+        await client.get("/visit")
+        responses = await asyncio.gather(
+            client.post("/put/theme/dark"), client.post("/put/theme/light")
+        )
+        peek = await client.get("/peek")
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200, 409]
+    (loser,) = [r for r in responses if r.status_code == 409]
+    assert "session not saved" in loser.text
+    (winner,) = [r for r in responses if r.status_code == 200]
+    winning_value = "dark" if winner.request.url.path.endswith("dark") else "light"
+    assert peek.json()["data"]["theme"] == winning_value
+
+
+def session_of(request: Request) -> RequestSession:
+    return request_session(request.scope)
+
+
+api = FastAPI()
+
+
+@api.post("/cart/{sku}")
+async def add_to_cart(
+    sku: str, sessions: Annotated[RequestSession, Depends(session_of)]
+) -> dict[str, list[str]]:
+    session = await sessions.get()
+    session["cart"] = [*session.get("cart", []), sku]
+    return {"cart": session["cart"]}
+
+
+async def test_fastapi_dependency(store) -> None:
+    async with client_for(SessionMiddleware(api, store=store)) as client:
+        await client.post("/cart/laptop-123")
+        response = await client.post("/cart/mouse-456")
+    assert response.json() == {"cart": ["laptop-123", "mouse-456"]}
+
+
+def test_request_session_needs_the_middleware() -> None:
+    with pytest.raises(ConfigError, match="SessionMiddleware"):
+        request_session({"type": "http"})
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"name": "bad name"}, {"name": ""}, {"samesite": "none", "secure": False}, {"samesite": "x"}],
+)
+def test_cookie_settings_are_validated(kwargs) -> None:
+    with pytest.raises(ConfigError):
+        CookieSettings(**kwargs)
+
+
+@given(st.text(max_size=200))
+def test_cookie_parsing_never_raises(header: str) -> None:
+    parsed = parse_cookie_header(header)
+    assert all(name and "=" not in name and ";" not in name for name in parsed)
+
+
+@given(
+    st.dictionaries(
+        st.from_regex(r"[A-Za-z0-9_\-]{1,12}", fullmatch=True),
+        st.from_regex(r"[A-Za-z0-9_\-]{0,43}", fullmatch=True),
+        max_size=5,
+    )
+)
+def test_cookie_parsing_round_trips_simple_pairs(cookies: dict[str, str]) -> None:
+    header = "; ".join(f"{name}={value}" for name, value in cookies.items())
+    assert parse_cookie_header(header) == cookies
