@@ -14,6 +14,7 @@ from sessionflow._async.backends.memory import AsyncMemoryBackend
 from sessionflow._async.store import AsyncSessionStore
 from sessionflow._clock import Clock, ManualClock, SystemClock
 from sessionflow._codec import Codec
+from sessionflow._cookies import CookieSettings
 from sessionflow._errors import (
     BackendError,
     CodecError,
@@ -84,6 +85,7 @@ __all__ = [
     "Codec",
     "CodecError",
     "ConfigError",
+    "CookieSettings",
     "CorruptRecord",
     "DynamoDBBackend",
     "InstrumentedBackend",

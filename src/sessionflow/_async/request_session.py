@@ -1,0 +1,89 @@
+"""One web request's view of its session, shared by the web integrations."""
+
+from __future__ import annotations
+
+from sessionflow._async.store import AsyncSessionStore
+from sessionflow._cookies import CookieSettings
+from sessionflow._errors import InvalidSessionId
+from sessionflow._ids import validate_session_id
+from sessionflow._session import Session
+
+
+class AsyncRequestSession:
+    """The session of one web request: loaded on first use, committed once at the end.
+
+    The integrations (ASGI, Flask, Django) share it: they differ only in where the cookie
+    comes from and where the Set-Cookie header goes.
+    """
+
+    def __init__(self, store: AsyncSessionStore, presented_id: str | None) -> None:
+        self._store = store
+        self._presented = presented_id
+        self._session: Session | None = None
+        self._loaded = False
+        self._issue_cookie = False
+        self._clear_cookie = False
+
+    @property
+    def created(self) -> bool:
+        """True if this request created the session (its cookie is about to be issued)."""
+        return self._issue_cookie
+
+    @property
+    def store(self) -> AsyncSessionStore:
+        """The store behind this session."""
+        return self._store
+
+    async def load(self) -> Session | None:
+        """Return the client's session, or None if it sent none, an unknown or a dead one."""
+        if not self._loaded:
+            self._loaded = True
+            if self._presented is not None:
+                try:
+                    validate_session_id(self._presented)
+                except InvalidSessionId:
+                    # Malformed ids never reach storage.
+                    self._clear_cookie = True
+                else:
+                    self._session = await self._store.get(self._presented)
+                    self._clear_cookie = self._session is None
+        return self._session
+
+    async def get(self) -> Session:
+        """Return the client's session, creating a new one (and its cookie) if there is none."""
+        session = await self.load()
+        if session is None:
+            session = await self._store.create()
+            self._session, self._issue_cookie, self._clear_cookie = session, True, False
+        return session
+
+    async def regenerate(self, *, user_id: str | None = None) -> Session:
+        """Move the session to a new id (call at login); creates one if there is none."""
+        session = await self.load()
+        if session is None:
+            session = await self._store.create(user_id=user_id)
+        else:
+            session = await self._store.regenerate(session, user_id=user_id)
+        self._session, self._issue_cookie, self._clear_cookie = session, True, False
+        return session
+
+    async def logout(self, *, everywhere: bool = False) -> None:
+        """Delete the session (and with `everywhere`, every session of its user)."""
+        session = await self.load()
+        if session is not None:
+            if everywhere and session.user_id is not None:
+                await self._store.revoke_user(session.user_id)
+            await self._store.delete(session)
+        self._session, self._issue_cookie = None, False
+        self._clear_cookie = self._presented is not None
+
+    async def commit(self, cookie: CookieSettings) -> str | None:
+        """Save what changed; return the Set-Cookie header to send, if any."""
+        if self._session is not None:
+            await self._store.save(self._session)
+        if self._issue_cookie and self._session is not None:
+            max_age = int(self._store.policy.absolute_timeout) if cookie.persistent else None
+            return cookie.header(self._session.id, max_age)
+        if self._clear_cookie:
+            return cookie.header("", 0)
+        return None

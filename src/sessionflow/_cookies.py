@@ -1,0 +1,77 @@
+"""The session cookie: how it is written and how a Cookie header is read. No I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from sessionflow._errors import ConfigError
+
+_COOKIE_NAME_CHARS = frozenset(
+    "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+)
+
+
+@dataclass(frozen=True)
+class CookieSettings:
+    """How the session cookie is written. The defaults are the secure ones.
+
+    Args:
+        name: the cookie name (an RFC 6265 token).
+        path: the cookie path.
+        domain: None keeps the cookie host-only (recommended).
+        secure: send only over HTTPS.
+        httponly: hide from JavaScript.
+        samesite: ``"lax"``, ``"strict"`` or ``"none"`` (which requires `secure`).
+        persistent: give the cookie a Max-Age equal to the store's absolute timeout; False
+            makes it a browser-session cookie.
+    """
+
+    name: str = "session"
+    path: str = "/"
+    domain: str | None = None
+    secure: bool = True
+    httponly: bool = True
+    samesite: Literal["lax", "strict", "none"] = "lax"
+    persistent: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.name or not set(self.name) <= _COOKIE_NAME_CHARS:
+            raise ConfigError(f"cookie name {self.name!r} is not a valid token")
+        if self.samesite not in ("lax", "strict", "none"):
+            raise ConfigError("samesite must be 'lax', 'strict' or 'none'")
+        if self.samesite == "none" and not self.secure:
+            raise ConfigError("samesite='none' requires secure=True (browsers reject it)")
+
+    def header(self, value: str, max_age: int | None) -> str:
+        """Return a Set-Cookie header value; `max_age` 0 clears the cookie."""
+        parts = [f"{self.name}={value}", f"Path={self.path}"]
+        if self.domain:
+            parts.append(f"Domain={self.domain}")
+        if max_age is not None:
+            parts.append(f"Max-Age={max_age}")
+            if max_age == 0:
+                parts.append("Expires=Thu, 01 Jan 1970 00:00:00 GMT")
+        if self.secure:
+            parts.append("Secure")
+        if self.httponly:
+            parts.append("HttpOnly")
+        parts.append(f"SameSite={self.samesite.capitalize()}")
+        return "; ".join(parts)
+
+
+def parse_cookie_header(header: str) -> dict[str, str]:
+    """Parse a Cookie request header into name/value pairs; malformed pairs are skipped.
+
+    Lenient the way browsers are: no quoting rules, the first occurrence of a name wins.
+    """
+    cookies: dict[str, str] = {}
+    for chunk in header.split(";"):
+        name, separator, value = chunk.partition("=")
+        name, value = name.strip(), value.strip()
+        if not separator or not name or name in cookies:
+            continue
+        if len(value) >= 2 and value[0] == value[-1] == '"':  # noqa: PLR2004
+            value = value[1:-1]
+        cookies[name] = value
+    return cookies

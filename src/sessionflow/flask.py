@@ -1,0 +1,124 @@
+"""Flask integration: a `SessionInterface` on a sync `SessionStore`.
+
+    app.session_interface = SessionflowInterface(SessionStore(RedisBackend(client)))
+
+``flask.session`` then behaves as usual (a dict that is saved when it changed), plus
+``session.regenerate(user_id=...)`` at login and ``session.logout(everywhere=...)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from flask.sessions import SessionInterface, SessionMixin
+
+from sessionflow._cookies import CookieSettings
+from sessionflow._errors import SessionNotFound, VersionConflict
+from sessionflow._sync.request_session import RequestSession
+from sessionflow._sync.store import SessionStore
+
+if TYPE_CHECKING:
+    from flask import Flask, Request, Response
+
+    from sessionflow._session import Session
+
+
+class FlaskSession(SessionMixin):
+    """``flask.session``: loaded on first access, created on first write."""
+
+    def __init__(self, request_session: RequestSession) -> None:
+        self._request = request_session
+        self.modified = False
+        self.accessed = False
+
+    @property
+    def new(self) -> bool:  # type: ignore[override]  # Flask declares a plain attribute
+        """True if this request created the session."""
+        return self._request.created
+
+    @property
+    def sessionflow_session(self) -> Session | None:
+        """The underlying sessionflow `Session`, if there is one."""
+        return self._request.load()
+
+    def _read(self) -> Session | None:
+        self.accessed = True
+        return self._request.load()
+
+    def __getitem__(self, name: str) -> Any:  # noqa: ANN401
+        session = self._read()
+        if session is None:
+            raise KeyError(name)
+        return session[name]
+
+    def __setitem__(self, name: str, value: Any) -> None:  # noqa: ANN401
+        self.accessed = self.modified = True
+        self._request.get()[name] = value
+
+    def __delitem__(self, name: str) -> None:
+        session = self._read()
+        if session is None:
+            raise KeyError(name)
+        del session[name]
+        self.modified = True
+
+    def __iter__(self) -> Iterator[str]:
+        session = self._read()
+        return iter(() if session is None else list(session))
+
+    def __len__(self) -> int:
+        session = self._read()
+        return 0 if session is None else len(session)
+
+    def regenerate(self, *, user_id: str | None = None) -> None:
+        """Move the session to a new id (call at login); creates one if there is none."""
+        self._request.regenerate(user_id=user_id)
+        self.modified = True
+
+    def logout(self, *, everywhere: bool = False) -> None:
+        """Delete the session (and with `everywhere`, every session of its user)."""
+        self._request.logout(everywhere=everywhere)
+        self.modified = True
+
+
+class SessionflowInterface(SessionInterface):
+    """Stores Flask sessions in a sessionflow `SessionStore`.
+
+    A save that loses to a concurrent request changing the same attribute, or finds its
+    session deleted meanwhile, turns the response into ``409 Conflict`` with a one-line
+    reason instead of a success whose change was dropped.
+
+    Args:
+        store: the sync store sessions live in.
+        cookie: how the cookie is written (secure defaults; Flask's ``SESSION_COOKIE_*``
+            settings are not consulted).
+    """
+
+    def __init__(self, store: SessionStore, cookie: CookieSettings | None = None) -> None:
+        self.store = store
+        self.cookie = cookie or CookieSettings()
+
+    def open_session(self, app: Flask, request: Request) -> FlaskSession:  # noqa: ARG002
+        """Attach a lazily loaded session to the request."""
+        return FlaskSession(RequestSession(self.store, request.cookies.get(self.cookie.name)))
+
+    def save_session(
+        self,
+        app: Flask,  # noqa: ARG002 - Flask's signature
+        session: SessionMixin,
+        response: Response,
+    ) -> None:
+        """Save what changed and set or clear the cookie."""
+        assert isinstance(session, FlaskSession)  # noqa: S101 - open_session made it
+        try:
+            header = session._request.commit(self.cookie)  # noqa: SLF001 - our own pair
+        except (VersionConflict, SessionNotFound) as exc:
+            response.status_code = 409
+            response.set_data(f"session not saved: {exc}; retry the request\n")
+            response.mimetype = "text/plain"
+            return
+        if session.accessed:
+            response.vary.add("Cookie")
+        if header is not None:
+            response.headers.add("Set-Cookie", header)

@@ -1,0 +1,120 @@
+"""The Flask integration, driven through the example app's test client."""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from pathlib import Path
+
+import pytest
+import redis
+
+from sessionflow import MemoryBackend, RedisBackend, SessionStore
+from tests.conftest import Servers
+
+HTTPS = "https://localhost"
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "flask_app.py"
+spec = importlib.util.spec_from_file_location("flask_example", EXAMPLE)
+assert spec is not None
+assert spec.loader is not None
+flask_example = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(flask_example)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request, servers: Servers, prefix: str):
+    if request.param == "memory":
+        yield SessionStore(MemoryBackend())
+        return
+    client = redis.Redis(port=servers.redis.port)
+    yield SessionStore(RedisBackend(client, prefix=prefix))
+    client.close()
+
+
+def session_cookie(response) -> str | None:
+    for header in response.headers.getlist("Set-Cookie"):
+        if header.startswith("session="):
+            return header
+    return None
+
+
+def test_counter_and_cookie_flags(store) -> None:
+    client = flask_example.create_app(store).test_client()
+    first = client.get("/", base_url=HTTPS)
+    second = client.get("/", base_url=HTTPS)
+    assert first.json == {"views": 1}
+    assert second.json == {"views": 2}
+    cookie = session_cookie(first)
+    assert cookie is not None
+    for flag in ("Secure", "HttpOnly", "SameSite=Lax", "Path=/"):
+        assert flag in cookie
+    assert session_cookie(second) is None
+    assert "Cookie" in second.headers["Vary"]
+
+
+def test_reading_without_a_session_creates_nothing(store) -> None:
+    client = flask_example.create_app(store).test_client()
+    response = client.get("/whoami", base_url=HTTPS)
+    assert response.json == {}
+    assert session_cookie(response) is None
+
+
+def test_login_regenerates_and_keeps_the_data(store) -> None:
+    client = flask_example.create_app(store).test_client()
+    first = client.get("/", base_url=HTTPS)
+    before = session_cookie(first).split(";")[0].split("=", 1)[1]
+    login = client.post("/login", data={"user": "ada"}, base_url=HTTPS)
+    after = session_cookie(login).split(";")[0].split("=", 1)[1]
+    assert before != after
+    assert store.get(before) is None
+    assert client.get("/whoami", base_url=HTTPS).json == {"views": 1, "user": "ada"}
+    assert [s.user_id for s in store.list_user("ada")] == ["ada"]
+
+
+def test_logout_everywhere(store) -> None:
+    app = flask_example.create_app(store)
+    laptop, phone = app.test_client(), app.test_client()
+    laptop.post("/login", data={"user": "grace"}, base_url=HTTPS)
+    phone.post("/login", data={"user": "grace"}, base_url=HTTPS)
+    assert len(store.list_user("grace")) == 2
+    response = laptop.post("/logout?everywhere=1", base_url=HTTPS)
+    assert "Max-Age=0" in session_cookie(response)
+    assert phone.get("/whoami", base_url=HTTPS).json == {}
+    assert store.list_user("grace") == []
+
+
+def _two_concurrent_writes(store, paths: list[str]):
+    barrier = threading.Barrier(2)
+    app = flask_example.create_app(store, before_write=lambda: barrier.wait(timeout=10))
+    client = app.test_client()
+    client.get("/", base_url=HTTPS)
+    cookie = client.get_cookie("session", domain="localhost").value
+    results = {}
+
+    def post(path: str) -> None:
+        own = app.test_client()
+        own.set_cookie("session", cookie, domain="localhost")
+        results[path] = own.post(path, base_url=HTTPS)
+
+    threads = [threading.Thread(target=post, args=(path,)) for path in paths]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results, client.get("/whoami", base_url=HTTPS).json
+
+
+def test_concurrent_requests_changing_different_keys_both_land(store) -> None:
+    results, final = _two_concurrent_writes(store, ["/prefs/theme/dark", "/prefs/lang/fr"])
+    assert [r.status_code for r in results.values()] == [200, 200]
+    assert final == {"views": 1, "theme": "dark", "lang": "fr"}
+
+
+def test_a_lost_same_key_race_answers_409(store) -> None:
+    results, final = _two_concurrent_writes(store, ["/prefs/theme/dark", "/prefs/theme/light"])
+    statuses = sorted(r.status_code for r in results.values())
+    assert statuses == [200, 409]
+    (winner,) = [path for path, r in results.items() if r.status_code == 200]
+    assert final["theme"] == winner.rsplit("/", 1)[1]
+    (loser,) = [r for r in results.values() if r.status_code == 409]
+    assert b"session not saved" in loser.data
