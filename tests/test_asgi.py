@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import sys
+from pathlib import Path
 from typing import Annotated
 
 import httpx
@@ -253,3 +256,28 @@ def test_cookie_parsing_never_raises(header: str) -> None:
 def test_cookie_parsing_round_trips_simple_pairs(cookies: dict[str, str]) -> None:
     header = "; ".join(f"{name}={value}" for name, value in cookies.items())
     assert parse_cookie_header(header) == cookies
+
+
+async def test_the_fastapi_example(store) -> None:
+    example = _load_example("fastapi_app")
+    app = example.create_app(store)
+    async with client_for(app) as laptop, client_for(app) as phone:
+        assert (await laptop.get("/cart")).json() == {"cart": []}
+        await laptop.post("/cart/laptop-123")
+        await laptop.post("/login/ada")
+        await phone.post("/login/ada")
+        assert (await laptop.get("/cart")).json() == {"cart": ["laptop-123"]}
+        await phone.post("/logout", params={"everywhere": "true"})
+        assert (await laptop.get("/cart")).json() == {"cart": []}
+    assert await store.list_user("ada") == []
+
+
+def _load_example(name: str):
+    path = Path(__file__).resolve().parent.parent / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"example_{name}", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
