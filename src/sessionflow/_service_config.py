@@ -1,0 +1,132 @@
+"""The session service's settings: from a TOML or YAML file, overridden by environment."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from sessionflow._errors import ConfigError
+from sessionflow._policy import SessionPolicy
+
+BackendKind = Literal["local", "memory", "redis", "redis-cluster", "dynamodb"]
+ENV_PREFIX = "SESSIONFLOW_"
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Settings of `sessionflow serve`.
+
+    ``backend = "local"`` (the default) starts a Redis server on loopback for the service's
+    lifetime: no set-up at all. Admin routes exist only when `admin_token` is set.
+    """
+
+    backend: BackendKind = "local"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "sf"
+    dynamodb_endpoint: str | None = None
+    dynamodb_table: str = "sessions"
+    dynamodb_region: str = "us-east-1"
+    idle_timeout: float = 30 * 60
+    absolute_timeout: float = 12 * 60 * 60
+    touch_interval: float = 60
+    max_sessions_per_user: int | None = None
+    admin_token: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.backend not in get_args(BackendKind):
+            raise ConfigError(
+                f"backend must be one of {', '.join(get_args(BackendKind))}, not {self.backend!r}"
+            )
+        if self.admin_token is not None and len(self.admin_token) < 16:  # noqa: PLR2004
+            raise ConfigError("admin_token must be at least 16 characters")
+        self.policy()  # validates the timeouts
+
+    def policy(self) -> SessionPolicy:
+        """Return the store policy these settings describe."""
+        return SessionPolicy(
+            idle_timeout=self.idle_timeout,
+            absolute_timeout=self.absolute_timeout,
+            touch_interval=self.touch_interval,
+            max_sessions_per_user=self.max_sessions_per_user,
+        )
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, source: str = "settings") -> ServiceConfig:
+        """Build settings from a mapping; unknown keys and wrong types are `ConfigError`."""
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}")
+        values: dict[str, Any] = {}
+        for name, raw in data.items():
+            values[name] = _coerce(name, known[name].type, raw, source)
+        return cls(**values)
+
+    @classmethod
+    def load(
+        cls, path: Path | None = None, environ: Mapping[str, str] | None = None
+    ) -> ServiceConfig:
+        """Read `path` (TOML or YAML) if given, then the ``SESSIONFLOW_*`` variables."""
+        data: dict[str, Any] = {}
+        if path is not None:
+            data.update(_read_file(path))
+        environ = os.environ if environ is None else environ
+        names = {f.name for f in fields(cls)}
+        for key, value in environ.items():
+            if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX) :].lower() in names:
+                data[key[len(ENV_PREFIX) :].lower()] = value
+        return cls.from_mapping(data, source=str(path) if path else "environment")
+
+    def redacted(self) -> dict[str, Any]:
+        """Return the settings with the admin token hidden, for logs and status pages."""
+        shown = dataclasses.asdict(self)
+        if shown["admin_token"]:
+            shown["admin_token"] = "***"  # noqa: S105 - a mask, not a password
+        return shown
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        if path.suffix == ".toml":
+            loaded: Any = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            import yaml  # noqa: PLC0415 - only YAML files need it
+
+            loaded = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError(f"{path}: use a .toml, .yaml or .yml file")
+    except (tomllib.TOMLDecodeError, ValueError) as exc:
+        raise ConfigError(f"{path}: not valid {path.suffix[1:].upper()}: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a table of settings at the top level")
+    section = loaded.get("sessionflow", loaded)
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: [sessionflow] must be a table")
+    return section
+
+
+def _coerce(name: str, annotation: Any, raw: Any, source: str) -> Any:  # noqa: ANN401
+    text = str(annotation)
+    if raw is None or (isinstance(raw, str) and raw == "" and "None" in text):
+        if "None" in text:
+            return None
+        raise ConfigError(f"{source}: {name} must not be empty")
+    if text.startswith(("float", "int")):
+        if isinstance(raw, bool):
+            raise ConfigError(f"{source}: {name} must be a number, not {raw!r}")
+        try:
+            return float(raw) if text.startswith("float") else int(raw)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{source}: {name} must be a number, not {raw!r}") from exc
+    if not isinstance(raw, str):
+        raise ConfigError(f"{source}: {name} must be a string, not {raw!r}")
+    return raw

@@ -1,0 +1,371 @@
+"""The session service: an HTTP API over an `AsyncSessionStore` (FastAPI).
+
+Session ids travel in request bodies, never in URLs, so access logs and proxies never see
+them. Errors are JSON ``{"error": code, "detail": reason}`` with a 4xx status for bad input
+and 503 when the store is unreachable.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from http import HTTPStatus
+from typing import Annotated, Any, cast
+
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from sessionflow import __version__
+from sessionflow._async.backends.base import AsyncBackend
+from sessionflow._async.backends.instrumented import AsyncInstrumentedBackend
+from sessionflow._async.store import AsyncSessionStore
+from sessionflow._errors import (
+    BackendError,
+    ConfigError,
+    InvalidAttribute,
+    InvalidSessionId,
+    SessionflowError,
+    SessionNotFound,
+    SessionTooLarge,
+    VersionConflict,
+)
+from sessionflow._ids import new_session_id
+from sessionflow._metrics import BackendMetrics, StoreStatsCollector
+from sessionflow._service_config import ServiceConfig
+from sessionflow._session import Session
+
+_STATUS_OF_ERROR: tuple[tuple[type[SessionflowError], int, str], ...] = (
+    (InvalidSessionId, 400, "invalid_session_id"),
+    (InvalidAttribute, 422, "invalid_attribute"),
+    (SessionTooLarge, 413, "session_too_large"),
+    (SessionNotFound, 404, "session_not_found"),
+    (VersionConflict, 409, "version_conflict"),
+    (BackendError, 503, "store_unavailable"),
+    (ConfigError, 500, "misconfigured"),
+)
+MAX_ID_FIELD = 128  # longer than any id: longer input is refused before it is even checked
+
+
+class CreateRequest(BaseModel):
+    """Create a session."""
+
+    user_id: str | None = Field(default=None, min_length=1, max_length=1024)
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class IdRequest(BaseModel):
+    """Name a session by its id."""
+
+    id: str = Field(max_length=MAX_ID_FIELD)
+
+
+class UpdateRequest(IdRequest):
+    """Change attributes: `set` writes values, `unset` removes names."""
+
+    set: dict[str, Any] = Field(default_factory=dict)
+    unset: list[str] = Field(default_factory=list)
+
+
+class RegenerateRequest(IdRequest):
+    """Move a session to a new id, optionally binding a user (login)."""
+
+    user_id: str | None = Field(default=None, min_length=1, max_length=1024)
+
+
+class RevokeRequest(BaseModel):
+    """Revoke a user's sessions, optionally keeping one."""
+
+    keep_id: str | None = Field(default=None, max_length=MAX_ID_FIELD)
+
+
+class SessionView(BaseModel):
+    """A session as the API returns it."""
+
+    user_id: str | None
+    version: int
+    created_at: float
+    last_access: float
+    expires_at: float
+    absolute_expires_at: float
+    attributes: dict[str, Any] | None = None
+
+
+class CreatedView(SessionView):
+    """A created or regenerated session, with its new id."""
+
+    id: str
+
+
+class SummaryView(BaseModel):
+    """One of a user's sessions: a revocable handle, never the id."""
+
+    handle: str
+    created_at: float
+    last_access: float
+    expires_at: float
+
+
+def _view(session: Session, *, with_attributes: bool) -> dict[str, Any]:
+    return {
+        "user_id": session.user_id,
+        "version": session.version,
+        "created_at": session.created_at,
+        "last_access": session.last_access,
+        "expires_at": session.expires_at,
+        "absolute_expires_at": session.absolute_expires_at,
+        "attributes": session.to_dict() if with_attributes else None,
+    }
+
+
+def _error(status: int, code: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status)
+
+
+def create_app(
+    store: AsyncSessionStore,
+    *,
+    admin_token: str | None = None,
+    registry: CollectorRegistry | None = None,
+    lifespan: Callable[[FastAPI], Any] | None = None,
+) -> FastAPI:
+    """Build the service on `store`.
+
+    Args:
+        store: the async store (wrap its backend in `AsyncInstrumentedBackend` on
+            `registry` for per-operation metrics; `build_app` does).
+        admin_token: enables ``/admin/*`` behind ``Authorization: Bearer <token>``.
+        registry: what ``/metrics`` exposes; the store's counters are added to it.
+        lifespan: an ASGI lifespan context for the app (starting and closing clients).
+    """
+    registry = registry or CollectorRegistry()
+    registry.register(StoreStatsCollector(store.stats, "service"))
+    app = FastAPI(
+        title="sessionflow session service",
+        version=__version__,
+        lifespan=lifespan,
+        description="Create, validate, read, update and revoke server-side sessions.",
+    )
+
+    @app.exception_handler(SessionflowError)
+    async def sessionflow_error(_: Request, exc: SessionflowError) -> JSONResponse:
+        for kind, status, code in _STATUS_OF_ERROR:
+            if isinstance(exc, kind):
+                return _error(status, code, str(exc))
+        return _error(500, "internal", type(exc).__name__)  # pragma: no cover - every kind mapped
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
+        return _error(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        return _error(422, "invalid_request", f"{where}: {first.get('msg', 'invalid')}")
+
+    _session_routes(app, store)
+    _operations_routes(app, store, registry)
+    if admin_token is not None:
+        _admin_routes(app, store, admin_token)
+    return app
+
+
+def _session_routes(app: FastAPI, store: AsyncSessionStore) -> None:  # noqa: C901 - one route each
+    async def live(session_id: str, *, touch: bool = True) -> Session:
+        session = await store.get(session_id, touch=touch)
+        if session is None:
+            raise SessionNotFound("no live session with this id")
+        return session
+
+    @app.post("/v1/sessions", status_code=201, response_model=CreatedView)
+    async def create(body: CreateRequest) -> dict[str, Any]:
+        """Create a session; the response carries its id (the only time it is returned)."""
+        session = await store.create(body.attributes, user_id=body.user_id)
+        return {**_view(session, with_attributes=True), "id": session.id}
+
+    @app.post("/v1/sessions/validate", response_model=SessionView)
+    async def validate(body: IdRequest) -> dict[str, Any]:
+        """Check a session is live and extend its idle expiry; no attributes returned."""
+        return _view(await live(body.id), with_attributes=False)
+
+    @app.post("/v1/sessions/read", response_model=SessionView)
+    async def read(body: IdRequest) -> dict[str, Any]:
+        """Return a live session with its attributes."""
+        return _view(await live(body.id), with_attributes=True)
+
+    @app.post("/v1/sessions/update", response_model=SessionView)
+    async def update(body: UpdateRequest) -> dict[str, Any]:
+        """Set and unset attributes (merged with concurrent updates of other attributes)."""
+        session = await live(body.id, touch=False)
+        for name in body.unset:
+            session.pop(name, None)
+        session.update(body.set)
+        await store.save(session)
+        return _view(session, with_attributes=True)
+
+    @app.post("/v1/sessions/touch", response_model=SessionView)
+    async def touch(body: IdRequest) -> dict[str, Any]:
+        """Extend the idle expiry (at most once per touch interval)."""
+        session = await live(body.id, touch=False)
+        await store.touch(session)
+        return _view(session, with_attributes=False)
+
+    @app.post("/v1/sessions/delete")
+    async def delete(body: IdRequest) -> dict[str, bool]:
+        """Delete a session (it stays deleted); `deleted` is False if it was not live."""
+        return {"deleted": await store.delete(body.id)}
+
+    @app.post("/v1/sessions/regenerate", status_code=201, response_model=CreatedView)
+    async def regenerate(body: RegenerateRequest) -> dict[str, Any]:
+        """Move a session to a new id (login); the old id is dead afterwards."""
+        moved = await store.regenerate(await live(body.id, touch=False), user_id=body.user_id)
+        return {**_view(moved, with_attributes=True), "id": moved.id}
+
+    @app.get("/v1/users/{user_id}/sessions", response_model=list[SummaryView])
+    async def list_user(user_id: str) -> list[dict[str, Any]]:
+        """List a user's live sessions, oldest first, by handle."""
+        return [
+            {
+                "handle": s.handle,
+                "created_at": s.created_at,
+                "last_access": s.last_access,
+                "expires_at": min(s.idle_expires_at, s.absolute_expires_at),
+            }
+            for s in await store.list_user(user_id)
+        ]
+
+    @app.post("/v1/users/{user_id}/revoke")
+    async def revoke_user(user_id: str, body: RevokeRequest) -> dict[str, int]:
+        """Log a user out everywhere, optionally keeping one session."""
+        return {"revoked": await store.revoke_user(user_id, keep=body.keep_id)}
+
+    @app.post("/v1/handles/{handle}/revoke")
+    async def revoke_handle(handle: str) -> dict[str, bool]:
+        """Revoke one session by the handle a listing returned."""
+        return {"revoked": await store.revoke(handle)}
+
+
+def _operations_routes(app: FastAPI, store: AsyncSessionStore, registry: CollectorRegistry) -> None:
+    @app.get("/healthz", response_class=PlainTextResponse)
+    async def healthz() -> str:
+        """Answer 200 while the process is up."""
+        return "ok\n"
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """Answer 200 when the store answers a read (of an id that does not exist)."""
+        try:
+            await store.get(new_session_id(), touch=False)
+        except BackendError as exc:
+            return _error(503, "store_unavailable", str(exc))
+        return JSONResponse({"ready": True})
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        """Expose the Prometheus metrics."""
+        return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _admin_routes(app: FastAPI, store: AsyncSessionStore, admin_token: str) -> None:
+    expected = f"Bearer {admin_token}".encode()
+
+    async def require_admin(authorization: Annotated[str | None, Header()] = None) -> None:
+        given = (authorization or "").encode()
+        if not hmac.compare_digest(given, expected):
+            raise _AdminRefused
+
+    @app.exception_handler(_AdminRefused)
+    async def admin_refused(_: Request, __: _AdminRefused) -> JSONResponse:
+        return _error(401, "unauthorized", "admin routes need Authorization: Bearer <token>")
+
+    @app.get("/admin/stats", dependencies=[Depends(require_admin)])
+    async def admin_stats() -> dict[str, Any]:
+        """Return the store counters and policy (admin only)."""
+        policy = store.policy
+        return {
+            "unreadable_records": store.stats.unreadable_records,
+            "merged_conflicts": store.stats.merged_conflicts,
+            "raised_conflicts": store.stats.raised_conflicts,
+            "idle_timeout": policy.idle_timeout,
+            "absolute_timeout": policy.absolute_timeout,
+        }
+
+
+class _AdminRefused(Exception):  # noqa: N818 - internal signal, never escapes the app
+    """A request to an admin route without the right token."""
+
+
+def build_app(config: ServiceConfig) -> FastAPI:
+    """Build the service from settings; clients (and a local Redis) live as long as the app."""
+    registry = CollectorRegistry()
+    metrics = BackendMetrics(registry)
+    # The real backend opens in the lifespan, inside the server's event loop.
+    store = AsyncSessionStore(cast("AsyncBackend", _PendingBackend()), policy=config.policy())
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            backend = await _open_backend(config, stack)
+            store.backend = AsyncInstrumentedBackend(backend, name=config.backend, metrics=metrics)
+            yield
+
+    return create_app(store, admin_token=config.admin_token, registry=registry, lifespan=lifespan)
+
+
+class _PendingBackend:
+    """Stands in until the app's lifespan opened the real backend."""
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        async def refuse(*_: Any, **__: Any) -> Any:  # noqa: ANN401
+            raise BackendError("the service is starting: its store is not open yet")
+
+        return refuse
+
+
+async def _open_backend(config: ServiceConfig, stack: AsyncExitStack) -> AsyncBackend:
+    # Imports stay here: each backend needs only its own client library.
+    if config.backend == "memory":
+        from sessionflow._async.backends.memory import AsyncMemoryBackend  # noqa: PLC0415
+
+        return AsyncMemoryBackend()
+    if config.backend in ("local", "redis"):
+        from redis.asyncio import Redis  # noqa: PLC0415
+
+        from sessionflow._async.backends.redis import AsyncRedisBackend  # noqa: PLC0415
+
+        url = config.redis_url
+        if config.backend == "local":
+            from sessionflow.local_servers import RedisServer  # noqa: PLC0415
+
+            server = stack.enter_context(RedisServer())
+            url = server.url
+        client = await stack.enter_async_context(Redis.from_url(url))
+        return AsyncRedisBackend(client, prefix=config.redis_prefix)
+    if config.backend == "redis-cluster":
+        from redis.asyncio.cluster import RedisCluster  # noqa: PLC0415
+
+        from sessionflow._async.backends.redis import AsyncRedisBackend  # noqa: PLC0415
+
+        cluster = await stack.enter_async_context(RedisCluster.from_url(config.redis_url))
+        return AsyncRedisBackend(cluster, prefix=config.redis_prefix)
+    import aioboto3  # noqa: PLC0415
+
+    from sessionflow._async.backends.dynamodb import AsyncDynamoDBBackend  # noqa: PLC0415
+    from sessionflow._dynamodb_client import dynamodb_client_config  # noqa: PLC0415
+
+    session = aioboto3.Session(region_name=config.dynamodb_region)
+    ddb = await stack.enter_async_context(
+        session.client(
+            "dynamodb", endpoint_url=config.dynamodb_endpoint, config=dynamodb_client_config()
+        )
+    )
+    backend = AsyncDynamoDBBackend(ddb, table_name=config.dynamodb_table)
+    await backend.ensure_table()
+    return backend

@@ -1,0 +1,204 @@
+"""The HTTP session service: its routes, errors, admin guard, config and a schema fuzz."""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+import redis.asyncio
+import schemathesis
+from hypothesis import HealthCheck, settings
+from prometheus_client import CollectorRegistry
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from schemathesis.checks import not_a_server_error
+
+from sessionflow import (
+    AsyncInstrumentedBackend,
+    AsyncMemoryBackend,
+    AsyncRedisBackend,
+    AsyncSessionStore,
+    BackendMetrics,
+    ConfigError,
+    new_session_id,
+)
+from sessionflow._service_config import ServiceConfig
+from sessionflow.local_servers import free_port
+from sessionflow.service import build_app, create_app
+
+TOKEN = "a-long-admin-token-for-tests"
+
+
+def make_service(registry: CollectorRegistry | None = None):
+    registry = registry or CollectorRegistry()
+    backend = AsyncInstrumentedBackend(
+        AsyncMemoryBackend(), name="memory", metrics=BackendMetrics(registry)
+    )
+    return create_app(AsyncSessionStore(backend), admin_token=TOKEN, registry=registry)
+
+
+@pytest.fixture
+async def api():
+    transport = httpx.ASGITransport(app=make_service())
+    async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+        yield client
+
+
+async def test_session_lifecycle_over_http(api) -> None:
+    created = await api.post("/v1/sessions", json={"user_id": "ada", "attributes": {"cart": []}})
+    assert created.status_code == 201
+    session_id = created.json()["id"]
+    assert len(session_id) == 43
+    valid = await api.post("/v1/sessions/validate", json={"id": session_id})
+    assert valid.json()["user_id"] == "ada"
+    assert valid.json()["attributes"] is None
+    updated = await api.post(
+        "/v1/sessions/update", json={"id": session_id, "set": {"cart": ["sku-1"], "x": 1}}
+    )
+    assert updated.json()["attributes"] == {"cart": ["sku-1"], "x": 1}
+    unset = await api.post("/v1/sessions/update", json={"id": session_id, "unset": ["x"]})
+    assert unset.json()["attributes"] == {"cart": ["sku-1"]}
+    assert (await api.post("/v1/sessions/touch", json={"id": session_id})).status_code == 200
+    moved = await api.post("/v1/sessions/regenerate", json={"id": session_id})
+    new_id = moved.json()["id"]
+    assert new_id != session_id
+    gone = await api.post("/v1/sessions/read", json={"id": session_id})
+    assert gone.status_code == 404
+    listed = (await api.get("/v1/users/ada/sessions")).json()
+    assert len(listed) == 1
+    assert set(listed[0]) == {"handle", "created_at", "last_access", "expires_at"}
+    revoked = await api.post("/v1/users/ada/revoke", json={})
+    assert revoked.json() == {"revoked": 1}
+    deleted = await api.post("/v1/sessions/delete", json={"id": new_id})
+    assert deleted.json() == {"deleted": False}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "code"),
+    [
+        ("/v1/sessions/read", {"id": "not-an-id"}, 400, "invalid_session_id"),
+        ("/v1/sessions/read", {"id": new_session_id()}, 404, "session_not_found"),
+        ("/v1/sessions/read", {}, 422, "invalid_request"),
+        ("/v1/sessions/read", {"id": "x" * 500}, 422, "invalid_request"),
+        ("/v1/sessions", {"attributes": {"": 1}}, 422, "invalid_attribute"),
+        ("/v1/sessions", {"user_id": ""}, 422, "invalid_request"),
+        ("/v1/handles/zz/revoke", None, 422, "invalid_attribute"),
+    ],
+)
+async def test_bad_input_gets_a_clear_4xx(api, path, body, status, code) -> None:
+    response = await api.post(path, json=body) if body is not None else await api.post(path)
+    assert response.status_code == status
+    assert response.json()["error"] == code
+    assert response.json()["detail"]
+
+
+async def test_oversized_session_is_413(api) -> None:
+    created = await api.post("/v1/sessions", json={})
+    payload = {"blob": base64.b64encode(os.urandom(400_000)).decode()}  # incompressible
+    response = await api.post(
+        "/v1/sessions/update", json={"id": created.json()["id"], "set": payload}
+    )
+    assert response.status_code == 413
+
+
+async def test_admin_routes_need_the_token(api) -> None:
+    assert (await api.get("/admin/stats")).status_code == 401
+    wrong = await api.get("/admin/stats", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    right = await api.get("/admin/stats", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert right.status_code == 200
+    assert right.json()["unreadable_records"] == 0
+
+
+async def test_health_readiness_and_metrics(api) -> None:
+    assert (await api.get("/healthz")).text == "ok\n"
+    assert (await api.get("/readyz")).json() == {"ready": True}
+    await api.post("/v1/sessions", json={})
+    metrics = (await api.get("/metrics")).text
+    assert "sessionflow_backend_request_duration_seconds" in metrics
+    assert "sessionflow_store_unreadable_records_total" in metrics
+
+
+async def test_readiness_fails_when_the_store_is_down() -> None:
+    client = redis.asyncio.Redis(
+        port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
+    )
+    app = create_app(AsyncSessionStore(AsyncRedisBackend(client)))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://service") as api:
+        response = await api.get("/readyz")
+        failing = await api.post("/v1/sessions", json={})
+    assert response.status_code == 503
+    assert failing.status_code == 503
+    assert failing.json()["error"] == "store_unavailable"
+    await client.aclose()
+
+
+async def test_build_app_on_a_local_redis_with_no_configuration() -> None:
+    app = build_app(ServiceConfig())
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://service") as client,
+    ):
+        created = await client.post("/v1/sessions", json={"attributes": {"a": 1}})
+        assert created.status_code == 201
+        read = await client.post("/v1/sessions/read", json={"id": created.json()["id"]})
+        assert read.json()["attributes"] == {"a": 1}
+        assert (await client.get("/readyz")).json() == {"ready": True}
+    # Before the lifespan opens the store, requests are refused with 503, not a crash.
+    async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+        assert (await client.post("/v1/sessions", json={})).status_code == 503
+
+
+def test_config_from_toml_yaml_and_environment(tmp_path: Path) -> None:
+    toml = tmp_path / "service.toml"
+    toml.write_text('[sessionflow]\nbackend = "memory"\nidle_timeout = 600\n')
+    assert ServiceConfig.load(toml, environ={}).idle_timeout == 600
+    yaml_file = tmp_path / "service.yaml"
+    yaml_file.write_text("backend: redis\nredis_url: redis://127.0.0.1:7000/0\n")
+    config = ServiceConfig.load(yaml_file, environ={"SESSIONFLOW_ABSOLUTE_TIMEOUT": "3600"})
+    assert (config.backend, config.absolute_timeout) == ("redis", 3600.0)
+    assert ServiceConfig.load(None, environ={"SESSIONFLOW_BACKEND": "memory"}).backend == "memory"
+
+
+@pytest.mark.parametrize(
+    ("text", "suffix", "message"),
+    [
+        ("backend = 'cassandra'", ".toml", "backend must be one of"),
+        ("idle_timeout = 'soon'", ".toml", "must be a number"),
+        ("colour = 'blue'", ".toml", "unknown setting"),
+        ("[sessionflow", ".toml", "not valid TOML"),
+        ("- a list", ".yaml", "table of settings"),
+        ("admin_token = 'short'", ".toml", "at least 16"),
+        ("idle_timeout = -1", ".toml", "positive"),
+        ("backend = 'memory'", ".ini", "use a .toml"),
+    ],
+)
+def test_bad_config_is_a_one_line_config_error(tmp_path, text, suffix, message) -> None:
+    path = tmp_path / f"service{suffix}"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        ServiceConfig.load(path, environ={})
+
+
+def test_admin_token_is_redacted() -> None:
+    config = ServiceConfig(backend="memory", admin_token="x" * 20)
+    assert config.redacted()["admin_token"] == "***"
+
+
+schema = schemathesis.openapi.from_asgi("/openapi.json", make_service())
+
+
+@schema.parametrize()
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+def test_fuzzed_requests_never_get_a_5xx(case) -> None:
+    response = case.call()
+    case.validate_response(response, checks=[not_a_server_error])
+    if 400 <= response.status_code < 500:
+        body = response.json()
+        assert body["error"]
+        assert body["detail"]
