@@ -31,7 +31,8 @@ from tests._async.backend_factory import TABLE, async_build_backend
 from tests._sync.backend_factory import sync_build_backend
 
 # "instrumented" is the metrics wrapper around a memory backend: a composite is a backend too.
-BACKENDS = ["memory", "instrumented", "redis", "redis-cluster", "dynamodb"]
+# "redis-pipelined" is Redis with auto-pipelining (async only; skipped in the sync suite).
+BACKENDS = ["memory", "instrumented", "redis", "redis-pipelined", "redis-cluster", "dynamodb"]
 POLICY = SessionPolicy(idle_timeout=600, absolute_timeout=3600, touch_interval=30)
 
 

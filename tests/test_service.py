@@ -163,6 +163,8 @@ def test_config_from_toml_yaml_and_environment(tmp_path: Path) -> None:
     config = ServiceConfig.load(yaml_file, environ={"SESSIONFLOW_ABSOLUTE_TIMEOUT": "3600"})
     assert (config.backend, config.absolute_timeout) == ("redis", 3600.0)
     assert ServiceConfig.load(None, environ={"SESSIONFLOW_BACKEND": "memory"}).backend == "memory"
+    flag = ServiceConfig.load(None, environ={"SESSIONFLOW_REDIS_AUTO_PIPELINE": "false"})
+    assert flag.redis_auto_pipeline is False
 
 
 @pytest.mark.parametrize(
@@ -174,6 +176,7 @@ def test_config_from_toml_yaml_and_environment(tmp_path: Path) -> None:
         ("[sessionflow", ".toml", "not valid TOML"),
         ("- a list", ".yaml", "table of settings"),
         ("admin_token = 'short'", ".toml", "at least 16"),
+        ("redis_auto_pipeline = 'maybe'", ".toml", "true or false"),
         ("idle_timeout = -1", ".toml", "positive"),
         ("backend = 'memory'", ".ini", "use a .toml"),
     ],

@@ -15,6 +15,7 @@ from sessionflow._policy import SessionPolicy
 
 BackendKind = Literal["local", "memory", "redis", "redis-cluster", "dynamodb"]
 ENV_PREFIX = "SESSIONFLOW_"
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class ServiceConfig:
     backend: BackendKind = "local"
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "sf"
+    redis_auto_pipeline: bool = True
     dynamodb_endpoint: str | None = None
     dynamodb_table: str = "sessions"
     dynamodb_region: str = "us-east-1"
@@ -120,6 +122,12 @@ def _coerce(name: str, annotation: Any, raw: Any, source: str) -> Any:  # noqa: 
         if "None" in text:
             return None
         raise ConfigError(f"{source}: {name} must not be empty")
+    if text.startswith("bool"):
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.lower() in _BOOLEANS:
+            return _BOOLEANS[raw.lower()]
+        raise ConfigError(f"{source}: {name} must be true or false, not {raw!r}")
     if text.startswith(("float", "int")):
         if isinstance(raw, bool):
             raise ConfigError(f"{source}: {name} must be a number, not {raw!r}")

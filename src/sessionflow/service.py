@@ -347,14 +347,18 @@ async def _open_backend(config: ServiceConfig, stack: AsyncExitStack) -> AsyncBa
             server = stack.enter_context(RedisServer())
             url = server.url
         client = await stack.enter_async_context(Redis.from_url(url))
-        return AsyncRedisBackend(client, prefix=config.redis_prefix)
+        return AsyncRedisBackend(
+            client, prefix=config.redis_prefix, auto_pipeline=config.redis_auto_pipeline
+        )
     if config.backend == "redis-cluster":
         from redis.asyncio.cluster import RedisCluster  # noqa: PLC0415
 
         from sessionflow._async.backends.redis import AsyncRedisBackend  # noqa: PLC0415
 
         cluster = await stack.enter_async_context(RedisCluster.from_url(config.redis_url))
-        return AsyncRedisBackend(cluster, prefix=config.redis_prefix)
+        return AsyncRedisBackend(
+            cluster, prefix=config.redis_prefix, auto_pipeline=config.redis_auto_pipeline
+        )
     import aioboto3  # noqa: PLC0415
 
     from sessionflow._async.backends.dynamodb import AsyncDynamoDBBackend  # noqa: PLC0415

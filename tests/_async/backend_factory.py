@@ -5,6 +5,7 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
@@ -21,6 +22,8 @@ from sessionflow import (
 from tests.clients import async_dynamodb_client_at
 
 TABLE = "sessions_contract"
+# True here, False in the generated sync copy: auto-pipelining needs an event loop.
+AUTO_PIPELINE = "Async" in AsyncRedisBackend.__name__
 
 
 async def async_build_backend(
@@ -41,6 +44,11 @@ async def async_build_backend(
     if kind == "redis":
         client = await stack.enter_async_context(AsyncRedis(port=servers.redis.port))
         return AsyncRedisBackend(client, prefix=prefix)
+    if kind == "redis-pipelined":
+        if not AUTO_PIPELINE:
+            pytest.skip("auto-pipelining coalesces the reads of an event loop: async only")
+        client = await stack.enter_async_context(AsyncRedis(port=servers.redis.port))
+        return AsyncRedisBackend(client, prefix=prefix, auto_pipeline=True)
     if kind == "redis-cluster":
         cluster = await stack.enter_async_context(
             AsyncRedisCluster(host="127.0.0.1", port=servers.cluster_port)

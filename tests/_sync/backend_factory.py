@@ -6,6 +6,7 @@ from __future__ import annotations
 from contextlib import ExitStack
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry
 from redis import Redis as Redis
 from redis.cluster import RedisCluster as RedisCluster
@@ -22,6 +23,8 @@ from sessionflow import (
 from tests.clients import sync_dynamodb_client_at
 
 TABLE = "sessions_contract"
+# True here, False in the generated sync copy: auto-pipelining needs an event loop.
+AUTO_PIPELINE = "Async" in RedisBackend.__name__
 
 
 def sync_build_backend(
@@ -42,6 +45,11 @@ def sync_build_backend(
     if kind == "redis":
         client = stack.enter_context(Redis(port=servers.redis.port))
         return RedisBackend(client, prefix=prefix)
+    if kind == "redis-pipelined":
+        if not AUTO_PIPELINE:
+            pytest.skip("auto-pipelining coalesces the reads of an event loop: async only")
+        client = stack.enter_context(Redis(port=servers.redis.port))
+        return RedisBackend(client, prefix=prefix, auto_pipeline=True)
     if kind == "redis-cluster":
         cluster = stack.enter_context(
             RedisCluster(host="127.0.0.1", port=servers.cluster_port)

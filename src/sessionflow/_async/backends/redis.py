@@ -11,6 +11,7 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.exceptions import RedisError, ResponseError
 
 from sessionflow import _redis_layout as layout
+from sessionflow._coalescing import AsyncReadCoalescer
 from sessionflow._errors import (
     BackendError,
     ConfigError,
@@ -68,9 +69,17 @@ class AsyncRedisBackend:
         client: a redis-py client created with ``decode_responses=False`` (attribute values
             are bytes).
         prefix: the prefix of every key this backend writes.
+        auto_pipeline: coalesce concurrent `get` calls of the event loop into one pipeline
+            (async flavour only): one round trip for many requests under load.
     """
 
-    def __init__(self, client: AsyncRedis | AsyncRedisCluster, *, prefix: str = "sf") -> None:
+    def __init__(
+        self,
+        client: AsyncRedis | AsyncRedisCluster,
+        *,
+        prefix: str = "sf",
+        auto_pipeline: bool = False,
+    ) -> None:
         if client.get_connection_kwargs().get("decode_responses"):
             raise ConfigError("the Redis client must be created with decode_responses=False")
         if not prefix or "{" in prefix or "}" in prefix:
@@ -83,6 +92,7 @@ class AsyncRedisBackend:
         self._touch = client.register_script(layout.TOUCH_SCRIPT)
         self._delete = client.register_script(layout.DELETE_SCRIPT)
         self._put_guarded = client.register_script(layout.PUT_GUARDED_SCRIPT)
+        self.coalescer = AsyncReadCoalescer(client) if auto_pipeline else None
 
     @property
     def client(self) -> AsyncRedis | AsyncRedisCluster:
@@ -122,7 +132,11 @@ class AsyncRedisBackend:
         """See `AsyncBackend.get`."""
         # The hottest path: errors are translated inline rather than through a context.
         try:
-            fields = cast("dict[bytes, bytes]", await self._client.hgetall(self.redis_key(key)))
+            if self.coalescer is None:
+                reply = await self._client.hgetall(self.redis_key(key))
+            else:
+                reply = await self.coalescer.hgetall(self.redis_key(key))
+            fields = cast("dict[bytes, bytes]", reply)
         except RedisError:
             with _redis_errors(key):
                 raise

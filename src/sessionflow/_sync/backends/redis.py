@@ -12,6 +12,7 @@ from redis.cluster import RedisCluster as RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
 from sessionflow import _redis_layout as layout
+from sessionflow._coalescing import ReadCoalescer
 from sessionflow._errors import (
     BackendError,
     ConfigError,
@@ -69,9 +70,17 @@ class RedisBackend:
         client: a redis-py client created with ``decode_responses=False`` (attribute values
             are bytes).
         prefix: the prefix of every key this backend writes.
+        auto_pipeline: coalesce concurrent `get` calls of the event loop into one pipeline
+            (async flavour only): one round trip for many requests under load.
     """
 
-    def __init__(self, client: Redis | RedisCluster, *, prefix: str = "sf") -> None:
+    def __init__(
+        self,
+        client: Redis | RedisCluster,
+        *,
+        prefix: str = "sf",
+        auto_pipeline: bool = False,
+    ) -> None:
         if client.get_connection_kwargs().get("decode_responses"):
             raise ConfigError("the Redis client must be created with decode_responses=False")
         if not prefix or "{" in prefix or "}" in prefix:
@@ -84,6 +93,7 @@ class RedisBackend:
         self._touch = client.register_script(layout.TOUCH_SCRIPT)
         self._delete = client.register_script(layout.DELETE_SCRIPT)
         self._put_guarded = client.register_script(layout.PUT_GUARDED_SCRIPT)
+        self.coalescer = ReadCoalescer(client) if auto_pipeline else None
 
     @property
     def client(self) -> Redis | RedisCluster:
@@ -123,7 +133,11 @@ class RedisBackend:
         """See `Backend.get`."""
         # The hottest path: errors are translated inline rather than through a context.
         try:
-            fields = cast("dict[bytes, bytes]", self._client.hgetall(self.redis_key(key)))
+            if self.coalescer is None:
+                reply = self._client.hgetall(self.redis_key(key))
+            else:
+                reply = self.coalescer.hgetall(self.redis_key(key))
+            fields = cast("dict[bytes, bytes]", reply)
         except RedisError:
             with _redis_errors(key):
                 raise
