@@ -1,0 +1,252 @@
+"""The session service under load, against a plain-GET baseline endpoint in the same run.
+
+    python bench/bench_service.py [--sessions 2000] [--seconds 10] [--json out.json]
+
+Needs `wrk` (Debian package) for the maximum-throughput runs. For each server (the service
+with auto-pipelining, the service without it, and a baseline FastAPI endpoint doing one
+redis GET) it measures:
+
+1. maximum throughput: wrk, 1 thread, 64 connections, validating random hot sessions;
+2. latency at 70% of that maximum: an open-model load generator in another process sends
+   requests on a fixed schedule and measures each from its scheduled time, so a slow server
+   cannot hide latency by slowing the sender (no coordinated omission).
+
+Servers run one at a time on the same Redis, each in its own process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+import redis
+
+from sessionflow import RedisBackend, SessionStore
+from sessionflow.local_servers import RedisServer, free_port
+
+HERE = Path(__file__).resolve().parent
+PATH = "/v1/sessions/validate"
+SERVERS = ("service", "service-unpipelined", "baseline")
+
+
+@dataclass
+class ServerResult:
+    server: str
+    max_rps: float
+    max_p50_ms: float
+    max_p99_ms: float
+    target_rps: float
+    achieved_rps: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: int
+
+
+def seed(port: int, count: int) -> list[str]:
+    client = redis.Redis(port=port)
+    store = SessionStore(RedisBackend(client))
+    ids = []
+    for i in range(count):
+        session = store.create({"user": f"user-{i}", "cart": ["laptop-123|2|999.99"]})
+        ids.append(session.id)
+        client.set(f"baseline:{session.id}", b"1")
+    client.close()
+    return ids
+
+
+def wrk_script(ids: list[str], directory: Path) -> Path:
+    bodies = ",\n".join(json.dumps(json.dumps({"id": i})) for i in ids)
+    script = directory / "validate.lua"
+    script.write_text(
+        "local bodies = {\n" + bodies + "\n}\n"
+        'wrk.method = "POST"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        "request = function()\n"
+        "  return wrk.format(nil, nil, nil, bodies[math.random(#bodies)])\n"
+        "end\n"
+    )
+    return script
+
+
+def start_server(kind: str, port: int, redis_url: str) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        [sys.executable, str(HERE / "serve_for_bench.py"), kind, str(port), redis_url],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+        except httpx.TransportError as exc:
+            if process.poll() is not None or time.monotonic() > deadline:
+                stderr = process.stderr.read().decode() if process.stderr else ""
+                raise RuntimeError(f"{kind} did not start: {stderr}") from exc
+            time.sleep(0.1)
+        else:
+            return process
+
+
+def run_wrk(port: int, script: Path, seconds: int) -> tuple[float, float, float]:
+    output = subprocess.run(
+        ["wrk", "-t1", "-c64", f"-d{seconds}s", "--latency", "-s", str(script),
+         f"http://127.0.0.1:{port}{PATH}"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    return rps, _wrk_percentile(output, "50%"), _wrk_percentile(output, "99%")
+
+
+def _wrk_percentile(output: str, label: str) -> float:
+    match = re.search(rf"{re.escape(label)}\s+([\d.]+)(us|ms|s)", output)
+    if match is None:
+        return float("nan")
+    value, unit = float(match.group(1)), match.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+async def open_loop(port: int, ids: list[str], rate: float, seconds: float) -> dict[str, float]:
+    """Send `rate` requests/s for `seconds`, each timed from its scheduled send time."""
+    loop = asyncio.get_running_loop()
+    connections: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    for _ in range(128):
+        connections.put_nowait(await asyncio.open_connection("127.0.0.1", port))
+    requests = []
+    for session_id in ids:
+        body = json.dumps({"id": session_id}).encode()
+        requests.append(
+            f"POST {PATH} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+    latencies: list[float] = []
+    errors = 0
+
+    async def one(request: bytes, scheduled: float) -> None:
+        nonlocal errors
+        reader, writer = await connections.get()
+        try:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))  # type: ignore[union-attr]
+            await reader.readexactly(length)
+            if not head.startswith(b"HTTP/1.1 200"):
+                errors += 1
+        except (OSError, asyncio.IncompleteReadError):
+            errors += 1
+            return
+        latencies.append(loop.time() - scheduled)
+        connections.put_nowait((reader, writer))
+
+    total = int(rate * seconds)
+    interval = 1 / rate
+    start = loop.time() + 0.05
+    tasks = []
+    for i in range(total):
+        scheduled = start + i * interval
+        delay = scheduled - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.ensure_future(one(random.choice(requests), scheduled)))
+    await asyncio.gather(*tasks)
+    elapsed = loop.time() - start
+    while not connections.empty():
+        _, writer = connections.get_nowait()
+        writer.close()
+    cuts = statistics.quantiles(latencies, n=100)
+    return {
+        "achieved": len(latencies) / elapsed,
+        "p50": cuts[49] * 1000,
+        "p99": cuts[98] * 1000,
+        "max": max(latencies) * 1000,
+        "errors": errors,
+    }
+
+
+def open_loop_in_process(
+    port: int, ids: list[str], rate: float, seconds: float
+) -> dict[str, float]:
+    """Run the open-model generator in its own process, so it does not share our CPU."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(ids, handle)
+    output = subprocess.run(
+        [sys.executable, __file__, "--generate", str(port), handle.name, str(rate), str(seconds)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    Path(handle.name).unlink()
+    return json.loads(output)
+
+
+def measure(kind: str, redis_url: str, ids: list[str], script: Path, seconds: int) -> ServerResult:
+    port = free_port()
+    process = start_server(kind, port, redis_url)
+    try:
+        run_wrk(port, script, 2)  # warm up
+        max_rps, max_p50, max_p99 = run_wrk(port, script, seconds)
+        target = 0.7 * max_rps
+        paced = open_loop_in_process(port, ids, target, seconds)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    return ServerResult(
+        kind, max_rps, max_p50, max_p99, target, paced["achieved"], paced["p50"], paced["p99"],
+        paced["max"], int(paced["errors"]),
+    )  # fmt: skip
+
+
+def render(results: list[ServerResult]) -> str:
+    baseline = next(r for r in results if r.server == "baseline")
+    header = (
+        "| server | max req/s (wrk, 64 conns) | vs baseline | p50 / p99 at max (ms) "
+        "| 70% target req/s | achieved | p50 / p99 / max at 70% (ms) | errors |"
+    )
+    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        f"| {r.server} | {r.max_rps:,.0f} | {r.max_rps / baseline.max_rps:.2f} | "
+        f"{r.max_p50_ms:.2f} / {r.max_p99_ms:.2f} | {r.target_rps:,.0f} | "
+        f"{r.achieved_rps:,.0f} | {r.p50_ms:.2f} / {r.p99_ms:.2f} / {r.max_ms:.2f} | "
+        f"{r.errors} |"
+        for r in results
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--generate":
+        port, ids_file, rate, seconds = sys.argv[2:6]
+        ids = json.loads(Path(ids_file).read_text())
+        print(json.dumps(asyncio.run(open_loop(int(port), ids, float(rate), float(seconds)))))
+        return
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sessions", type=int, default=2000)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("bench_service: needs wrk (apt-get install wrk)")
+    with RedisServer() as server, tempfile.TemporaryDirectory() as directory:
+        ids = seed(server.port, args.sessions)
+        script = wrk_script(ids, Path(directory))
+        results = [measure(kind, server.url, ids, script, args.seconds) for kind in SERVERS]
+    print(render(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=2))
+
+
+if __name__ == "__main__":
+    main()
