@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sessionflow._codec import Codec
+from sessionflow._record import SessionRecord
 
 
 class Session(MutableMapping[str, Any]):
@@ -121,7 +122,10 @@ def attribute_snapshot(session: Session) -> Mapping[str, bytes]:
     return session._base  # noqa: SLF001
 
 
-def mark_saved(session: Session, stored: Mapping[str, bytes], base: dict[str, bytes]) -> None:
-    """Record what a save wrote as the session's new baseline."""
-    session._stored = stored  # noqa: SLF001
+def mark_saved(session: Session, record: SessionRecord, base: dict[str, bytes]) -> None:
+    """Record what a save wrote (`record`) as the session's new state and baseline."""
+    session.version = record.version
+    session.last_access = record.last_access
+    session.idle_expires_at = record.idle_expires_at
+    session._stored = record.attributes  # noqa: SLF001
     session._base = base  # noqa: SLF001

@@ -200,10 +200,7 @@ class SessionStore:
                 self.stats.merged_conflicts += 1
                 sync_sleep(random.uniform(0, 0.001 * min(attempt + 1, 10)))
                 continue
-            session.version = record.version
-            session.last_access = record.last_access
-            session.idle_expires_at = record.idle_expires_at
-            mark_saved(session, fields, fingerprints)
+            mark_saved(session, record, fingerprints)
             return True
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -18,6 +18,7 @@ from sessionflow._errors import (
     ConfigError,
     CorruptRecord,
     SessionExists,
+    SessionflowError,
     SessionNotFound,
     VersionConflict,
 )
@@ -27,6 +28,15 @@ from sessionflow._scan import GuardedWrite, ScanPage, check_share, in_share
 
 if TYPE_CHECKING:
     from redis import Redis as Redis
+
+
+def _translated(exc: BaseException, key: str) -> SessionflowError:
+    """Return sessionflow's error for a redis-py one: a wrong-typed key is a corrupt record."""
+    if isinstance(exc, ResponseError):
+        if "WRONGTYPE" in str(exc):
+            return CorruptRecord(key_hint(key), "the Redis key is not a session hash")
+        return BackendError(f"Redis refused a command: {exc}")
+    return BackendError(f"Redis failed: {exc}")
 
 
 class _redis_errors:  # noqa: N801 - used like a function: `with _redis_errors(key):`
@@ -49,14 +59,8 @@ class _redis_errors:  # noqa: N801 - used like a function: `with _redis_errors(k
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if isinstance(exc, ResponseError):
-            if "WRONGTYPE" in str(exc):
-                raise CorruptRecord(
-                    key_hint(self.key), "the Redis key is not a session hash"
-                ) from exc
-            raise BackendError(f"Redis refused a command: {exc}") from exc
         if isinstance(exc, RedisError):
-            raise BackendError(f"Redis failed: {exc}") from exc
+            raise _translated(exc, self.key) from exc
 
 
 class RedisBackend:
@@ -138,10 +142,8 @@ class RedisBackend:
             else:
                 reply = self.coalescer.hgetall(self.redis_key(key))
             fields = cast("dict[bytes, bytes]", reply)
-        except RedisError:
-            with _redis_errors(key):
-                raise
-            raise  # pragma: no cover - _redis_errors always raises for RedisError
+        except RedisError as exc:
+            raise _translated(exc, key) from exc
         if not fields:
             return None
         return layout.parse_hash(key, fields)
@@ -157,10 +159,11 @@ class RedisBackend:
                 replies: list[Any] = pipe.execute(raise_on_error=False)
         results: list[SessionRecord | CorruptRecord | None] = []
         for key, reply in zip(keys, replies, strict=True):
-            if isinstance(reply, ResponseError) and "WRONGTYPE" in str(reply):
-                results.append(CorruptRecord(key_hint(key), "the Redis key is not a session hash"))
-            elif isinstance(reply, Exception):
-                raise BackendError(f"Redis failed: {reply}") from reply
+            if isinstance(reply, Exception):
+                error = _translated(reply, key)
+                if not isinstance(error, CorruptRecord):
+                    raise error from reply
+                results.append(error)
             elif not reply:
                 results.append(None)
             else:
