@@ -25,6 +25,7 @@ SUBSTITUTIONS = [
     (r"\b__aenter__\b", "__enter__"),
     (r"\b__aexit__\b", "__exit__"),
     (r"\.aclose\(", ".close("),
+    (r"\bdef aclose\(", "def close("),
     (r"\benter_async_context\b", "enter_context"),
     (r"\basync_sleep\b", "sync_sleep"),
     (r"\basync_run_all\b", "sync_run_all"),
@@ -35,6 +36,8 @@ SUBSTITUTIONS = [
     (r"\bAsync([A-Z]\w*)", r"\1"),
     (r"\basync_([a-z]\w*)", r"sync_\1"),
     (r"\basynchronous\b", "synchronous"),
+    (r"\bAwaitable\[([^\[\]]+)\]", r"\1"),
+    (r"\bAwaitable, ", ""),
 ]
 COMPILED = [(re.compile(pattern), replacement) for pattern, replacement in SUBSTITUTIONS]
 

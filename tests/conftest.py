@@ -24,6 +24,7 @@ from sessionflow import (
     ManualClock,
     SessionPolicy,
     SessionStore,
+    Stage,
     dynamodb_client_config,
 )
 from sessionflow.local_servers import DUMMY_AWS, DynamoDBLocal, RedisClusterServers, RedisServer
@@ -32,7 +33,13 @@ from tests._sync.backend_factory import sync_build_backend
 
 # "instrumented" is the metrics wrapper around a memory backend: a composite is a backend too.
 # "redis-pipelined" is Redis with auto-pipelining (async only; skipped in the sync suite).
-BACKENDS = ["memory", "instrumented", "redis", "redis-pipelined", "redis-cluster", "dynamodb"]
+# "migrating-<stage>" is a migrating backend between two memory stores at each stage;
+# "redis-to-dynamodb-<stage>" the headline pair on the real servers.
+LEAF_BACKENDS = ["memory", "instrumented", "redis", "redis-pipelined", "redis-cluster", "dynamodb"]
+MIGRATING_BACKENDS = [f"migrating-{stage}" for stage in Stage] + [
+    f"redis-to-dynamodb-{stage}" for stage in Stage
+]
+BACKENDS = LEAF_BACKENDS + MIGRATING_BACKENDS
 POLICY = SessionPolicy(idle_timeout=600, absolute_timeout=3600, touch_interval=30)
 
 

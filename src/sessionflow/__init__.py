@@ -11,9 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 from sessionflow._async.backends.base import AsyncBackend
 from sessionflow._async.backends.memory import AsyncMemoryBackend
+from sessionflow._async.backends.migrating import AsyncMigratingBackend
+from sessionflow._async.control import AsyncControlPlane, AsyncMemoryControlPlane
 from sessionflow._async.store import AsyncSessionStore
 from sessionflow._clock import Clock, ManualClock, SystemClock
 from sessionflow._codec import Codec
+from sessionflow._control import ProcessBeat, RepairDepth, RepairItem, StageRecord
 from sessionflow._cookies import CookieSettings
 from sessionflow._errors import (
     BackendError,
@@ -22,30 +25,38 @@ from sessionflow._errors import (
     CorruptRecord,
     InvalidAttribute,
     InvalidSessionId,
+    MigrationRefused,
     SessionExists,
     SessionflowError,
     SessionNotFound,
     SessionTooLarge,
+    StageChanged,
     VersionConflict,
 )
 from sessionflow._ids import new_session_id, storage_key, validate_session_id
+from sessionflow._migration_stats import MigrationStats
 from sessionflow._policy import SessionPolicy
 from sessionflow._record import SessionRecord
 from sessionflow._session import Session, SessionSummary
+from sessionflow._stages import Stage
 from sessionflow._store_stats import StoreStats
 from sessionflow._sync.backends.base import Backend
 from sessionflow._sync.backends.memory import MemoryBackend
+from sessionflow._sync.backends.migrating import MigratingBackend
+from sessionflow._sync.control import ControlPlane, MemoryControlPlane
 from sessionflow._sync.store import SessionStore
 
 if TYPE_CHECKING:
     from sessionflow._async.backends.dynamodb import AsyncDynamoDBBackend
     from sessionflow._async.backends.instrumented import AsyncInstrumentedBackend
     from sessionflow._async.backends.redis import AsyncRedisBackend
+    from sessionflow._async.redis_control import AsyncRedisControlPlane
     from sessionflow._dynamodb_client import dynamodb_client_config
     from sessionflow._metrics import BackendMetrics, CapacityCollector, StoreStatsCollector
     from sessionflow._sync.backends.dynamodb import DynamoDBBackend
     from sessionflow._sync.backends.instrumented import InstrumentedBackend
     from sessionflow._sync.backends.redis import RedisBackend
+    from sessionflow._sync.redis_control import RedisControlPlane
 
 __version__ = "0.1.0"
 
@@ -60,6 +71,8 @@ _LAZY = {
     "BackendMetrics": "sessionflow._metrics",
     "CapacityCollector": "sessionflow._metrics",
     "StoreStatsCollector": "sessionflow._metrics",
+    "AsyncRedisControlPlane": "sessionflow._async.redis_control",
+    "RedisControlPlane": "sessionflow._sync.redis_control",
 }
 
 
@@ -72,10 +85,14 @@ def __getattr__(name: str) -> Any:  # noqa: ANN401 - module-level lazy attribute
 
 __all__ = [
     "AsyncBackend",
+    "AsyncControlPlane",
     "AsyncDynamoDBBackend",
     "AsyncInstrumentedBackend",
     "AsyncMemoryBackend",
+    "AsyncMemoryControlPlane",
+    "AsyncMigratingBackend",
     "AsyncRedisBackend",
+    "AsyncRedisControlPlane",
     "AsyncSessionStore",
     "Backend",
     "BackendError",
@@ -85,6 +102,7 @@ __all__ = [
     "Codec",
     "CodecError",
     "ConfigError",
+    "ControlPlane",
     "CookieSettings",
     "CorruptRecord",
     "DynamoDBBackend",
@@ -93,7 +111,15 @@ __all__ = [
     "InvalidSessionId",
     "ManualClock",
     "MemoryBackend",
+    "MemoryControlPlane",
+    "MigratingBackend",
+    "MigrationRefused",
+    "MigrationStats",
+    "ProcessBeat",
     "RedisBackend",
+    "RedisControlPlane",
+    "RepairDepth",
+    "RepairItem",
     "Session",
     "SessionExists",
     "SessionNotFound",
@@ -103,6 +129,9 @@ __all__ = [
     "SessionSummary",
     "SessionTooLarge",
     "SessionflowError",
+    "Stage",
+    "StageChanged",
+    "StageRecord",
     "StoreStats",
     "StoreStatsCollector",
     "SystemClock",

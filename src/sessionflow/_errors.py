@@ -83,3 +83,15 @@ class CorruptRecord(SessionflowError):  # noqa: N818
 
 class BackendError(SessionflowError):
     """The storage backend failed (connection, throttling, server error); the cause is chained."""
+
+
+class StageChanged(SessionflowError):  # noqa: N818
+    """The migration's control record changed since it was read; nothing was written."""
+
+
+class MigrationRefused(SessionflowError):  # noqa: N818
+    """A stage change or migration job is unsafe now; `reason` says why in one line."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -15,9 +15,12 @@ from sessionflow import (
     AsyncDynamoDBBackend,
     AsyncInstrumentedBackend,
     AsyncMemoryBackend,
+    AsyncMemoryControlPlane,
+    AsyncMigratingBackend,
     AsyncRedisBackend,
     BackendMetrics,
     ManualClock,
+    Stage,
 )
 from tests.clients import async_dynamodb_client_at
 
@@ -26,7 +29,7 @@ TABLE = "sessions_contract"
 AUTO_PIPELINE = "Async" in AsyncRedisBackend.__name__
 
 
-async def async_build_backend(
+async def async_build_backend(  # noqa: PLR0911 - one return per kind
     kind: str,
     servers: Any,
     clock: ManualClock,
@@ -35,7 +38,23 @@ async def async_build_backend(
     stack: AsyncExitStack,
     dynamodb_client: Any = None,
 ) -> AsyncBackend:
-    """Return a backend of `kind`; clients it opens are closed with `stack`."""
+    """Return a backend of `kind`; clients it opens are closed with `stack`.
+
+    ``migrating-<stage>`` is a migrating backend from memory to memory at that stage;
+    ``redis-to-dynamodb-<stage>`` the headline pair on the real servers.
+    """
+    if kind.startswith(("migrating-", "redis-to-dynamodb-")):
+        pair, _, stage = kind.rpartition("-")
+        old_kind, new_kind = ("memory", "memory") if pair == "migrating" else ("redis", "dynamodb")
+        old = await async_build_backend(
+            old_kind, servers, clock, prefix, stack=stack, dynamodb_client=dynamodb_client
+        )
+        new = await async_build_backend(
+            new_kind, servers, clock, prefix, stack=stack, dynamodb_client=dynamodb_client
+        )
+        control = AsyncMemoryControlPlane(Stage(stage))
+        migrating = AsyncMigratingBackend(old, new, control, clock=clock, compare_sample=1.0)
+        return await stack.enter_async_context(migrating)
     if kind == "memory":
         return AsyncMemoryBackend(clock)
     if kind == "instrumented":

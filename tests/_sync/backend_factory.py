@@ -16,9 +16,12 @@ from sessionflow import (
     DynamoDBBackend,
     InstrumentedBackend,
     MemoryBackend,
+    MemoryControlPlane,
+    MigratingBackend,
     RedisBackend,
     BackendMetrics,
     ManualClock,
+    Stage,
 )
 from tests.clients import sync_dynamodb_client_at
 
@@ -27,7 +30,7 @@ TABLE = "sessions_contract"
 AUTO_PIPELINE = "Async" in RedisBackend.__name__
 
 
-def sync_build_backend(
+def sync_build_backend(  # noqa: PLR0911 - one return per kind
     kind: str,
     servers: Any,
     clock: ManualClock,
@@ -36,7 +39,23 @@ def sync_build_backend(
     stack: ExitStack,
     dynamodb_client: Any = None,
 ) -> Backend:
-    """Return a backend of `kind`; clients it opens are closed with `stack`."""
+    """Return a backend of `kind`; clients it opens are closed with `stack`.
+
+    ``migrating-<stage>`` is a migrating backend from memory to memory at that stage;
+    ``redis-to-dynamodb-<stage>`` the headline pair on the real servers.
+    """
+    if kind.startswith(("migrating-", "redis-to-dynamodb-")):
+        pair, _, stage = kind.rpartition("-")
+        old_kind, new_kind = ("memory", "memory") if pair == "migrating" else ("redis", "dynamodb")
+        old = sync_build_backend(
+            old_kind, servers, clock, prefix, stack=stack, dynamodb_client=dynamodb_client
+        )
+        new = sync_build_backend(
+            new_kind, servers, clock, prefix, stack=stack, dynamodb_client=dynamodb_client
+        )
+        control = MemoryControlPlane(Stage(stage))
+        migrating = MigratingBackend(old, new, control, clock=clock, compare_sample=1.0)
+        return stack.enter_context(migrating)
     if kind == "memory":
         return MemoryBackend(clock)
     if kind == "instrumented":
