@@ -1,9 +1,15 @@
-"""The sleeps that the generated sync code and the async source call by name."""
+"""Sleeps and bounded fan-out that the async source and the generated sync code call by name."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
 async def async_sleep(seconds: float) -> None:
@@ -14,3 +20,26 @@ async def async_sleep(seconds: float) -> None:
 def sync_sleep(seconds: float) -> None:
     """Sleep the current thread."""
     time.sleep(seconds)
+
+
+async def async_map_limited(
+    function: Callable[[_T], Awaitable[_R]], items: Sequence[_T], limit: int
+) -> list[_R]:
+    """Apply `function` to every item, at most `limit` at a time; results in order."""
+    if limit <= 1 or len(items) <= 1:
+        return [await function(item) for item in items]
+    semaphore = asyncio.Semaphore(limit)
+
+    async def limited(item: _T) -> _R:
+        async with semaphore:
+            return await function(item)
+
+    return list(await asyncio.gather(*(limited(item) for item in items)))
+
+
+def sync_map_limited(function: Callable[[_T], _R], items: Sequence[_T], limit: int) -> list[_R]:
+    """Apply `function` to every item on up to `limit` threads; results in order."""
+    if limit <= 1 or len(items) <= 1:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(limit, len(items))) as pool:
+        return list(pool.map(function, items))

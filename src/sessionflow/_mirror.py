@@ -165,6 +165,7 @@ class Mirror:
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="sessionflow-mirror")
         self._lock = threading.Lock()
         self._active: dict[str, Future[None]] = {}
+        self._helpers: set[Future[None]] = set()
         self._dirty: set[str] = set()
         self.stats = MirrorStats()
 
@@ -199,10 +200,10 @@ class Mirror:
             except Exception as exc:  # noqa: BLE001 - any failure goes to the repair queue
                 self.stats.failed += 1
                 logger.warning("secondary write failed, queued for repair: %r", exc)
+                self._hand_over([key])  # before leaving `_active`, so `drain` waits for it
                 with self._lock:
-                    self._dirty.discard(key)
+                    self._dirty.discard(key)  # the repair reads the latest state anyway
                     self._active.pop(key, None)
-                self._hand_over([key])
                 return
             with self._lock:
                 if key not in self._dirty:
@@ -220,7 +221,14 @@ class Mirror:
             except Exception as exc:  # noqa: BLE001 - background work must not kill a thread
                 logger.warning("background migration check failed: %r", exc)
 
-        self._pool.submit(logged)
+        future = self._pool.submit(logged)
+        with self._lock:
+            self._helpers.add(future)
+        future.add_done_callback(self._forget_helper)
+
+    def _forget_helper(self, future: Future[None]) -> None:
+        with self._lock:
+            self._helpers.discard(future)
 
     def _hand_over(self, keys: Iterable[str]) -> None:
         with self._lock:
@@ -243,7 +251,7 @@ class Mirror:
         """Wait for every copy in flight; hand over keys still held in memory."""
         while True:
             with self._lock:
-                futures = list(self._active.values())
+                futures = [*self._active.values(), *self._helpers]
             if not futures:
                 break
             for future in futures:

@@ -110,6 +110,8 @@ def refusal(state: FleetState, target: Stage) -> str | None:  # noqa: PLR0911 - 
     lagging = sorted({str(s) for s in state.process_stages if s is not current})
     if lagging:
         return f"processes not converged on {current}: some still run {', '.join(lagging)}"
+    if target.position > current.position >= Stage.CUTOVER.position and state.repair_depth:
+        return f"the repair queue holds {state.repair_depth} key(s); run migrate repair"
     if target is Stage.CUTOVER and current is Stage.SHADOW:
         if not state.backfill_finished:
             return "the backfill has not finished"

@@ -31,6 +31,7 @@ from sessionflow._errors import (
     VersionConflict,
 )
 from sessionflow._ids import key_hint
+from sessionflow._migration_reports import difference
 from sessionflow._migration_stats import MigrationStats
 from sessionflow._mirror import AsyncMirror
 from sessionflow._record import SessionRecord
@@ -68,6 +69,8 @@ class AsyncMigratingBackend:
             ``live`` (0 to 1).
         mirror_timeout: seconds a background copy may take before its key goes to repair.
         process_id: this process's name in heartbeats (default: host, pid, random suffix).
+        heartbeat: report the stage this process runs (off for short-lived tools, which
+            would otherwise count as fleet members until their beat ages out).
         clock: the clock of stage caching and expiry checks.
         stats: counters to share with metrics (a new `MigrationStats` by default).
     """
@@ -82,6 +85,7 @@ class AsyncMigratingBackend:
         compare_sample: float = 0.01,
         mirror_timeout: float = 2.0,
         process_id: str | None = None,
+        heartbeat: bool = True,
         clock: Clock | None = None,
         stats: MigrationStats | None = None,
     ) -> None:
@@ -97,6 +101,7 @@ class AsyncMigratingBackend:
         self.stage_ttl = stage_ttl
         self.compare_sample = compare_sample
         self.process_id = process_id or default_process_id()
+        self.heartbeat = heartbeat
         self.clock = clock or SystemClock()
         self.stats = stats or MigrationStats()
         self._stage: Stage | None = None
@@ -118,7 +123,8 @@ class AsyncMigratingBackend:
             return self._stage
         try:
             record = await self.control.read_stage()
-            await self.control.heartbeat(self.process_id, record.stage, now)
+            if self.heartbeat:
+                await self.control.heartbeat(self.process_id, record.stage, now)
         except SessionflowError:
             self.stats.stage_read_errors += 1
             if self._stage is None:
@@ -451,17 +457,19 @@ class AsyncMigratingBackend:
     async def _compare(self, key: str, seen: SessionRecord | None, stage: Stage) -> None:
         """Compare a read with the other store; re-check before calling it a mismatch."""
         other = self._sides(stage)[1]
-        if _agree(seen, await other.get(key), self.clock.now()):
+        if difference(seen, await other.get(key), self.clock.now()) is None:
             return
         if self.mirror.in_flight(key):
             self.stats.false_positives += 1
             return
         old, new = await self.old.get(key), await self.new.get(key)
         now = self.clock.now()
-        if _agree(old, new, now) or self.mirror.in_flight(key):
+        truth, copy = (old, new) if stage.authority == "old" else (new, old)
+        found = difference(truth, copy, now)
+        if found is None or self.mirror.in_flight(key):
             self.stats.false_positives += 1
             return
-        kind, fields = _difference(old, new, now, authority=stage.authority)
+        kind, fields = found
         self.stats.mismatches[kind] += 1
         await self.control.record_mismatch(
             {"key": key_hint(key), "kind": kind, "fields": fields, "stage": stage.value, "at": now}
@@ -480,39 +488,6 @@ class AsyncMigratingBackend:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
-
-
-def _visible(record: SessionRecord | None, now: float) -> SessionRecord | None:
-    return record if record is not None and record.is_live(now) else None
-
-
-def _agree(a: SessionRecord | None, b: SessionRecord | None, now: float) -> bool:
-    a, b = _visible(a, now), _visible(b, now)
-    if a is None or b is None:
-        return a is None and b is None
-    return same_content(a, b)
-
-
-def _difference(
-    old: SessionRecord | None, new: SessionRecord | None, now: float, *, authority: str
-) -> tuple[str, list[str]]:
-    """Name the kind of a mismatch and the fields involved (never their values)."""
-    old, new = _visible(old, now), _visible(new, now)
-    truth, copy = (old, new) if authority == "old" else (new, old)
-    if copy is None:
-        return "missing", []
-    if truth is None:
-        return "extra", []
-    fields = sorted(
-        name
-        for name in set(truth.attributes) | set(copy.attributes)
-        if truth.attributes.get(name) != copy.attributes.get(name)
-    )
-    if truth.version != copy.version:
-        fields.insert(0, "version")
-    if truth.user_id != copy.user_id:
-        fields.insert(0, "user_id")
-    return "differs", fields
 
 
 __all__ = ["AsyncMigratingBackend", "default_process_id", "winner"]

@@ -32,6 +32,7 @@ from sessionflow._errors import (
     VersionConflict,
 )
 from sessionflow._ids import key_hint
+from sessionflow._migration_reports import difference
 from sessionflow._migration_stats import MigrationStats
 from sessionflow._mirror import Mirror
 from sessionflow._record import SessionRecord
@@ -69,6 +70,8 @@ class MigratingBackend:
             ``live`` (0 to 1).
         mirror_timeout: seconds a background copy may take before its key goes to repair.
         process_id: this process's name in heartbeats (default: host, pid, random suffix).
+        heartbeat: report the stage this process runs (off for short-lived tools, which
+            would otherwise count as fleet members until their beat ages out).
         clock: the clock of stage caching and expiry checks.
         stats: counters to share with metrics (a new `MigrationStats` by default).
     """
@@ -83,6 +86,7 @@ class MigratingBackend:
         compare_sample: float = 0.01,
         mirror_timeout: float = 2.0,
         process_id: str | None = None,
+        heartbeat: bool = True,
         clock: Clock | None = None,
         stats: MigrationStats | None = None,
     ) -> None:
@@ -98,6 +102,7 @@ class MigratingBackend:
         self.stage_ttl = stage_ttl
         self.compare_sample = compare_sample
         self.process_id = process_id or default_process_id()
+        self.heartbeat = heartbeat
         self.clock = clock or SystemClock()
         self.stats = stats or MigrationStats()
         self._stage: Stage | None = None
@@ -119,7 +124,8 @@ class MigratingBackend:
             return self._stage
         try:
             record = self.control.read_stage()
-            self.control.heartbeat(self.process_id, record.stage, now)
+            if self.heartbeat:
+                self.control.heartbeat(self.process_id, record.stage, now)
         except SessionflowError:
             self.stats.stage_read_errors += 1
             if self._stage is None:
@@ -452,17 +458,19 @@ class MigratingBackend:
     def _compare(self, key: str, seen: SessionRecord | None, stage: Stage) -> None:
         """Compare a read with the other store; re-check before calling it a mismatch."""
         other = self._sides(stage)[1]
-        if _agree(seen, other.get(key), self.clock.now()):
+        if difference(seen, other.get(key), self.clock.now()) is None:
             return
         if self.mirror.in_flight(key):
             self.stats.false_positives += 1
             return
         old, new = self.old.get(key), self.new.get(key)
         now = self.clock.now()
-        if _agree(old, new, now) or self.mirror.in_flight(key):
+        truth, copy = (old, new) if stage.authority == "old" else (new, old)
+        found = difference(truth, copy, now)
+        if found is None or self.mirror.in_flight(key):
             self.stats.false_positives += 1
             return
-        kind, fields = _difference(old, new, now, authority=stage.authority)
+        kind, fields = found
         self.stats.mismatches[kind] += 1
         self.control.record_mismatch(
             {"key": key_hint(key), "kind": kind, "fields": fields, "stage": stage.value, "at": now}
@@ -481,39 +489,6 @@ class MigratingBackend:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def _visible(record: SessionRecord | None, now: float) -> SessionRecord | None:
-    return record if record is not None and record.is_live(now) else None
-
-
-def _agree(a: SessionRecord | None, b: SessionRecord | None, now: float) -> bool:
-    a, b = _visible(a, now), _visible(b, now)
-    if a is None or b is None:
-        return a is None and b is None
-    return same_content(a, b)
-
-
-def _difference(
-    old: SessionRecord | None, new: SessionRecord | None, now: float, *, authority: str
-) -> tuple[str, list[str]]:
-    """Name the kind of a mismatch and the fields involved (never their values)."""
-    old, new = _visible(old, now), _visible(new, now)
-    truth, copy = (old, new) if authority == "old" else (new, old)
-    if copy is None:
-        return "missing", []
-    if truth is None:
-        return "extra", []
-    fields = sorted(
-        name
-        for name in set(truth.attributes) | set(copy.attributes)
-        if truth.attributes.get(name) != copy.attributes.get(name)
-    )
-    if truth.version != copy.version:
-        fields.insert(0, "version")
-    if truth.user_id != copy.user_id:
-        fields.insert(0, "user_id")
-    return "differs", fields
 
 
 __all__ = ["MigratingBackend", "default_process_id", "winner"]
