@@ -122,8 +122,21 @@ def attribute_snapshot(session: Session) -> Mapping[str, bytes]:
     return session._base  # noqa: SLF001
 
 
-def mark_saved(session: Session, record: SessionRecord, base: dict[str, bytes]) -> None:
-    """Record what a save wrote (`record`) as the session's new state and baseline."""
+def mark_saved(
+    session: Session,
+    record: SessionRecord,
+    base: dict[str, bytes],
+    merged: Mapping[str, Any] | None = None,
+) -> None:
+    """Record what a save wrote (`record`) as the session's new state and baseline.
+
+    After a merge, `merged` holds the decoded values of the attributes other requests
+    changed: the session takes them, so its next save does not write its stale view back.
+    """
+    if merged is not None:
+        for name in [n for n in session._data if n not in record.attributes]:  # noqa: SLF001
+            del session._data[name]  # noqa: SLF001 - another request removed it
+        session._data.update(merged)  # noqa: SLF001
     session.version = record.version
     session.last_access = record.last_access
     session.idle_expires_at = record.idle_expires_at

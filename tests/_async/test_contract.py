@@ -242,6 +242,28 @@ async def test_twenty_concurrent_writers_of_distinct_attributes_all_land(
     assert async_store.stats.merged_conflicts >= 1
 
 
+async def test_a_merged_save_takes_the_other_writers_values(
+    async_store: AsyncSessionStore,
+) -> None:
+    """After a merge the session shows the other request's change and never writes it back."""
+    created = await async_store.create({"a": 0, "b": 0, "gone": 1})
+    first = await async_store.get(created.id)
+    second = await async_store.get(created.id)
+    assert first is not None
+    assert second is not None
+    first["a"] = 1
+    del first["gone"]
+    await async_store.save(first)
+    second["b"] = 2
+    await async_store.save(second)  # merged on top of the first save
+    assert second.to_dict() == {"a": 1, "b": 2}
+    second["b"] = 3
+    await async_store.save(second)  # must not write its old view of "a" back
+    final = await async_store.get(created.id)
+    assert final is not None
+    assert final.to_dict() == {"a": 1, "b": 3}
+
+
 async def test_same_attribute_conflict_raises_by_default(async_store: AsyncSessionStore) -> None:
     session = await async_store.create({"count": 0, "other": 0})
     first = await async_store.get(session.id)

@@ -172,6 +172,7 @@ class SessionStore:
         self.codec.check_size(changes.fields)
         version, fields, changed = session.version, changes.fields, changes.changed
         fingerprints = changes.fingerprints
+        merged = False
         for attempt in range(self.policy.max_save_retries + 1):
             record = SessionRecord(
                 key=session.key,
@@ -197,10 +198,17 @@ class SessionStore:
                 current = self._live(session.key, now)
                 fields, fingerprints = self._rebase(current, base, changes)
                 version, changed = current.version, changes.changed
+                merged = True
                 self.stats.merged_conflicts += 1
                 sync_sleep(random.uniform(0, 0.001 * min(attempt + 1, 10)))
                 continue
-            mark_saved(session, record, fingerprints)
+            others = None
+            if merged:
+                mine = changes.changed | changes.removed
+                others = self.codec.decode_fields(
+                    {name: value for name, value in fields.items() if name not in mine}
+                )
+            mark_saved(session, record, fingerprints, others)
             return True
         raise AssertionError("unreachable")  # pragma: no cover
 
