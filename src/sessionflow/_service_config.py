@@ -66,7 +66,7 @@ class ServiceConfig:
             raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}")
         values: dict[str, Any] = {}
         for name, raw in data.items():
-            values[name] = _coerce(name, known[name].type, raw, source)
+            values[name] = coerce_setting(name, known[name].type, raw, source)
         return cls(**values)
 
     @classmethod
@@ -76,7 +76,7 @@ class ServiceConfig:
         """Read `path` (TOML or YAML) if given, then the ``SESSIONFLOW_*`` variables."""
         data: dict[str, Any] = {}
         if path is not None:
-            data.update(_read_file(path))
+            data.update(read_settings_file(path))
         environ = os.environ if environ is None else environ
         names = {f.name for f in fields(cls)}
         for key, value in environ.items():
@@ -92,7 +92,11 @@ class ServiceConfig:
         return shown
 
 
-def _read_file(path: Path) -> dict[str, Any]:
+def read_settings_file(path: Path, section: str = "sessionflow") -> dict[str, Any]:
+    """Return the `section` table of a TOML or YAML file (the whole file for the service).
+
+    The service reads ``[sessionflow]`` or the top level; other tools name their table.
+    """
     try:
         text = path.read_text()
     except OSError as exc:
@@ -110,13 +114,16 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid {path.suffix[1:].upper()}: {exc}") from exc
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: expected a table of settings at the top level")
-    section = loaded.get("sessionflow", loaded)
-    if not isinstance(section, dict):
-        raise ConfigError(f"{path}: [sessionflow] must be a table")
-    return section
+    table = loaded.get(section, loaded if section == "sessionflow" else None)
+    if table is None:
+        raise ConfigError(f"{path}: no [{section}] table")
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [{section}] must be a table")
+    return table
 
 
-def _coerce(name: str, annotation: Any, raw: Any, source: str) -> Any:  # noqa: ANN401
+def coerce_setting(name: str, annotation: Any, raw: Any, source: str) -> Any:  # noqa: ANN401
+    """Return `raw` as the type `annotation` names; `ConfigError` naming `source` if it is not."""
     text = str(annotation)
     if raw is None or (isinstance(raw, str) and raw == "" and "None" in text):
         if "None" in text:

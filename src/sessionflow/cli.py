@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from sessionflow import __version__
+from sessionflow._cli_migrate import migrate_app
 
 app = typer.Typer(
     name="sessionflow",
@@ -17,6 +18,7 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
+app.add_typer(migrate_app)
 
 
 class DynamoDBChoice(StrEnum):

@@ -37,6 +37,7 @@ from sessionflow._errors import (
 )
 from sessionflow._ids import new_session_id
 from sessionflow._metrics import BackendMetrics, StoreStatsCollector
+from sessionflow._open_backend import open_backend
 from sessionflow._service_config import ServiceConfig
 from sessionflow._session import Session
 
@@ -312,7 +313,7 @@ def build_app(config: ServiceConfig) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            backend = await _open_backend(config, stack)
+            backend = await open_backend(config, stack)
             store.backend = AsyncInstrumentedBackend(backend, name=config.backend, metrics=metrics)
             yield
 
@@ -327,49 +328,3 @@ class _PendingBackend:
             raise BackendError("the service is starting: its store is not open yet")
 
         return refuse
-
-
-async def _open_backend(config: ServiceConfig, stack: AsyncExitStack) -> AsyncBackend:
-    # Imports stay here: each backend needs only its own client library.
-    if config.backend == "memory":
-        from sessionflow._async.backends.memory import AsyncMemoryBackend  # noqa: PLC0415
-
-        return AsyncMemoryBackend()
-    if config.backend in ("local", "redis"):
-        from redis.asyncio import Redis  # noqa: PLC0415
-
-        from sessionflow._async.backends.redis import AsyncRedisBackend  # noqa: PLC0415
-
-        url = config.redis_url
-        if config.backend == "local":
-            from sessionflow.local_servers import RedisServer  # noqa: PLC0415
-
-            server = stack.enter_context(RedisServer())
-            url = server.url
-        client = await stack.enter_async_context(Redis.from_url(url))
-        return AsyncRedisBackend(
-            client, prefix=config.redis_prefix, auto_pipeline=config.redis_auto_pipeline
-        )
-    if config.backend == "redis-cluster":
-        from redis.asyncio.cluster import RedisCluster  # noqa: PLC0415
-
-        from sessionflow._async.backends.redis import AsyncRedisBackend  # noqa: PLC0415
-
-        cluster = await stack.enter_async_context(RedisCluster.from_url(config.redis_url))
-        return AsyncRedisBackend(
-            cluster, prefix=config.redis_prefix, auto_pipeline=config.redis_auto_pipeline
-        )
-    import aioboto3  # noqa: PLC0415
-
-    from sessionflow._async.backends.dynamodb import AsyncDynamoDBBackend  # noqa: PLC0415
-    from sessionflow._dynamodb_client import dynamodb_client_config  # noqa: PLC0415
-
-    session = aioboto3.Session(region_name=config.dynamodb_region)
-    ddb = await stack.enter_async_context(
-        session.client(
-            "dynamodb", endpoint_url=config.dynamodb_endpoint, config=dynamodb_client_config()
-        )
-    )
-    backend = AsyncDynamoDBBackend(ddb, table_name=config.dynamodb_table)
-    await backend.ensure_table()
-    return backend

@@ -86,6 +86,12 @@ class AsyncDynamoDBBackend:
         """The sessions table."""
         return self._table
 
+    async def approximate_count(self) -> int:
+        """Return the table's item count as DynamoDB reports it (refreshed about every 6 h)."""
+        with _dynamodb_errors():
+            response = await self._client.describe_table(TableName=self._table)
+        return int(response["Table"].get("ItemCount", 0))
+
     async def ensure_table(self, *, wait_seconds: float = 60) -> None:
         """Create the table (GSI, streams, on-demand billing) if missing and enable its TTL."""
         with _dynamodb_errors():

@@ -305,6 +305,15 @@ class AsyncRedisBackend:
         following = None if done else json.dumps({"node": node_index, "cursor": next_cursor})
         return ScanPage(records, following)
 
+    async def approximate_count(self) -> int:
+        """Return the number of keys of the database(s): an upper bound for progress bars."""
+        with _redis_errors("dbsize"):
+            if isinstance(self._client, AsyncRedisCluster):
+                cluster: Any = self._client
+                sizes = await cluster.dbsize(target_nodes=AsyncRedisCluster.PRIMARIES)
+                return int(sizes if isinstance(sizes, int) else sum(sizes.values()))
+            return int(await self._client.dbsize())
+
     async def _primaries(self) -> list[Any]:
         cluster: Any = self._client  # the sync client's methods are untyped
         nodes = cluster.get_primaries()

@@ -87,6 +87,12 @@ class DynamoDBBackend:
         """The sessions table."""
         return self._table
 
+    def approximate_count(self) -> int:
+        """Return the table's item count as DynamoDB reports it (refreshed about every 6 h)."""
+        with _dynamodb_errors():
+            response = self._client.describe_table(TableName=self._table)
+        return int(response["Table"].get("ItemCount", 0))
+
     def ensure_table(self, *, wait_seconds: float = 60) -> None:
         """Create the table (GSI, streams, on-demand billing) if missing and enable its TTL."""
         with _dynamodb_errors():

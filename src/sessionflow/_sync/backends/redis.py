@@ -306,6 +306,15 @@ class RedisBackend:
         following = None if done else json.dumps({"node": node_index, "cursor": next_cursor})
         return ScanPage(records, following)
 
+    def approximate_count(self) -> int:
+        """Return the number of keys of the database(s): an upper bound for progress bars."""
+        with _redis_errors("dbsize"):
+            if isinstance(self._client, RedisCluster):
+                cluster: Any = self._client
+                sizes = cluster.dbsize(target_nodes=RedisCluster.PRIMARIES)
+                return int(sizes if isinstance(sizes, int) else sum(sizes.values()))
+            return int(self._client.dbsize())
+
     def _primaries(self) -> list[Any]:
         cluster: Any = self._client  # the sync client's methods are untyped
         nodes = cluster.get_primaries()

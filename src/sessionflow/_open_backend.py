@@ -1,0 +1,77 @@
+"""Open a backend from settings: the service and the migration tools share this."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from typing import Protocol
+
+from sessionflow._async.backends.base import AsyncBackend
+
+
+class StoreSettings(Protocol):
+    """The settings that name a store (`ServiceConfig` and `StoreConfig` both have them)."""
+
+    @property
+    def backend(self) -> str: ...
+    @property
+    def redis_url(self) -> str: ...
+    @property
+    def redis_prefix(self) -> str: ...
+    @property
+    def redis_auto_pipeline(self) -> bool: ...
+    @property
+    def dynamodb_endpoint(self) -> str | None: ...
+    @property
+    def dynamodb_table(self) -> str: ...
+    @property
+    def dynamodb_region(self) -> str: ...
+
+
+async def open_backend(config: StoreSettings, stack: AsyncExitStack) -> AsyncBackend:
+    """Open the async backend `config` describes; its clients close with `stack`.
+
+    ``local`` starts a Redis server on loopback that stops with `stack`.
+    """
+    # Imports stay here: each backend needs only its own client library.
+    if config.backend == "memory":
+        from sessionflow._async.backends.memory import AsyncMemoryBackend  # noqa: PLC0415
+
+        return AsyncMemoryBackend()
+    if config.backend in ("local", "redis"):
+        from redis.asyncio import Redis  # noqa: PLC0415
+
+        from sessionflow._async.backends.redis import AsyncRedisBackend  # noqa: PLC0415
+
+        url = config.redis_url
+        if config.backend == "local":
+            from sessionflow.local_servers import RedisServer  # noqa: PLC0415
+
+            server = stack.enter_context(RedisServer())
+            url = server.url
+        client = await stack.enter_async_context(Redis.from_url(url))
+        return AsyncRedisBackend(
+            client, prefix=config.redis_prefix, auto_pipeline=config.redis_auto_pipeline
+        )
+    if config.backend == "redis-cluster":
+        from redis.asyncio.cluster import RedisCluster  # noqa: PLC0415
+
+        from sessionflow._async.backends.redis import AsyncRedisBackend  # noqa: PLC0415
+
+        cluster = await stack.enter_async_context(RedisCluster.from_url(config.redis_url))
+        return AsyncRedisBackend(
+            cluster, prefix=config.redis_prefix, auto_pipeline=config.redis_auto_pipeline
+        )
+    import aioboto3  # noqa: PLC0415
+
+    from sessionflow._async.backends.dynamodb import AsyncDynamoDBBackend  # noqa: PLC0415
+    from sessionflow._dynamodb_client import dynamodb_client_config  # noqa: PLC0415
+
+    session = aioboto3.Session(region_name=config.dynamodb_region)
+    ddb = await stack.enter_async_context(
+        session.client(
+            "dynamodb", endpoint_url=config.dynamodb_endpoint, config=dynamodb_client_config()
+        )
+    )
+    backend = AsyncDynamoDBBackend(ddb, table_name=config.dynamodb_table)
+    await backend.ensure_table()
+    return backend

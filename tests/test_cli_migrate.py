@@ -1,0 +1,161 @@
+"""``sessionflow migrate`` end to end: Redis to DynamoDB Local through the command line."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from redis import Redis
+from typer.testing import CliRunner
+
+from sessionflow import RedisBackend, SessionStore
+from sessionflow.cli import app
+from sessionflow.local_servers import free_port
+from tests.conftest import POLICY, Servers
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def config(servers: Servers, tmp_path: Path) -> Path:
+    name = uuid.uuid4().hex[:10]
+    path = tmp_path / "migration.toml"
+    path.write_text(
+        f"""
+[migration]
+name = "m{name}"
+stage_ttl = 1
+heartbeat_max_age = 5
+
+[migration.old]
+backend = "redis"
+redis_url = "{servers.redis.url}"
+redis_prefix = "p{name}"
+
+[migration.new]
+backend = "dynamodb"
+dynamodb_endpoint = "{servers.dynamodb.endpoint_url}"
+dynamodb_table = "t{name}"
+"""
+    )
+    return path
+
+
+@pytest.fixture(autouse=True)
+def dummy_aws(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "local")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
+
+
+def _seed(servers: Servers, config: Path, count: int) -> list[str]:
+    prefix = next(
+        line.split('"')[1] for line in config.read_text().splitlines() if "redis_prefix" in line
+    )
+    with Redis(port=servers.redis.port) as client:
+        store = SessionStore(RedisBackend(client, prefix=prefix), policy=POLICY)
+        return [store.create({"i": i}, user_id=f"u{i % 5}").id for i in range(count)]
+
+
+def _invoke(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, ["migrate", *args], catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def test_a_migration_walks_forward_and_back_from_the_command_line(
+    servers: Servers, config: Path, tmp_path: Path
+) -> None:
+    _seed(servers, config, 120)
+    code, out = _invoke("status", "-c", str(config))
+    assert code == 0, out
+    assert "stage off" in out
+    code, out = _invoke("backfill", "-c", str(config))
+    assert code == 1
+    assert "refused: backfill runs in dualwrite or shadow" in out
+    assert _invoke("advance", "-c", str(config))[0] == 0
+    quarantine = tmp_path / "quarantine.jsonl"
+    code, out = _invoke(
+        "backfill", "-c", str(config), "--page-size", "50", "--quarantine-file", str(quarantine)
+    )
+    assert code == 0, out
+    assert "120 scanned, 120 copied" in out
+    assert quarantine.read_text() == ""
+    code, out = _invoke("verify", "-c", str(config), "--json")
+    assert code == 0, out
+    assert '"missing": 0' in out
+    assert _invoke("advance", "-c", str(config))[0] == 0  # shadow
+    code, out = _invoke("verify", "-c", str(config))
+    assert code == 0, out
+    assert "120 checked" in out
+    code, out = _invoke("advance", "-c", str(config))  # cutover: all gates pass
+    assert code == 0, out
+    assert "stage is now cutover" in out
+    code, out = _invoke("status", "-c", str(config), "--json")
+    status = json.loads(out)
+    assert status["stage"] == "cutover"
+    assert status["backfill"]["finished"] is True
+    assert status["verification"]["passed"] is True
+    code, out = _invoke("rollback", "-c", str(config))
+    assert code == 0, out
+    assert "stage is now shadow" in out
+    assert "post-change validation" in out
+    assert "FAILED" not in out
+    code, out = _invoke("repair", "-c", str(config))
+    assert code == 0, out
+    assert "0 left" in out
+
+
+def test_advance_refuses_cutover_before_the_backfill(servers: Servers, config: Path) -> None:
+    assert _invoke("advance", "-c", str(config))[0] == 0
+    assert _invoke("advance", "-c", str(config))[0] == 0
+    code, out = _invoke("advance", "-c", str(config))
+    assert code == 1
+    assert out.strip().splitlines()[0] == (
+        "refused: the backfill has not finished (--force overrides)"
+    )
+    code, out = _invoke("advance", "-c", str(config), "--force")
+    assert code == 0, out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["backfill", "--worker", "3/2"], "--worker 3/2"),
+        (["backfill", "--worker", "x"], "--worker must look like 0/4"),
+        (["verify", "--mode", "everything"], "--mode must be full or sample"),
+        (["verify", "--sample", "0"], "--sample must be in (0, 1]"),
+        (["rollback", "--to", "sideways"], "unknown stage 'sideways'"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(config: Path, args: list[str], message: str) -> None:
+    code, out = _invoke(*args, "-c", str(config))
+    assert code == 2
+    assert message in out
+
+
+def test_bad_settings_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "m.toml"
+    path.write_text('[migration]\nname = "x"\n[migration.old]\nbackend = "redis"\n')
+    code, out = _invoke("status", "-c", str(path))
+    assert code == 2
+    assert "[migration.new] is missing" in out
+    path.write_text(
+        '[migration]\n[migration.old]\nbackend = "dynamodb"\n'
+        '[migration.new]\nbackend = "dynamodb"\ndynamodb_table = "b"\n'
+    )
+    code, out = _invoke("status", "-c", str(path))
+    assert code == 2
+    assert "control_url is needed" in out
+
+
+def test_an_unreachable_store_exits_3(tmp_path: Path) -> None:
+    path = tmp_path / "m.toml"
+    port = free_port()
+    path.write_text(
+        f'[migration]\n[migration.old]\nbackend = "redis"\nredis_url = "redis://127.0.0.1:{port}"\n'
+        f'[migration.new]\nbackend = "memory"\n'
+    )
+    code, out = _invoke("status", "-c", str(path))
+    assert code == 3
+    assert "unreachable" in out
