@@ -52,7 +52,12 @@ if TYPE_CHECKING:
     from sessionflow._async.backends.redis import AsyncRedisBackend
     from sessionflow._async.redis_control import AsyncRedisControlPlane
     from sessionflow._dynamodb_client import dynamodb_client_config
-    from sessionflow._metrics import BackendMetrics, CapacityCollector, StoreStatsCollector
+    from sessionflow._metrics import (
+        BackendMetrics,
+        CapacityCollector,
+        MigrationCollector,
+        StoreStatsCollector,
+    )
     from sessionflow._sync.backends.dynamodb import DynamoDBBackend
     from sessionflow._sync.backends.instrumented import InstrumentedBackend
     from sessionflow._sync.backends.redis import RedisBackend
@@ -71,6 +76,7 @@ _LAZY = {
     "BackendMetrics": "sessionflow._metrics",
     "CapacityCollector": "sessionflow._metrics",
     "StoreStatsCollector": "sessionflow._metrics",
+    "MigrationCollector": "sessionflow._metrics",
     "AsyncRedisControlPlane": "sessionflow._async.redis_control",
     "RedisControlPlane": "sessionflow._sync.redis_control",
 }
@@ -113,6 +119,7 @@ __all__ = [
     "MemoryBackend",
     "MemoryControlPlane",
     "MigratingBackend",
+    "MigrationCollector",
     "MigrationRefused",
     "MigrationStats",
     "ProcessBeat",

@@ -7,12 +7,12 @@ its hash never becomes a label value.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from prometheus_client import REGISTRY, CollectorRegistry, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from sessionflow._errors import (
@@ -22,6 +22,8 @@ from sessionflow._errors import (
     SessionTooLarge,
     VersionConflict,
 )
+from sessionflow._migration_stats import MigrationStats
+from sessionflow._stages import Stage
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -142,3 +144,77 @@ class CapacityCollector(Collector):
         for operation, value in sorted(self._capacity.units.items()):
             units.add_metric((self._backend, operation), value)
         yield units
+
+
+class MigrationCollector(Collector):
+    """Exports a migration's `MigrationStats`: stage, dual-writes, reads, repairs, jobs.
+
+    Register one per process with the stats its `AsyncMigratingBackend` (and any jobs it
+    runs) share. Labels are fixed sets: store old/new, role, outcome, kind.
+    """
+
+    def __init__(self, stats: MigrationStats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the migration's metrics."""
+        stats = self._stats
+        stage = GaugeMetricFamily(
+            "sessionflow_migration_stage", "1 for the stage this process runs.", labels=("stage",)
+        )
+        for each in Stage:
+            stage.add_metric((each.value,), 1.0 if each is stats.stage else 0.0)
+        yield stage
+        writes = CounterMetricFamily(
+            "sessionflow_migration_writes",
+            "Writes by store (old/new), role (primary/secondary/fenced) and outcome (ok/error).",
+            labels=("store", "role", "outcome"),
+        )
+        for (store, role, outcome), value in sorted(stats.writes.items()):
+            writes.add_metric((store, role, outcome), value)
+        yield writes
+        reads = CounterMetricFamily(
+            "sessionflow_migration_reads",
+            "Reads by store and outcome (hit/miss/error).",
+            labels=("store", "outcome"),
+        )
+        for (store, outcome), value in sorted(stats.reads.items()):
+            reads.add_metric((store, outcome), value)
+        yield reads
+        yield _counter_by(
+            "sessionflow_migration_mismatches",
+            "Compared reads that differed after a re-check, by kind.",
+            "kind",
+            stats.mismatches,
+        )
+        yield _counter_by(
+            "sessionflow_migration_repaired",
+            "Keys the repairer reconciled, by outcome.",
+            "outcome",
+            stats.repaired,
+        )
+        for name, help_text, value in (
+            ("sessionflow_migration_mismatch_false_positives_total", "Compared reads that agreed on re-check (copies in flight).", stats.false_positives),  # noqa: E501
+            ("sessionflow_migration_stage_read_errors_total", "Failed reads of the control record (the last stage stays in use).", stats.stage_read_errors),  # noqa: E501
+        ):  # fmt: skip
+            family = CounterMetricFamily(name.removesuffix("_total"), help_text)
+            family.add_metric((), value)
+            yield family
+        for name, help_text, gauge in (
+            ("sessionflow_migration_repair_queue_depth", "Keys waiting in the repair queue.", stats.repair_depth),  # noqa: E501
+            ("sessionflow_migration_repair_queue_oldest_age_seconds", "Seconds the oldest queued key has waited.", stats.repair_oldest_age),  # noqa: E501
+            ("sessionflow_migration_backfill_scanned_records", "Records the backfill scanned so far.", stats.backfill_scanned),  # noqa: E501
+            ("sessionflow_migration_backfill_copied_records", "Records the backfill copied so far.", stats.backfill_copied),  # noqa: E501
+            ("sessionflow_migration_backfill_rate", "Records per second the backfill scans.", stats.backfill_rate),  # noqa: E501
+            ("sessionflow_migration_verify_checked_sessions", "Sessions the last verification checked.", stats.verify_checked),  # noqa: E501
+            ("sessionflow_migration_verify_inconsistent_sessions", "Sessions the last verification left inconsistent.", stats.verify_inconsistent),  # noqa: E501
+            ("sessionflow_migration_verify_inconsistency_rate", "The last verification's inconsistency rate.", stats.verify_rate),  # noqa: E501
+        ):  # fmt: skip
+            yield GaugeMetricFamily(name, help_text, value=float(gauge))
+
+
+def _counter_by(name: str, help_text: str, label: str, values: Mapping[str, int]) -> Metric:
+    family = CounterMetricFamily(name, help_text, labels=(label,))
+    for key, value in sorted(values.items()):
+        family.add_metric((key,), value)
+    return family
