@@ -53,17 +53,15 @@ CONFIG_OPTION = typer.Option(
 @asynccontextmanager
 async def open_migration(config: MigrationConfig) -> AsyncIterator[AsyncMigration]:
     """Open both stores and the control plane that `config` names."""
-    from redis.asyncio import Redis  # noqa: PLC0415 - the CLI's --help stays fast
-
     from sessionflow._async.redis_control import AsyncRedisControlPlane  # noqa: PLC0415
-    from sessionflow._open_backend import open_backend  # noqa: PLC0415
+    from sessionflow._open_backend import open_backend, redis_client  # noqa: PLC0415
 
     async with AsyncExitStack() as stack:
         old = await open_backend(config.old, stack)
         new = await open_backend(config.new, stack)
         url = config.control_redis_url()
         assert url is not None  # noqa: S101 - MigrationConfig refuses a config without one
-        client = await stack.enter_async_context(Redis.from_url(url))
+        client = await stack.enter_async_context(redis_client(url))
         control = AsyncRedisControlPlane(client, migration=config.name)
         yield AsyncMigration(
             old,

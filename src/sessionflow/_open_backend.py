@@ -3,9 +3,26 @@
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
-from typing import Protocol
+from typing import Any, Protocol
 
 from sessionflow._async.backends.base import AsyncBackend
+
+REDIS_POOL_SIZE = 100
+REDIS_POOL_WAIT = 10.0
+
+
+def redis_client(url: str) -> Any:  # noqa: ANN401 - a redis.asyncio.Redis
+    """Return an async Redis client whose pool waits for a free connection when all are busy.
+
+    redis-py's default pool raises "Too many connections" at its limit; a burst of
+    concurrent requests should queue for `REDIS_POOL_WAIT` seconds instead.
+    """
+    from redis.asyncio import BlockingConnectionPool, Redis  # noqa: PLC0415
+
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=REDIS_POOL_SIZE, timeout=REDIS_POOL_WAIT
+    )
+    return Redis.from_pool(pool)
 
 
 class StoreSettings(Protocol):
@@ -38,8 +55,6 @@ async def open_backend(config: StoreSettings, stack: AsyncExitStack) -> AsyncBac
 
         return AsyncMemoryBackend()
     if config.backend in ("local", "redis"):
-        from redis.asyncio import Redis  # noqa: PLC0415
-
         from sessionflow._async.backends.redis import AsyncRedisBackend  # noqa: PLC0415
 
         url = config.redis_url
@@ -48,7 +63,7 @@ async def open_backend(config: StoreSettings, stack: AsyncExitStack) -> AsyncBac
 
             server = stack.enter_context(RedisServer())
             url = server.url
-        client = await stack.enter_async_context(Redis.from_url(url))
+        client = await stack.enter_async_context(redis_client(url))
         return AsyncRedisBackend(
             client, prefix=config.redis_prefix, auto_pipeline=config.redis_auto_pipeline
         )

