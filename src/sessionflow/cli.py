@@ -36,15 +36,18 @@ def demo(
         DynamoDBChoice.auto,
         help="auto: DynamoDB Local when installed (npm + Java), else moto in-process.",
     ),
+    drill_sessions: int = typer.Option(
+        2000, min=0, help="Sessions in the closing migration drill (0 skips it)."
+    ),
 ) -> None:
-    """Run the session lifecycle on memory, Redis, Redis Cluster and DynamoDB.
+    """Run the session lifecycle on every backend, then a migration drill under traffic.
 
     Starts its own local servers on free loopback ports and stops them when done.
     """
     from sessionflow._demo import run_demo  # noqa: PLC0415 - keeps `--help` fast
 
     try:
-        ok = run_demo(console, dynamodb=dynamodb.value)
+        ok = run_demo(console, dynamodb=dynamodb.value, drill_sessions=drill_sessions)
     except Exception as exc:
         console.print(f"[red]demo could not run: {type(exc).__name__}: {exc}[/red]")
         raise typer.Exit(2) from exc
