@@ -14,11 +14,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 logger = logging.getLogger("sessionflow.migration")
+
+
+WARN_EVERY_SECONDS = 10.0
+"""A failing secondary is reported at most this often (with a count), not once per copy."""
 
 
 @dataclass
@@ -32,6 +37,20 @@ class MirrorStats:
     repair_queue_errors: int = 0
     overflowed: int = 0
     unqueued: set[str] = field(default_factory=set)
+    _last_warning: float = float("-inf")
+    _since_warning: int = 0
+
+    def failure(self, exc: BaseException) -> None:
+        """Count a failed copy; log a warning at most every `WARN_EVERY_SECONDS`."""
+        self._since_warning += 1
+        now = time.monotonic()
+        if now - self._last_warning >= WARN_EVERY_SECONDS:
+            logger.warning(
+                "%d secondary write(s) failed and were queued for repair; latest: %r",
+                self._since_warning,
+                exc,
+            )
+            self._last_warning, self._since_warning = now, 0
 
 
 class AsyncMirror:
@@ -89,7 +108,7 @@ class AsyncMirror:
                         self.stats.timed_out += 1
                     else:
                         self.stats.failed += 1
-                    logger.warning("secondary write failed, queued for repair: %r", exc)
+                    self.stats.failure(exc)
                     self._dirty.discard(key)
                     await self._hand_over([key])
                     return
@@ -199,7 +218,7 @@ class Mirror:
                 self.stats.copied += 1
             except Exception as exc:  # noqa: BLE001 - any failure goes to the repair queue
                 self.stats.failed += 1
-                logger.warning("secondary write failed, queued for repair: %r", exc)
+                self.stats.failure(exc)
                 self._hand_over([key])  # before leaving `_active`, so `drain` waits for it
                 with self._lock:
                     self._dirty.discard(key)  # the repair reads the latest state anyway

@@ -177,14 +177,7 @@ class _Process(_LocalServer):
 
     def stop(self) -> None:
         """Stop the process by its PID and remove its scratch directory."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self.process = None
+        self._terminate()
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
