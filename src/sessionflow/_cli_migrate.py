@@ -72,12 +72,16 @@ async def open_migration(config: MigrationConfig) -> AsyncIterator[AsyncMigratio
         )
 
 
-def _run(config_path: Path, job: Callable[[AsyncMigration], Awaitable[_T]]) -> _T:
-    """Load settings, open the stores, run `job`; turn errors into exit codes and one line."""
+def _load(config_path: Path) -> MigrationConfig:
+    """Read the settings file; exit 2 with the reason if it is not valid."""
     try:
-        config = MigrationConfig.load(config_path)
+        return MigrationConfig.load(config_path)
     except ConfigError as exc:
         raise _fail(f"[red]sessionflow migrate: {escape(str(exc))}[/red]", 2) from exc
+
+
+def _run(config: MigrationConfig, job: Callable[[AsyncMigration], Awaitable[_T]]) -> _T:
+    """Open the stores the settings name, run `job`; turn errors into exit codes."""
 
     async def main() -> _T:
         async with open_migration(config) as migration:
@@ -115,11 +119,12 @@ def status(
     async def job(migration: AsyncMigration) -> MigrationStatus:
         return await migration.status()
 
-    result = _run(config, job)
+    settings = _load(config)
+    result = _run(settings, job)
     if as_json:
         _print_json(result.to_dict())
         return
-    _print_status(result, MigrationConfig.load(config))
+    _print_status(result, settings)
 
 
 def _print_status(result: MigrationStatus, config: MigrationConfig) -> None:
@@ -179,7 +184,7 @@ def advance(
         console.print(f"stage is now [bold]{record.stage}[/bold] (revision {record.revision})")
         return await migration.wait_converged(wait) if wait else True
 
-    if not _run(config, job):
+    if not _run(_load(config), job):
         raise _fail("[yellow]not every process runs the new stage yet[/yellow]", 1)
 
 
@@ -217,7 +222,7 @@ def rollback(
         console.print(f"rolled back in {time.monotonic() - began:.1f} s")
         return await migration.validate()
 
-    steps = _run(config, job)
+    steps = _run(_load(config), job)
     _print_validation(steps)
     if not all(step.ok for step in steps):
         raise typer.Exit(1)
@@ -248,7 +253,7 @@ def validate(config: Path = CONFIG_OPTION) -> None:
     async def job(migration: AsyncMigration) -> list[ValidationStep]:
         return await migration.validate()
 
-    steps = _run(config, job)
+    steps = _run(_load(config), job)
     _print_validation(steps)
     if not all(step.ok for step in steps):
         raise typer.Exit(1)
@@ -318,7 +323,7 @@ def backfill(
             )
 
     try:
-        result = _run(config, job)
+        result = _run(_load(config), job)
     finally:
         if sink is not None:
             sink.close()
@@ -360,7 +365,7 @@ def verify(
         with _verify_progress() as show:
             return await migration.verify(mode=mode, sample=sample, repair=repair, progress=show)
 
-    report = _run(config, job)
+    report = _run(_load(config), job)
     if as_json:
         _print_json(report.to_dict())
     else:
@@ -422,6 +427,6 @@ def repair_command(
                 return report.remaining
             await asyncio.sleep(follow)
 
-    remaining = _run(config, job)
+    remaining = _run(_load(config), job)
     if remaining:
         raise typer.Exit(1)

@@ -161,10 +161,15 @@ class Codec:
 
     def check_size(self, fields: Mapping[str, bytes]) -> int:
         """Return the encoded size of a session's fields; raise `SessionTooLarge` if over limit."""
-        size = sum(len(name.encode()) + len(value) for name, value in fields.items())
+        size = encoded_size(fields)
         if size > self.max_session_bytes:
             raise SessionTooLarge(size, self.max_session_bytes)
         return size
+
+
+def encoded_size(fields: Mapping[str, bytes]) -> int:
+    """Return the stored size of a session's fields: names and encoded values."""
+    return sum(len(name.encode()) + len(value) for name, value in fields.items())
 
 
 def pack_fields(fields: Mapping[str, bytes]) -> bytes:

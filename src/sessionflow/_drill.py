@@ -229,11 +229,11 @@ async def check_ledger(
 
     codec = Codec()
     result = LedgerCheck(name)
-    items = list(ledger.items())
+    items = [(storage_key(session_id), entry) for session_id, entry in ledger.items()]
     for start in range(0, len(items), 500):
         chunk = items[start : start + 500]
-        records = await backend.get_many([storage_key(session_id) for session_id, _ in chunk])
-        for (session_id, entry), record in zip(chunk, records, strict=True):
+        records = await backend.get_many([key for key, _ in chunk])
+        for (key, entry), record in zip(chunk, records, strict=True):
             if entry.uncertain:
                 result.uncertain += 1
                 continue
@@ -245,15 +245,15 @@ async def check_ledger(
             if entry.deleted:
                 if alive:
                     result.resurrected += 1
-                    _example(result, f"resurrected {storage_key(session_id)[:12]}")
+                    _example(result, f"resurrected {key[:12]}")
                 continue
             if record is None or not alive:
                 result.lost += 1
-                _example(result, f"lost {storage_key(session_id)[:12]}")
+                _example(result, f"lost {key[:12]}")
                 continue
             if codec.decode_fields(record.attributes) != entry.attributes:
                 result.stale += 1
-                _example(result, f"stale {storage_key(session_id)[:12]}")
+                _example(result, f"stale {key[:12]}")
     return result
 
 

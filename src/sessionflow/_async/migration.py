@@ -20,7 +20,7 @@ from sessionflow._async.control import AsyncControlPlane
 from sessionflow._async.reconcile import copy_record, reconcile_key, reconcile_records
 from sessionflow._async.store import AsyncSessionStore
 from sessionflow._clock import Clock, SystemClock
-from sessionflow._codec import Codec
+from sessionflow._codec import Codec, encoded_size
 from sessionflow._concurrency import async_map_limited, async_sleep
 from sessionflow._control import StageRecord
 from sessionflow._errors import (
@@ -320,7 +320,7 @@ class AsyncMigration:
             return f"unreadable: {record.reason}"
         if not record.tombstone and record.expires_at <= self.clock.now():
             return "expired"
-        size = sum(len(name.encode()) + len(value) for name, value in record.attributes.items())
+        size = encoded_size(record.attributes)
         if size > self.max_record_bytes:
             return f"oversized: {size} bytes, over the {self.max_record_bytes}-byte limit"
         try:

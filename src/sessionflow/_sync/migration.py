@@ -21,7 +21,7 @@ from sessionflow._sync.control import ControlPlane
 from sessionflow._sync.reconcile import copy_record, reconcile_key, reconcile_records
 from sessionflow._sync.store import SessionStore
 from sessionflow._clock import Clock, SystemClock
-from sessionflow._codec import Codec
+from sessionflow._codec import Codec, encoded_size
 from sessionflow._concurrency import sync_map_limited, sync_sleep
 from sessionflow._control import StageRecord
 from sessionflow._errors import (
@@ -321,7 +321,7 @@ class Migration:
             return f"unreadable: {record.reason}"
         if not record.tombstone and record.expires_at <= self.clock.now():
             return "expired"
-        size = sum(len(name.encode()) + len(value) for name, value in record.attributes.items())
+        size = encoded_size(record.attributes)
         if size > self.max_record_bytes:
             return f"oversized: {size} bytes, over the {self.max_record_bytes}-byte limit"
         try:

@@ -20,7 +20,7 @@ from typing import Self, TypeVar
 
 from sessionflow._async.backends.base import AsyncBackend
 from sessionflow._async.control import AsyncControlPlane
-from sessionflow._async.reconcile import copy_record, reconcile_key, same_content
+from sessionflow._async.reconcile import copy_record, reconcile_key, reconcile_records
 from sessionflow._clock import Clock, SystemClock
 from sessionflow._errors import (
     ConfigError,
@@ -416,16 +416,9 @@ class AsyncMigratingBackend:
         return True
 
     async def _restore_old(self, ours: SessionRecord, current: SessionRecord) -> None:
+        """Put the new store's acknowledged record over our orphan in the old store."""
         try:
-            if current.tombstone:
-                await self.old.delete(ours.key, tombstone_expires_at=current.expires_at)
-            elif not same_content(ours, current):
-                await self.old.save(
-                    current,
-                    expected_version=ours.version,
-                    changed=set(current.attributes),
-                    removed=set(ours.attributes) - set(current.attributes),
-                )
+            await reconcile_records(self.old, self.new, ours, current, now=self.clock.now())
         except SessionflowError as exc:
             logger.warning("old store not restored after a fenced conflict: %r", exc)
             await self._enqueue([ours.key])

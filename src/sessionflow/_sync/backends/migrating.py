@@ -21,7 +21,7 @@ from typing import Self, TypeVar
 
 from sessionflow._sync.backends.base import Backend
 from sessionflow._sync.control import ControlPlane
-from sessionflow._sync.reconcile import copy_record, reconcile_key, same_content
+from sessionflow._sync.reconcile import copy_record, reconcile_key, reconcile_records
 from sessionflow._clock import Clock, SystemClock
 from sessionflow._errors import (
     ConfigError,
@@ -417,16 +417,9 @@ class MigratingBackend:
         return True
 
     def _restore_old(self, ours: SessionRecord, current: SessionRecord) -> None:
+        """Put the new store's acknowledged record over our orphan in the old store."""
         try:
-            if current.tombstone:
-                self.old.delete(ours.key, tombstone_expires_at=current.expires_at)
-            elif not same_content(ours, current):
-                self.old.save(
-                    current,
-                    expected_version=ours.version,
-                    changed=set(current.attributes),
-                    removed=set(ours.attributes) - set(current.attributes),
-                )
+            reconcile_records(self.old, self.new, ours, current, now=self.clock.now())
         except SessionflowError as exc:
             logger.warning("old store not restored after a fenced conflict: %r", exc)
             self._enqueue([ours.key])
