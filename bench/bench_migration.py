@@ -1,13 +1,14 @@
 """Migration benchmarks: backfill throughput, backfill memory, dual-write request latency.
 
-    python bench/bench_migration.py [--sessions 20000] [--memory-sizes 10000,100000]
+    python bench/bench_migration.py [--sessions 20000] [--memory-sizes 10000,100000] [--parts ...]
                                     [--requests 2000] [--json out.json]
 
-1. Backfill throughput, Redis -> DynamoDB Local: sessionflow's guarded backfill (conditional
-   puts, version and tombstone guards, checkpoints) against the raw ceiling measured in the
-   same run on the same records: scan Redis, HGETALL in pipelines, `batch_write_item` of
-   25 items with the same concurrency into an empty table (no guards possible: BatchWriteItem
-   takes no conditions).
+1. Backfill throughput, Redis -> DynamoDB Local: sessionflow's guarded backfill (batches of
+   conditional puts in one TransactWriteItems each, version and tombstone guards,
+   checkpoints) against the raw ceiling measured in the same run on the same records: scan
+   Redis, HGETALL in pipelines, `batch_write_item` of 25 items with the same concurrency
+   into an empty table (no guards possible: BatchWriteItem takes no conditions). The
+   unbatched backfill (one conditional PutItem per record) runs once for comparison.
 2. Backfill memory: peak Python allocations (tracemalloc) of a backfill from Redis into
    Redis for each source size; flat means the job streams.
 3. Dual-write latency: one request at a time (get, then save of one changed attribute)
@@ -21,6 +22,7 @@ import argparse
 import asyncio
 import json
 import platform
+import resource
 import time
 import tracemalloc
 from pathlib import Path
@@ -38,11 +40,13 @@ from sessionflow import (
     AsyncSessionStore,
     Stage,
     dynamodb_client_config,
+    new_session_id,
+    storage_key,
 )
 from sessionflow._async.migration import AsyncMigration
 from sessionflow._dynamodb_layout import record_to_item, table_definition
 from sessionflow._open_backend import redis_client
-from sessionflow._redis_layout import parse_hash
+from sessionflow._redis_layout import expire_at_ms, parse_hash, record_fields
 from sessionflow.local_servers import DUMMY_AWS, DynamoDBLocal, RedisServer
 
 CONCURRENCY = 32
@@ -104,60 +108,120 @@ async def raw_ceiling(redis: Redis, prefix: str, ddb: Any, table: str) -> tuple[
     return written, time.perf_counter() - began
 
 
+async def guarded_backfill(
+    old: AsyncRedisBackend, ddb: Any, table: str, *, batch_size: int, concurrency: int
+) -> float:
+    """Run sessionflow's backfill into a fresh table; return records copied per second."""
+    new = AsyncDynamoDBBackend(ddb, table_name=table)
+    await new.ensure_table(streams=False)
+    migration = AsyncMigration(old, new, AsyncMemoryControlPlane(Stage.DUALWRITE))
+    began = time.perf_counter()
+    done = await migration.backfill(page_size=500, batch_size=batch_size, concurrency=concurrency)
+    return done.copied / (time.perf_counter() - began)
+
+
 async def backfill_throughput(
     args: argparse.Namespace, redis_url: str, endpoint: str
 ) -> dict[str, Any]:
     session = aioboto3.Session(**DUMMY_AWS)
-    config = dynamodb_client_config(max_pool_connections=CONCURRENCY * 2)
+    config = dynamodb_client_config(max_pool_connections=CONCURRENCY * 2, read_timeout=30)
     async with (
         redis_client(redis_url) as redis,
         session.client("dynamodb", endpoint_url=endpoint, config=config) as ddb,
     ):
         old = AsyncRedisBackend(redis, prefix="bench")
         await seed(AsyncSessionStore(old), args.sessions)
-        results: dict[str, Any] = {"sessions": args.sessions, "concurrency": CONCURRENCY}
+        results: dict[str, Any] = {
+            "sessions": args.sessions,
+            "batch_size": args.batch_size,
+            "batches_in_flight": args.batches_in_flight,
+            "raw_requests_in_flight": CONCURRENCY,
+        }
+
+        async def raw(table: str) -> float:
+            await ddb.create_table(**table_definition(table, streams=False))
+            count, seconds = await raw_ceiling(redis, "bench", ddb, table)
+            return count / seconds
+
+        async def guarded(table: str) -> float:
+            return await guarded_backfill(
+                old, ddb, table, batch_size=args.batch_size, concurrency=args.batches_in_flight
+            )
+
+        # The JVM behind DynamoDB Local speeds up for a while: one unmeasured round first.
+        await raw("warmraw")
+        await guarded("warmguarded")
         for round_ in range(args.rounds):
-            raw_table, guarded_table = f"raw{round_}", f"guarded{round_}"
-            await ddb.create_table(**table_definition(raw_table))
-            new = AsyncDynamoDBBackend(ddb, table_name=guarded_table)
-            await new.ensure_table()
-            count, seconds = await raw_ceiling(redis, "bench", ddb, raw_table)
-            migration = AsyncMigration(old, new, AsyncMemoryControlPlane(Stage.DUALWRITE))
-            began = time.perf_counter()
-            done = await migration.backfill(page_size=500, concurrency=CONCURRENCY)
-            guarded_seconds = time.perf_counter() - began
+            if round_ % 2:  # alternate which runs first
+                backfill_rate, raw_rate = (
+                    await guarded(f"guarded{round_}"),
+                    await raw(f"raw{round_}"),
+                )
+            else:
+                raw_rate, backfill_rate = (
+                    await raw(f"raw{round_}"),
+                    await guarded(f"guarded{round_}"),
+                )
             results.setdefault("rounds", []).append(
                 {
-                    "raw_items_per_s": count / seconds,
-                    "backfill_items_per_s": done.copied / guarded_seconds,
-                    "ratio": (done.copied / guarded_seconds) / (count / seconds),
+                    "raw_items_per_s": raw_rate,
+                    "backfill_items_per_s": backfill_rate,
+                    "ratio": backfill_rate / raw_rate,
                 }
             )
         rounds = results["rounds"]
         results["ratio_median"] = sorted(r["ratio"] for r in rounds)[len(rounds) // 2]
+        results["unbatched_items_per_s"] = await guarded_backfill(
+            old, ddb, "unbatched", batch_size=1, concurrency=CONCURRENCY
+        )
         return results
 
 
-async def backfill_memory(sizes: list[int], redis_url: str) -> list[dict[str, Any]]:
+async def bulk_seed(redis: Redis, backend: AsyncRedisBackend, count: int) -> None:
+    """Write `count` sessions straight into Redis in pipelines (the store is too slow for 1M).
+
+    Each is a copy of one session made through the store, under its own fresh key.
+    """
+    template = await AsyncSessionStore(backend).create(attributes(0))
+    record = await backend.get(template.key)
+    assert record is not None
+    fields = record_fields(record)
+    mapping = dict(zip(fields[::2], fields[1::2], strict=True))
+    expire_ms = expire_at_ms(record.expires_at)
+    for start in range(1, count, 2000):
+        pipe = redis.pipeline(transaction=False)
+        for _ in range(start, min(count, start + 2000)):
+            name = backend.redis_key(storage_key(new_session_id()))
+            pipe.hset(name, mapping=mapping)
+            pipe.pexpireat(name, expire_ms)
+        await pipe.execute()
+
+
+async def backfill_memory(
+    sizes: list[int], redis_url: str, *, trace: bool = True
+) -> list[dict[str, Any]]:
     figures = []
     async with redis_client(redis_url) as redis:
         for size in sizes:
             await redis.flushdb()
             old = AsyncRedisBackend(redis, prefix="src")
-            await seed(AsyncSessionStore(old), size)
+            await bulk_seed(redis, old, size)
             new = AsyncRedisBackend(redis, prefix="dst")
             migration = AsyncMigration(old, new, AsyncMemoryControlPlane(Stage.DUALWRITE))
-            tracemalloc.start()
+            if trace:
+                tracemalloc.start()
             began = time.perf_counter()
-            done = await migration.backfill(page_size=500, concurrency=CONCURRENCY)
+            done = await migration.backfill(page_size=500)
             seconds = time.perf_counter() - began
-            _, peak = tracemalloc.get_traced_memory()
+            _, peak = tracemalloc.get_traced_memory() if trace else (0, 0)
             tracemalloc.stop()
             figures.append(
                 {
                     "sessions": size,
                     "copied": done.copied,
-                    "peak_mib": peak / 2**20,
+                    "peak_mib": peak / 2**20 if trace else None,
+                    # the process's high-water mark so far: run one size per process to compare
+                    "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                     "records_per_s": done.copied / seconds,
                 }
             )
@@ -175,7 +239,7 @@ async def dual_write_latency(
         await redis.flushdb()
         single = AsyncRedisBackend(redis, prefix="lat")
         new = AsyncDynamoDBBackend(ddb, table_name="latency")
-        await new.ensure_table()
+        await new.ensure_table(streams=False)
         migrating = AsyncMigratingBackend(
             single, new, AsyncMemoryControlPlane(Stage.DUALWRITE), compare_sample=0
         )
@@ -213,17 +277,23 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "machine": platform.platform(),
             "python": platform.python_version(),
         }
-        report["backfill_throughput"] = await backfill_throughput(
-            args, redis_server.url, dynamodb.endpoint_url
-        )
-        print(json.dumps(report["backfill_throughput"], indent=1))
-        report["dual_write_latency"] = await dual_write_latency(
-            args, redis_server.url, dynamodb.endpoint_url
-        )
-        print(json.dumps(report["dual_write_latency"], indent=1))
-        sizes = [int(s) for s in args.memory_sizes.split(",") if s]
-        report["backfill_memory"] = await backfill_memory(sizes, redis_server.url)
-        print(json.dumps(report["backfill_memory"], indent=1))
+        parts = set(args.parts.split(","))
+        if "throughput" in parts:
+            report["backfill_throughput"] = await backfill_throughput(
+                args, redis_server.url, dynamodb.endpoint_url
+            )
+            print(json.dumps(report["backfill_throughput"], indent=1))
+        if "latency" in parts:
+            report["dual_write_latency"] = await dual_write_latency(
+                args, redis_server.url, dynamodb.endpoint_url
+            )
+            print(json.dumps(report["dual_write_latency"], indent=1))
+        if "memory" in parts:
+            sizes = [int(s) for s in args.memory_sizes.split(",") if s]
+            report["backfill_memory"] = await backfill_memory(
+                sizes, redis_server.url, trace=not args.no_tracemalloc
+            )
+            print(json.dumps(report["backfill_memory"], indent=1))
         return report
 
 
@@ -233,8 +303,14 @@ if __name__ == "__main__":
     )
     parser.add_argument("--sessions", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--batches-in-flight", type=int, default=2)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--memory-sizes", default="10000,100000")
+    parser.add_argument("--parts", default="throughput,latency,memory")
+    parser.add_argument(
+        "--no-tracemalloc", action="store_true", help="memory: resident set only (faster)"
+    )
     parser.add_argument("--json", type=Path)
     arguments = parser.parse_args()
     result = asyncio.run(main(arguments))

@@ -9,8 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,6 +30,7 @@ from sessionflow._async.migration import AsyncMigration, ValidationStep
 from sessionflow._errors import BackendError, ConfigError, MigrationRefused
 from sessionflow._migration_config import MigrationConfig
 from sessionflow._migration_reports import BackfillProgress, MigrationStatus, VerifyReport
+from sessionflow._open_backend import open_migration
 from sessionflow._stages import Stage, parse_stage
 
 migrate_app = typer.Typer(
@@ -48,28 +48,6 @@ CONFIG_OPTION = typer.Option(
     envvar="SESSIONFLOW_MIGRATION_CONFIG",
     help="A TOML or YAML file with [migration], [migration.old] and [migration.new].",
 )
-
-
-@asynccontextmanager
-async def open_migration(config: MigrationConfig) -> AsyncIterator[AsyncMigration]:
-    """Open both stores and the control plane that `config` names."""
-    from sessionflow._async.redis_control import AsyncRedisControlPlane  # noqa: PLC0415
-    from sessionflow._open_backend import open_backend, redis_client  # noqa: PLC0415
-
-    async with AsyncExitStack() as stack:
-        old = await open_backend(config.old, stack)
-        new = await open_backend(config.new, stack)
-        url = config.control_redis_url()
-        assert url is not None  # noqa: S101 - MigrationConfig refuses a config without one
-        client = await stack.enter_async_context(redis_client(url))
-        control = AsyncRedisControlPlane(client, migration=config.name)
-        yield AsyncMigration(
-            old,
-            new,
-            control,
-            heartbeat_max_age=config.heartbeat_max_age,
-            verify_threshold=config.verify_threshold,
-        )
 
 
 def _load(config_path: Path) -> MigrationConfig:
@@ -274,7 +252,10 @@ def backfill(
     config: Path = CONFIG_OPTION,
     worker: str = typer.Option("0/1", help="This worker's share, i/n (n workers in all)."),
     page_size: int = typer.Option(500, min=1, help="Records per scan page."),
-    concurrency: int = typer.Option(32, min=1, help="Guarded writes in flight."),
+    batch_size: int = typer.Option(
+        100, min=1, max=100, help="Records per guarded batch (one DynamoDB transaction)."
+    ),
+    concurrency: int = typer.Option(4, min=1, help="Guarded batches in flight."),
     max_rate: float | None = typer.Option(None, min=1, help="At most this many records/s."),
     max_capacity: float | None = typer.Option(
         None, min=1, help="At most this many DynamoDB capacity units/s."
@@ -313,6 +294,7 @@ def backfill(
                 worker=share[0],
                 workers=share[1],
                 page_size=page_size,
+                batch_size=batch_size,
                 concurrency=concurrency,
                 max_rate=max_rate,
                 max_capacity=max_capacity,

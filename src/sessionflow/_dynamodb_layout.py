@@ -133,9 +133,9 @@ def _text(item: Mapping[str, Any], name: str, default: str) -> str:
     return default
 
 
-def table_definition(table_name: str) -> dict[str, Any]:
-    """Return the CreateTable arguments of a sessions table."""
-    return {
+def table_definition(table_name: str, *, streams: bool = True) -> dict[str, Any]:
+    """Return the CreateTable arguments of a sessions table (with a change stream or not)."""
+    definition: dict[str, Any] = {
         "TableName": table_name,
         "AttributeDefinitions": [
             {"AttributeName": PARTITION_KEY, "AttributeType": "S"},
@@ -154,8 +154,13 @@ def table_definition(table_name: str) -> dict[str, Any]:
             }
         ],
         "BillingMode": "PAY_PER_REQUEST",
-        "StreamSpecification": {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
     }
+    if streams:
+        definition["StreamSpecification"] = {
+            "StreamEnabled": True,
+            "StreamViewType": "NEW_AND_OLD_IMAGES",
+        }
+    return definition
 
 
 @dataclass

@@ -116,6 +116,13 @@ class MigrationConfig:
         data = read_settings_file(path, section="migration")
         return cls.from_mapping(data, source=str(path))
 
+    @classmethod
+    def load_if_present(cls, path: Path | None) -> MigrationConfig | None:
+        """Read the ``[migration]`` table if the file has one (the service's file may)."""
+        if path is None or "migration" not in read_settings_file(path, section=""):
+            return None
+        return cls.load(path)
+
 
 def _store(table: dict[str, Any], source: str) -> StoreConfig:
     known = {f.name: f for f in fields(StoreConfig)}

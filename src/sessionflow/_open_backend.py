@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
-from typing import Any, Protocol
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sessionflow._async.backends.base import AsyncBackend
+from sessionflow._errors import ConfigError
+
+if TYPE_CHECKING:
+    from sessionflow._async.migration import AsyncMigration
+    from sessionflow._migration_config import MigrationConfig
+    from sessionflow._migration_stats import MigrationStats
 
 REDIS_POOL_SIZE = 100
 REDIS_POOL_WAIT = 10.0
@@ -90,3 +97,29 @@ async def open_backend(config: StoreSettings, stack: AsyncExitStack) -> AsyncBac
     backend = AsyncDynamoDBBackend(ddb, table_name=config.dynamodb_table)
     await backend.ensure_table()
     return backend
+
+
+@asynccontextmanager
+async def open_migration(
+    config: MigrationConfig, *, stats: MigrationStats | None = None
+) -> AsyncIterator[AsyncMigration]:
+    """Open both stores and the control plane that `config` names; all close on exit."""
+    from sessionflow._async.migration import AsyncMigration  # noqa: PLC0415
+    from sessionflow._async.redis_control import AsyncRedisControlPlane  # noqa: PLC0415
+
+    async with AsyncExitStack() as stack:
+        old = await open_backend(config.old, stack)
+        new = await open_backend(config.new, stack)
+        url = config.control_redis_url()
+        if url is None:  # MigrationConfig refuses such settings; kept for direct callers
+            raise ConfigError("a migration needs a Redis for its control record (control_url)")
+        client = await stack.enter_async_context(redis_client(url))
+        control = AsyncRedisControlPlane(client, migration=config.name)
+        yield AsyncMigration(
+            old,
+            new,
+            control,
+            stats=stats,
+            heartbeat_max_age=config.heartbeat_max_age,
+            verify_threshold=config.verify_threshold,
+        )

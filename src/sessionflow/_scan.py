@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from sessionflow._errors import ConfigError, CorruptRecord
+from sessionflow._errors import ConfigError, CorruptRecord, SessionflowError
 from sessionflow._record import SessionRecord
 
 
@@ -24,6 +24,10 @@ class GuardedWrite(enum.StrEnum):
     """The target already held this version or a newer one: nothing was written."""
     TOMBSTONE_KEPT = "tombstone_kept"
     """The target holds a tombstone: a deleted session is never brought back."""
+
+
+GuardedResult = GuardedWrite | SessionflowError
+"""One record's outcome in `put_guarded_many`: a verdict, or the error that refused the record."""
 
 
 @dataclass(frozen=True, slots=True)

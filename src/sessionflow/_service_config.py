@@ -77,6 +77,7 @@ class ServiceConfig:
         data: dict[str, Any] = {}
         if path is not None:
             data.update(read_settings_file(path))
+            data.pop("migration", None)  # a [migration] table beside the settings: see serve
         environ = os.environ if environ is None else environ
         names = {f.name for f in fields(cls)}
         for key, value in environ.items():
@@ -95,7 +96,8 @@ class ServiceConfig:
 def read_settings_file(path: Path, section: str = "sessionflow") -> dict[str, Any]:
     """Return the `section` table of a TOML or YAML file (the whole file for the service).
 
-    The service reads ``[sessionflow]`` or the top level; other tools name their table.
+    The service reads ``[sessionflow]`` or the top level; other tools name their table;
+    ``section=""`` returns the whole file.
     """
     try:
         text = path.read_text()
@@ -114,6 +116,8 @@ def read_settings_file(path: Path, section: str = "sessionflow") -> dict[str, An
         raise ConfigError(f"{path}: not valid {path.suffix[1:].upper()}: {exc}") from exc
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: expected a table of settings at the top level")
+    if not section:
+        return loaded
     table = loaded.get(section, loaded if section == "sessionflow" else None)
     if table is None:
         raise ConfigError(f"{path}: no [{section}] table")

@@ -67,10 +67,12 @@ def serve(
 ) -> None:
     """Run the HTTP session service (on a local Redis it starts itself, unless configured)."""
     from sessionflow._errors import ConfigError  # noqa: PLC0415 - keeps `--help` fast
+    from sessionflow._migration_config import MigrationConfig  # noqa: PLC0415
     from sessionflow._service_config import ServiceConfig  # noqa: PLC0415
 
     try:
         settings = ServiceConfig.load(config)
+        migration = MigrationConfig.load_if_present(config)
         import uvicorn  # noqa: PLC0415
 
         from sessionflow.service import build_app  # noqa: PLC0415
@@ -81,7 +83,9 @@ def serve(
         console.print(f"[red]sessionflow serve needs the 'server' extra: {exc}[/red]")
         raise typer.Exit(2) from exc
     console.print(f"sessionflow service on http://{host}:{port} with {settings.redacted()}")
-    uvicorn.run(build_app(settings), host=host, port=port, log_level="info")
+    if migration is not None:
+        console.print(f"migrating {migration.old.describe()} -> {migration.new.describe()}")
+    uvicorn.run(build_app(settings, migration), host=host, port=port, log_level="info")
 
 
 @app.command()

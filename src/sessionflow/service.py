@@ -24,20 +24,26 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from sessionflow import __version__
 from sessionflow._async.backends.base import AsyncBackend
 from sessionflow._async.backends.instrumented import AsyncInstrumentedBackend
+from sessionflow._async.backends.migrating import AsyncMigratingBackend
+from sessionflow._async.migration import AsyncMigration
 from sessionflow._async.store import AsyncSessionStore
 from sessionflow._errors import (
     BackendError,
     ConfigError,
     InvalidAttribute,
     InvalidSessionId,
+    MigrationRefused,
     SessionflowError,
     SessionNotFound,
     SessionTooLarge,
+    StageChanged,
     VersionConflict,
 )
 from sessionflow._ids import new_session_id
-from sessionflow._metrics import BackendMetrics, StoreStatsCollector
-from sessionflow._open_backend import open_backend
+from sessionflow._metrics import BackendMetrics, MigrationCollector, StoreStatsCollector
+from sessionflow._migration_config import MigrationConfig
+from sessionflow._migration_stats import MigrationStats
+from sessionflow._open_backend import open_backend, open_migration
 from sessionflow._service_config import ServiceConfig
 from sessionflow._session import Session
 
@@ -47,10 +53,35 @@ _STATUS_OF_ERROR: tuple[tuple[type[SessionflowError], int, str], ...] = (
     (SessionTooLarge, 413, "session_too_large"),
     (SessionNotFound, 404, "session_not_found"),
     (VersionConflict, 409, "version_conflict"),
+    (MigrationRefused, 409, "migration_refused"),
+    (StageChanged, 409, "stage_changed"),
     (BackendError, 503, "store_unavailable"),
     (ConfigError, 500, "misconfigured"),
 )
 MAX_ID_FIELD = 128  # longer than any id: longer input is refused before it is even checked
+
+
+class StageChangeRequest(BaseModel):
+    """Move the fleet one stage (admin)."""
+
+    force: bool = False
+    note: str = Field(default="", max_length=200)
+
+
+class MigrationHandle:
+    """The running migration of a service that serves through a migrating backend.
+
+    Set once the app's lifespan has opened the stores.
+    """
+
+    def __init__(self) -> None:
+        self.migration: AsyncMigration | None = None
+
+    def get(self) -> AsyncMigration:
+        """Return the migration; `BackendError` (503) while the service is starting."""
+        if self.migration is None:
+            raise BackendError("the service is starting: its stores are not open yet")
+        return self.migration
 
 
 class CreateRequest(BaseModel):
@@ -134,6 +165,7 @@ def create_app(
     admin_token: str | None = None,
     registry: CollectorRegistry | None = None,
     lifespan: Callable[[FastAPI], Any] | None = None,
+    migration: MigrationHandle | None = None,
 ) -> FastAPI:
     """Build the service on `store`.
 
@@ -143,6 +175,8 @@ def create_app(
         admin_token: enables ``/admin/*`` behind ``Authorization: Bearer <token>``.
         registry: what ``/metrics`` exposes; the store's counters are added to it.
         lifespan: an ASGI lifespan context for the app (starting and closing clients).
+        migration: the migration the store's backend takes part in; adds the admin routes
+            ``/admin/migration`` (status), ``/admin/migration/advance`` and ``/rollback``.
     """
     registry = registry or CollectorRegistry()
     registry.register(StoreStatsCollector(store.stats, "service"))
@@ -174,7 +208,10 @@ def create_app(
     _session_routes(app, store)
     _operations_routes(app, store, registry)
     if admin_token is not None:
-        _admin_routes(app, store, admin_token)
+        require_admin = _admin_guard(app, admin_token)
+        _admin_routes(app, store, require_admin)
+        if migration is not None:
+            _migration_routes(app, migration, require_admin)
     return app
 
 
@@ -274,7 +311,8 @@ def _operations_routes(app: FastAPI, store: AsyncSessionStore, registry: Collect
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def _admin_routes(app: FastAPI, store: AsyncSessionStore, admin_token: str) -> None:
+def _admin_guard(app: FastAPI, admin_token: str) -> Callable[..., Awaitable[None]]:
+    """Return the dependency that admits a request with the bearer token (constant time)."""
     expected = f"Bearer {admin_token}".encode()
 
     async def require_admin(authorization: Annotated[str | None, Header()] = None) -> None:
@@ -286,6 +324,12 @@ def _admin_routes(app: FastAPI, store: AsyncSessionStore, admin_token: str) -> N
     async def admin_refused(_: Request, __: _AdminRefused) -> JSONResponse:
         return _error(401, "unauthorized", "admin routes need Authorization: Bearer <token>")
 
+    return require_admin
+
+
+def _admin_routes(
+    app: FastAPI, store: AsyncSessionStore, require_admin: Callable[..., Awaitable[None]]
+) -> None:
     @app.get("/admin/stats", dependencies=[Depends(require_admin)])
     async def admin_stats() -> dict[str, Any]:
         """Return the store counters and policy (admin only)."""
@@ -299,25 +343,85 @@ def _admin_routes(app: FastAPI, store: AsyncSessionStore, admin_token: str) -> N
         }
 
 
+def _migration_routes(
+    app: FastAPI, handle: MigrationHandle, require_admin: Callable[..., Awaitable[None]]
+) -> None:
+    admin = [Depends(require_admin)]
+
+    @app.get("/admin/migration", dependencies=admin)
+    async def migration_status() -> dict[str, Any]:
+        """Return the stage, live processes, backfill, repair queue and last verification."""
+        return (await handle.get().status()).to_dict()
+
+    @app.post("/admin/migration/advance", dependencies=admin)
+    async def migration_advance(body: StageChangeRequest) -> dict[str, Any]:
+        """Move the fleet one stage forward; 409 with the reason when that is unsafe."""
+        record = await handle.get().advance(force=body.force, note=body.note)
+        return {"stage": str(record.stage), "revision": record.revision}
+
+    @app.post("/admin/migration/rollback", dependencies=admin)
+    async def migration_rollback(body: StageChangeRequest) -> dict[str, Any]:
+        """Move the fleet one stage back, then validate it (create/read/update/delete)."""
+        migration = handle.get()
+        record = await migration.rollback(force=body.force, note=body.note)
+        steps = await migration.validate()
+        return {
+            "stage": str(record.stage),
+            "revision": record.revision,
+            "validation": [{"step": s.name, "ok": s.ok, "detail": s.detail} for s in steps],
+            "validated": all(s.ok for s in steps),
+        }
+
+
 class _AdminRefused(Exception):  # noqa: N818 - internal signal, never escapes the app
     """A request to an admin route without the right token."""
 
 
-def build_app(config: ServiceConfig) -> FastAPI:
-    """Build the service from settings; clients (and a local Redis) live as long as the app."""
+def build_app(config: ServiceConfig, migration: MigrationConfig | None = None) -> FastAPI:
+    """Build the service from settings; clients (and a local Redis) live as long as the app.
+
+    With `migration`, the service is one process of a migrating fleet: it serves through
+    an `AsyncMigratingBackend` over the two stores the migration names (following the
+    fleet's stage), exports the migration's metrics and, with an admin token, its routes.
+    """
     registry = CollectorRegistry()
     metrics = BackendMetrics(registry)
     # The real backend opens in the lifespan, inside the server's event loop.
     store = AsyncSessionStore(cast("AsyncBackend", _PendingBackend()), policy=config.policy())
+    handle = MigrationHandle() if migration is not None else None
+    stats = MigrationStats()
+    if migration is not None:
+        registry.register(MigrationCollector(stats))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            backend = await open_backend(config, stack)
-            store.backend = AsyncInstrumentedBackend(backend, name=config.backend, metrics=metrics)
+            name: str = config.backend
+            if migration is None or handle is None:
+                backend = await open_backend(config, stack)
+            else:
+                job = await stack.enter_async_context(open_migration(migration, stats=stats))
+                backend = await stack.enter_async_context(
+                    AsyncMigratingBackend(
+                        job.old,
+                        job.new,
+                        job.control,
+                        stage_ttl=migration.stage_ttl,
+                        compare_sample=migration.compare_sample,
+                        stats=stats,
+                    )
+                )
+                handle.migration, name = job, "migrating"
+            store.backend = AsyncInstrumentedBackend(backend, name=name, metrics=metrics)
             yield
 
-    return create_app(store, admin_token=config.admin_token, registry=registry, lifespan=lifespan)
+    return create_app(
+        store,
+        admin_token=config.admin_token,
+        registry=registry,
+        lifespan=lifespan,
+        migration=handle,
+    )
 
 
 class _PendingBackend:

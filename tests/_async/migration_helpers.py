@@ -20,6 +20,8 @@ from sessionflow._async.migration import AsyncMigration
 from sessionflow._scan import GuardedWrite
 from tests.conftest import POLICY
 
+_WRITES = ("create", "save", "touch", "delete", "put_guarded", "put_guarded_many")
+
 
 class AsyncBrokenWrites:
     """Wraps a backend; while `broken`, every write raises `BackendError` (reads still work)."""
@@ -31,7 +33,7 @@ class AsyncBrokenWrites:
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self.inner, name)
-        if name not in ("create", "save", "touch", "delete", "put_guarded"):
+        if name not in _WRITES:
             return attribute
 
         async def write(*args: Any, **kwargs: Any) -> Any:
@@ -57,7 +59,7 @@ class AsyncHeldWrites:
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self.inner, name)
-        if name not in ("create", "save", "touch", "delete", "put_guarded"):
+        if name not in _WRITES:
             return attribute
 
         async def write(*args: Any, **kwargs: Any) -> Any:
@@ -71,6 +73,8 @@ class AsyncHeldWrites:
                     return exc
 
             self.held.append(later)
+            if name == "put_guarded_many":
+                return [GuardedWrite.WRITTEN] * len(args[0])
             return GuardedWrite.WRITTEN if name == "put_guarded" else True
 
         return write

@@ -11,7 +11,9 @@ from sessionflow import (
     ConfigError,
     CorruptRecord,
     ManualClock,
+    SessionRecord,
 )
+from sessionflow._async.reconcile import same_content
 from sessionflow._scan import GuardedWrite
 from tests.conftest import POLICY
 
@@ -163,3 +165,65 @@ async def test_guarded_copy_of_a_tombstone_deletes_an_older_live_record(
     assert await async_store.backend.put_guarded(tombstone) is GuardedWrite.WRITTEN
     assert await async_store.get(session.id) is None
     assert await async_store.backend.put_guarded(record) is GuardedWrite.TOMBSTONE_KEPT
+
+
+async def _copied(source: AsyncSessionStore, count: int) -> list[SessionRecord]:
+    records = []
+    for i in range(count):
+        session = await source.create({"i": i})
+        record = await source.backend.get(session.key)
+        assert record is not None
+        records.append(record)
+    return records
+
+
+async def test_guarded_batch_gives_each_record_its_own_verdict(
+    async_store: AsyncSessionStore, clock: ManualClock
+) -> None:
+    source = AsyncSessionStore(AsyncMemoryBackend(clock), policy=POLICY, clock=clock)
+    fresh = await _copied(source, 130)  # more than one DynamoDB transaction holds
+    kept = await async_store.create({"n": 1})
+    stale = await async_store.backend.get(kept.key)
+    assert stale is not None
+    kept["n"] = 2
+    await async_store.save(kept)
+    deleted = await async_store.create({"n": 1})
+    live = await async_store.backend.get(deleted.key)
+    assert live is not None
+    await async_store.delete(deleted)
+    batch = [*fresh[:60], stale, live._replace(version=live.version + 9), *fresh[60:]]
+
+    results = await async_store.backend.put_guarded_many(batch)
+
+    assert results[:60] == [GuardedWrite.WRITTEN] * 60
+    assert results[60:62] == [GuardedWrite.NEWER_KEPT, GuardedWrite.TOMBSTONE_KEPT]
+    assert results[62:] == [GuardedWrite.WRITTEN] * 70
+    for record in fresh:
+        landed = await async_store.backend.get(record.key)
+        assert landed is not None
+        assert same_content(landed, record)
+    current = await async_store.get(kept.id)
+    assert current is not None
+    assert current["n"] == 2
+    assert await async_store.get(deleted.id) is None
+
+
+async def test_guarded_batch_writes_a_repeated_key_in_order(
+    async_store: AsyncSessionStore, clock: ManualClock
+) -> None:
+    source = AsyncSessionStore(AsyncMemoryBackend(clock), policy=POLICY, clock=clock)
+    session = await source.create({"n": 1})
+    first = await source.backend.get(session.key)
+    session["n"] = 2
+    await source.save(session)
+    second = await source.backend.get(session.key)
+    assert first is not None
+    assert second is not None
+
+    results = await async_store.backend.put_guarded_many([first, second, first])
+
+    assert results == [GuardedWrite.WRITTEN, GuardedWrite.WRITTEN, GuardedWrite.NEWER_KEPT]
+    landed = await async_store.backend.get(session.key)
+    assert landed is not None
+    assert same_content(landed, second)
+    assert await async_store.backend.put_guarded_many([]) == []

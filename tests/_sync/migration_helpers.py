@@ -21,6 +21,8 @@ from sessionflow._sync.migration import Migration
 from sessionflow._scan import GuardedWrite
 from tests.conftest import POLICY
 
+_WRITES = ("create", "save", "touch", "delete", "put_guarded", "put_guarded_many")
+
 
 class BrokenWrites:
     """Wraps a backend; while `broken`, every write raises `BackendError` (reads still work)."""
@@ -32,7 +34,7 @@ class BrokenWrites:
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self.inner, name)
-        if name not in ("create", "save", "touch", "delete", "put_guarded"):
+        if name not in _WRITES:
             return attribute
 
         def write(*args: Any, **kwargs: Any) -> Any:
@@ -58,7 +60,7 @@ class HeldWrites:
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self.inner, name)
-        if name not in ("create", "save", "touch", "delete", "put_guarded"):
+        if name not in _WRITES:
             return attribute
 
         def write(*args: Any, **kwargs: Any) -> Any:
@@ -72,6 +74,8 @@ class HeldWrites:
                     return exc
 
             self.held.append(later)
+            if name == "put_guarded_many":
+                return [GuardedWrite.WRITTEN] * len(args[0])
             return GuardedWrite.WRITTEN if name == "put_guarded" else True
 
         return write

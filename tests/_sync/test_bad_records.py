@@ -3,24 +3,29 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 
 import pytest
+from botocore.exceptions import ClientError
 from redis import Redis as Redis
 from redis.retry import Retry as Retry
 from redis.backoff import NoBackoff
 
 from sessionflow import (
     DynamoDBBackend,
+    MemoryBackend,
     RedisBackend,
     SessionStore,
     BackendError,
     ConfigError,
     CorruptRecord,
     ManualClock,
+    SessionTooLarge,
     new_session_id,
     storage_key,
 )
+from sessionflow._scan import GuardedWrite
 from sessionflow.local_servers import free_port
 from tests.clients import sync_dynamodb_client_at
 from tests.conftest import TABLE, Servers
@@ -256,3 +261,99 @@ def test_dynamodb_scan_surfaces_broken_items(
     }
     assert kinds == {good.key: False, broken_key[:12]: True}
     sync_dynamodb_client.delete_table(TableName=table)
+
+
+def test_guarded_batch_refuses_bad_records_in_place_and_writes_the_rest(
+    sync_dynamodb_client, clock: ManualClock
+) -> None:
+    backend = DynamoDBBackend(sync_dynamodb_client, table_name=TABLE)
+    store = SessionStore(backend, clock=clock)
+    source = SessionStore(MemoryBackend(clock), clock=clock)
+    good = source.create({"a": 1})
+    huge = source.create({"blob": "x"})
+    broken = source.create({"b": 2})
+    sync_dynamodb_client.put_item(  # an item in the way that is not a session
+        TableName=TABLE,
+        Item={"session_id": {"S": broken.key}, "version": {"N": "99"}},
+    )
+    records = [source.backend.get(s.key) for s in (good, huge, broken)]
+    assert None not in records
+    # Over DynamoDB's 400 KB item limit (the store's own codec would refuse to make it).
+    records[1] = records[1]._replace(attributes={"blob": secrets.token_bytes(450_000)})
+
+    results = backend.put_guarded_many(records)
+
+    assert results[0] is GuardedWrite.WRITTEN
+    assert isinstance(results[1], SessionTooLarge)
+    assert isinstance(results[2], CorruptRecord)
+    assert (store.get(good.id)) is not None
+    assert backend.get(huge.key) is None
+
+
+class _CancellingClient:
+    """Stands in for DynamoDB's client: cancels transactions with the given reasons first."""
+
+    def __init__(self, *cancellations: list[dict[str, str]]) -> None:
+        self.cancellations = list(cancellations)
+        self.sent: list[int] = []
+
+    def transact_write_items(self, **request: object) -> dict[str, object]:
+        items = request["TransactItems"]
+        assert isinstance(items, list)
+        self.sent.append(len(items))
+        if self.cancellations:
+            reasons = self.cancellations.pop(0)
+            raise ClientError(
+                {
+                    "Error": {"Code": "TransactionCanceledException", "Message": "cancelled"},
+                    "CancellationReasons": reasons,  # type: ignore[typeddict-unknown-key]
+                },
+                "TransactWriteItems",
+            )
+        return {}
+
+
+def _three_records(clock: ManualClock) -> list:
+    source = SessionStore(MemoryBackend(clock), clock=clock)
+    records = []
+    for i in range(3):
+        session = source.create({"i": i})
+        records.append(source.backend.get(session.key))
+    return records
+
+
+def test_guarded_batch_sends_again_after_a_conflicting_transaction(
+    clock: ManualClock,
+) -> None:
+    client = _CancellingClient(
+        [{"Code": "None"}, {"Code": "TransactionConflict"}, {"Code": "None"}],
+        [{"Code": "ThrottlingError"}, {"Code": "None"}, {"Code": "None"}],
+    )
+    backend = DynamoDBBackend(client, table_name=TABLE)  # type: ignore[arg-type]
+    results = backend.put_guarded_many(_three_records(clock))
+    assert results == [GuardedWrite.WRITTEN] * 3
+    assert client.sent == [3, 3, 3]
+
+
+def test_guarded_batch_gives_up_on_endless_contention_and_reports_other_refusals(
+    clock: ManualClock,
+) -> None:
+    endless = _CancellingClient(*[[{"Code": "TransactionConflict"}] * 3] * 20)
+    backend = DynamoDBBackend(endless, table_name=TABLE)  # type: ignore[arg-type]
+    with pytest.raises(BackendError, match="contention"):
+        backend.put_guarded_many(_three_records(clock))
+
+    refusing = _CancellingClient(
+        [{"Code": "ValidationError", "Message": "bad item"}, {"Code": "None"}, {"Code": "None"}]
+    )
+    backend = DynamoDBBackend(refusing, table_name=TABLE)  # type: ignore[arg-type]
+    results = backend.put_guarded_many(_three_records(clock))
+    assert isinstance(results[0], BackendError)
+    assert "ValidationError: bad item" in str(results[0])
+    assert results[1:] == [GuardedWrite.WRITTEN] * 2
+    assert refusing.sent == [3, 2]
+
+    reasonless = _CancellingClient([{"Code": "None"}] * 3)
+    backend = DynamoDBBackend(reasonless, table_name=TABLE)  # type: ignore[arg-type]
+    with pytest.raises(BackendError, match="without a failed item"):
+        backend.put_guarded_many(_three_records(clock))

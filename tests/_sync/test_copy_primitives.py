@@ -12,7 +12,9 @@ from sessionflow import (
     ConfigError,
     CorruptRecord,
     ManualClock,
+    SessionRecord,
 )
+from sessionflow._sync.reconcile import same_content
 from sessionflow._scan import GuardedWrite
 from tests.conftest import POLICY
 
@@ -164,3 +166,65 @@ def test_guarded_copy_of_a_tombstone_deletes_an_older_live_record(
     assert sync_store.backend.put_guarded(tombstone) is GuardedWrite.WRITTEN
     assert sync_store.get(session.id) is None
     assert sync_store.backend.put_guarded(record) is GuardedWrite.TOMBSTONE_KEPT
+
+
+def _copied(source: SessionStore, count: int) -> list[SessionRecord]:
+    records = []
+    for i in range(count):
+        session = source.create({"i": i})
+        record = source.backend.get(session.key)
+        assert record is not None
+        records.append(record)
+    return records
+
+
+def test_guarded_batch_gives_each_record_its_own_verdict(
+    sync_store: SessionStore, clock: ManualClock
+) -> None:
+    source = SessionStore(MemoryBackend(clock), policy=POLICY, clock=clock)
+    fresh = _copied(source, 130)  # more than one DynamoDB transaction holds
+    kept = sync_store.create({"n": 1})
+    stale = sync_store.backend.get(kept.key)
+    assert stale is not None
+    kept["n"] = 2
+    sync_store.save(kept)
+    deleted = sync_store.create({"n": 1})
+    live = sync_store.backend.get(deleted.key)
+    assert live is not None
+    sync_store.delete(deleted)
+    batch = [*fresh[:60], stale, live._replace(version=live.version + 9), *fresh[60:]]
+
+    results = sync_store.backend.put_guarded_many(batch)
+
+    assert results[:60] == [GuardedWrite.WRITTEN] * 60
+    assert results[60:62] == [GuardedWrite.NEWER_KEPT, GuardedWrite.TOMBSTONE_KEPT]
+    assert results[62:] == [GuardedWrite.WRITTEN] * 70
+    for record in fresh:
+        landed = sync_store.backend.get(record.key)
+        assert landed is not None
+        assert same_content(landed, record)
+    current = sync_store.get(kept.id)
+    assert current is not None
+    assert current["n"] == 2
+    assert sync_store.get(deleted.id) is None
+
+
+def test_guarded_batch_writes_a_repeated_key_in_order(
+    sync_store: SessionStore, clock: ManualClock
+) -> None:
+    source = SessionStore(MemoryBackend(clock), policy=POLICY, clock=clock)
+    session = source.create({"n": 1})
+    first = source.backend.get(session.key)
+    session["n"] = 2
+    source.save(session)
+    second = source.backend.get(session.key)
+    assert first is not None
+    assert second is not None
+
+    results = sync_store.backend.put_guarded_many([first, second, first])
+
+    assert results == [GuardedWrite.WRITTEN, GuardedWrite.WRITTEN, GuardedWrite.NEWER_KEPT]
+    landed = sync_store.backend.get(session.key)
+    assert landed is not None
+    assert same_content(landed, second)
+    assert sync_store.backend.put_guarded_many([]) == []

@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
 
 from sessionflow._async.backends.base import AsyncBackend
 from sessionflow._async.backends.migrating import AsyncMigratingBackend
 from sessionflow._async.control import AsyncControlPlane
-from sessionflow._async.reconcile import copy_record, reconcile_key, reconcile_records
+from sessionflow._async.reconcile import (
+    copy_record,
+    copy_records,
+    reconcile_key,
+    reconcile_records,
+)
 from sessionflow._async.store import AsyncSessionStore
 from sessionflow._clock import Clock, SystemClock
 from sessionflow._codec import Codec, encoded_size
@@ -45,10 +50,11 @@ from sessionflow._migration_reports import (
 from sessionflow._migration_stats import MigrationStats
 from sessionflow._policy import SessionPolicy
 from sessionflow._record import SessionRecord
-from sessionflow._scan import GuardedWrite
+from sessionflow._scan import GuardedResult, GuardedWrite
 from sessionflow._stages import FleetState, Stage, refusal
 
 logger = logging.getLogger("sessionflow.migration")
+_T = TypeVar("_T")
 
 BACKFILL_META = "backfill/meta"
 LAST_VERIFICATION = "verify/last"
@@ -222,7 +228,8 @@ class AsyncMigration:
         worker: int = 0,
         workers: int = 1,
         page_size: int = 500,
-        concurrency: int = 32,
+        batch_size: int = 100,
+        concurrency: int = 4,
         max_rate: float | None = None,
         max_capacity: float | None = None,
         restart: bool = False,
@@ -236,11 +243,13 @@ class AsyncMigration:
         expired sessions; keeps absolute expiry times. Checkpoints after every page, so a
         killed run started again with the same worker split resumes where it stopped.
         `max_rate` caps records per second and `max_capacity` the capacity units per
-        second the new store reports (DynamoDB). Refused before ``dualwrite`` (sessions
-        changed meanwhile would not be copied), unless forced.
+        second the new store reports (DynamoDB). Records go to the new store in batches of
+        `batch_size` (one DynamoDB transaction each), `concurrency` batches at a time.
+        Refused before ``dualwrite`` (sessions changed meanwhile would not be copied),
+        unless forced.
         """
-        if page_size < 1 or concurrency < 1:
-            raise ConfigError("page_size and concurrency must be at least 1")
+        if min(page_size, batch_size, concurrency) < 1:
+            raise ConfigError("page_size, batch_size and concurrency must be at least 1")
         stage = (await self.control.read_stage()).stage
         if not force and stage not in (Stage.DUALWRITE, Stage.SHADOW):
             raise MigrationRefused(
@@ -272,7 +281,7 @@ class AsyncMigration:
             page = await self.old.scan(
                 state.cursor, count=page_size, worker=worker, workers=workers
             )
-            outcomes = await async_map_limited(self._backfill_one, page.records, concurrency)
+            outcomes = await self._backfill_page(page.records, batch_size, concurrency)
             for record, outcome in zip(page.records, outcomes, strict=True):
                 self._tally(state, record, outcome, quarantined)
             state.cursor, state.done = page.cursor, page.cursor is None
@@ -314,8 +323,34 @@ class AsyncMigration:
             if quarantined is not None:
                 quarantined(entry)
 
-    async def _backfill_one(self, record: SessionRecord | CorruptRecord) -> str:
-        """Copy one scanned record; return "written", "newer_kept", "expired" or a reason."""
+    async def _backfill_page(
+        self, records: Sequence[SessionRecord | CorruptRecord], batch_size: int, concurrency: int
+    ) -> list[str]:
+        """Copy a scanned page; per record "written", "newer_kept", "expired" or a reason."""
+        outcomes = [self._screen(record) for record in records]
+        chosen = [
+            (index, record)
+            for index, record in enumerate(records)
+            if isinstance(record, SessionRecord) and not outcomes[index]
+        ]
+        batches = [chosen[at : at + batch_size] for at in range(0, len(chosen), batch_size)]
+
+        async def copy_batch(batch: list[tuple[int, SessionRecord]]) -> list[GuardedResult]:
+            copies = [record for _, record in batch]
+            return await self._with_retries(lambda: copy_records(self.new, copies))
+
+        for batch, results in zip(
+            batches, await async_map_limited(copy_batch, batches, concurrency), strict=True
+        ):
+            for (index, record), result in zip(batch, results, strict=True):
+                if isinstance(result, BackendError):  # the store refused this record alone
+                    outcomes[index] = await self._copy_alone(record)
+                else:
+                    outcomes[index] = _copy_outcome(result)
+        return outcomes
+
+    def _screen(self, record: SessionRecord | CorruptRecord) -> str:
+        """Return why a scanned record is not copied ("expired" or a quarantine reason), or ""."""
         if isinstance(record, CorruptRecord):
             return f"unreadable: {record.reason}"
         if not record.tombstone and record.expires_at <= self.clock.now():
@@ -323,23 +358,24 @@ class AsyncMigration:
         size = encoded_size(record.attributes)
         if size > self.max_record_bytes:
             return f"oversized: {size} bytes, over the {self.max_record_bytes}-byte limit"
+        return ""
+
+    async def _copy_alone(self, record: SessionRecord) -> str:
         try:
             verdict = await self._with_retries(lambda: copy_record(self.new, record))
         except (SessionTooLarge, InvalidAttribute, CorruptRecord) as exc:
-            return f"refused: {exc}"
-        return "written" if verdict is GuardedWrite.WRITTEN else str(verdict)
+            return _copy_outcome(exc)
+        return _copy_outcome(verdict)
 
     @staticmethod
-    async def _with_retries(write: Callable[[], Any]) -> GuardedWrite:
+    async def _with_retries(write: Callable[[], Awaitable[_T]]) -> _T:
         for attempt in range(_COPY_ATTEMPTS):
             try:
-                result: GuardedWrite = await write()
+                return await write()
             except BackendError:
                 if attempt == _COPY_ATTEMPTS - 1:
                     raise
                 await async_sleep(0.05 * 2**attempt)
-            else:
-                return result
         raise AssertionError("unreachable")  # pragma: no cover
 
     # -- verify -------------------------------------------------------------------------
@@ -588,3 +624,10 @@ def _consumed_units(backend: AsyncBackend) -> float:
     """Capacity units a DynamoDB backend consumed so far (0 for other stores)."""
     meter = getattr(backend, "capacity", None)
     return float(meter.total) if meter is not None else 0.0
+
+
+def _copy_outcome(result: GuardedResult) -> str:
+    """Name a guarded copy's result as the backfill tallies it."""
+    if isinstance(result, GuardedWrite):
+        return result.value
+    return f"refused: {result}"

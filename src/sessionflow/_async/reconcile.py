@@ -10,11 +10,12 @@ Records that expired are left alone: they read as no session on both sides.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 
 from sessionflow._async.backends.base import AsyncBackend
 from sessionflow._errors import CorruptRecord
 from sessionflow._record import SessionRecord
-from sessionflow._scan import GuardedWrite
+from sessionflow._scan import GuardedResult, GuardedWrite
 
 
 class Outcome(enum.StrEnum):
@@ -46,11 +47,26 @@ async def copy_record(target: AsyncBackend, record: SessionRecord) -> GuardedWri
     record's idle expiry still moves the target's forward (a touch never moves it back).
     """
     verdict = await target.put_guarded(record)
+    await _carry_expiry(target, record, verdict)
+    return verdict
+
+
+async def copy_records(
+    target: AsyncBackend, records: Sequence[SessionRecord]
+) -> list[GuardedResult]:
+    """`copy_record` for many records, through the target's batch write."""
+    results = await target.put_guarded_many(records)
+    for record, result in zip(records, results, strict=True):
+        if isinstance(result, GuardedWrite):
+            await _carry_expiry(target, record, result)
+    return results
+
+
+async def _carry_expiry(target: AsyncBackend, record: SessionRecord, verdict: GuardedWrite) -> None:
     if verdict is GuardedWrite.NEWER_KEPT and not record.tombstone:
         await target.touch(
             record.key, last_access=record.last_access, idle_expires_at=record.idle_expires_at
         )
-    return verdict
 
 
 async def reconcile_key(old: AsyncBackend, new: AsyncBackend, key: str, *, now: float) -> Outcome:

@@ -11,11 +11,12 @@ Records that expired are left alone: they read as no session on both sides.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 
 from sessionflow._sync.backends.base import Backend
 from sessionflow._errors import CorruptRecord
 from sessionflow._record import SessionRecord
-from sessionflow._scan import GuardedWrite
+from sessionflow._scan import GuardedResult, GuardedWrite
 
 
 class Outcome(enum.StrEnum):
@@ -47,11 +48,26 @@ def copy_record(target: Backend, record: SessionRecord) -> GuardedWrite:
     record's idle expiry still moves the target's forward (a touch never moves it back).
     """
     verdict = target.put_guarded(record)
+    _carry_expiry(target, record, verdict)
+    return verdict
+
+
+def copy_records(
+    target: Backend, records: Sequence[SessionRecord]
+) -> list[GuardedResult]:
+    """`copy_record` for many records, through the target's batch write."""
+    results = target.put_guarded_many(records)
+    for record, result in zip(records, results, strict=True):
+        if isinstance(result, GuardedWrite):
+            _carry_expiry(target, record, result)
+    return results
+
+
+def _carry_expiry(target: Backend, record: SessionRecord, verdict: GuardedWrite) -> None:
     if verdict is GuardedWrite.NEWER_KEPT and not record.tombstone:
         target.touch(
             record.key, last_access=record.last_access, idle_expires_at=record.idle_expires_at
         )
-    return verdict
 
 
 def reconcile_key(old: Backend, new: Backend, key: str, *, now: float) -> Outcome:

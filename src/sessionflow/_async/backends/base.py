@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Protocol, runtime_checkable
 
-from sessionflow._errors import CorruptRecord
+from sessionflow._concurrency import async_map_limited
+from sessionflow._errors import BackendError, CorruptRecord, SessionflowError
 from sessionflow._record import SessionRecord
-from sessionflow._scan import GuardedWrite, ScanPage
+from sessionflow._scan import GuardedResult, GuardedWrite, ScanPage
 
 
 @runtime_checkable
@@ -104,3 +105,34 @@ class AsyncBackend(Protocol):
         can never overwrite newer data or bring a deleted session back.
         """
         ...
+
+    async def put_guarded_many(self, records: Sequence[SessionRecord]) -> list[GuardedResult]:
+        """`put_guarded` for many records, in batches where the store has them; results in order.
+
+        A record the store refuses (too large, unencodable, a corrupt record in the way)
+        gets its error in its place; a failure of the store itself raises `BackendError`,
+        after which some of the records may have been written (guarded copies can simply
+        be sent again). Two records with one key are written in their order.
+        """
+        ...
+
+
+async def put_guarded_each(
+    backend: AsyncBackend, records: Sequence[SessionRecord], *, limit: int = 16
+) -> list[GuardedResult]:
+    """`put_guarded_many` for a store without batch writes: one `put_guarded` per record.
+
+    Up to `limit` run at a time; two records with one key are never in flight together.
+    """
+
+    async def one(record: SessionRecord) -> GuardedResult:
+        try:
+            return await backend.put_guarded(record)
+        except BackendError:
+            raise
+        except SessionflowError as exc:
+            return exc
+
+    if len({record.key for record in records}) < len(records):
+        limit = 1  # a repeated key must land in order
+    return await async_map_limited(one, records, limit)

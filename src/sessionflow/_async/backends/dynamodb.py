@@ -22,26 +22,37 @@ from sessionflow._errors import (
     VersionConflict,
 )
 from sessionflow._record import SessionRecord
-from sessionflow._scan import GuardedWrite, ScanPage, check_share
+from sessionflow._scan import GuardedResult, GuardedWrite, ScanPage, check_share
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb.client import DynamoDBClient as AsyncDynamoDBClient
 
 _BATCH_GET_LIMIT = 100
 _BATCH_RETRIES = 8
+_TRANSACT_LIMIT = 100
+_CONTENTION_RETRIES = 5
+_CONTENDED = frozenset({"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"})
 
 
 def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
-def _record_at_failure(exc: ClientError) -> SessionRecord | None:
+def _record_found(failure: Mapping[str, Any]) -> SessionRecord | None:
     """Return the record a failed condition found (ReturnValuesOnConditionCheckFailure=ALL_OLD).
 
-    None when there was no item; `CorruptRecord` when the item is not a session.
+    `failure` is the error response or a transaction's cancellation reason. None when there
+    was no item; raises `CorruptRecord` when the item is not a session.
     """
-    item = cast("Mapping[str, Any] | None", exc.response.get("Item"))
+    item = cast("Mapping[str, Any] | None", failure.get("Item"))
     return layout.item_to_record(item) if item else None
+
+
+def _kept(found: SessionRecord | None, record: SessionRecord) -> GuardedWrite:
+    """Name what a failed guard kept instead of `record`."""
+    if found is not None and found.tombstone and not record.tombstone:
+        return GuardedWrite.TOMBSTONE_KEPT
+    return GuardedWrite.NEWER_KEPT
 
 
 @contextmanager
@@ -92,8 +103,13 @@ class AsyncDynamoDBBackend:
             response = await self._client.describe_table(TableName=self._table)
         return int(response["Table"].get("ItemCount", 0))
 
-    async def ensure_table(self, *, wait_seconds: float = 60) -> None:
-        """Create the table (GSI, streams, on-demand billing) if missing and enable its TTL."""
+    async def ensure_table(self, *, wait_seconds: float = 60, streams: bool = True) -> None:
+        """Create the table (GSI, stream, on-demand billing) if missing and enable its TTL.
+
+        The stream (new and old images) is for consumers of session changes; sessionflow
+        itself does not read it. `streams=False` leaves it out (DynamoDB Local slows down
+        as stream records pile up, which matters for benchmarks and long local runs).
+        """
         with _dynamodb_errors():
             try:
                 await self._client.describe_table(TableName=self._table)
@@ -101,7 +117,9 @@ class AsyncDynamoDBBackend:
                 if _error_code(exc) != "ResourceNotFoundException":
                     raise
                 try:
-                    await self._client.create_table(**layout.table_definition(self._table))
+                    await self._client.create_table(
+                        **layout.table_definition(self._table, streams=streams)
+                    )
                 except ClientError as create_exc:
                     # Another process created it meanwhile: wait for it like our own.
                     if _error_code(create_exc) != "ResourceInUseException":
@@ -218,7 +236,7 @@ class AsyncDynamoDBBackend:
 
     @staticmethod
     def _raise_failed_condition(exc: ClientError) -> None:
-        current = _record_at_failure(exc)
+        current = _record_found(exc.response)
         if current is None or current.tombstone:
             raise SessionNotFound("session not found or deleted") from exc
         raise VersionConflict(
@@ -245,7 +263,7 @@ class AsyncDynamoDBBackend:
             except ClientError as exc:
                 if _error_code(exc) != "ConditionalCheckFailedException":
                     raise
-                current = _record_at_failure(exc)
+                current = _record_found(exc.response)
                 # Still live but already expiring later than this touch asks: nothing to do.
                 return current is not None and not current.tombstone
         self.capacity.record("touch", response)
@@ -286,7 +304,7 @@ class AsyncDynamoDBBackend:
             except ClientError as exc:
                 if _error_code(exc) != "ConditionalCheckFailedException":
                     raise
-                current = _record_at_failure(exc)
+                current = _record_found(exc.response)
                 if current is not None and not current.tombstone:
                     raise VersionConflict(
                         "session changed since it was read", current_version=current.version
@@ -359,29 +377,128 @@ class AsyncDynamoDBBackend:
         last = response.get("LastEvaluatedKey")
         return ScanPage(records, json.dumps(last) if last else None)
 
-    async def put_guarded(self, record: SessionRecord) -> GuardedWrite:
-        """See `AsyncBackend.put_guarded`: a put conditional on an older version or none."""
+    def _guarded_put(self, record: SessionRecord) -> dict[str, Any]:
+        """Return the conditional put that copies `record` unless the table holds newer."""
         if record.tombstone:
             item, condition = layout.tombstone_to_item(record), layout.GUARDED_TOMBSTONE_CONDITION
         else:
             item, condition = self._item(record), layout.GUARDED_LIVE_CONDITION
+        return {
+            "TableName": self._table,
+            "Item": item,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {"#v": "version"},
+            "ExpressionAttributeValues": {":incoming": {"N": str(record.version)}},
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+
+    async def put_guarded(self, record: SessionRecord) -> GuardedWrite:
+        """See `AsyncBackend.put_guarded`: a put conditional on an older version or none."""
+        request = self._guarded_put(record)
         with _dynamodb_errors():
             try:
-                response = await self._client.put_item(
-                    TableName=self._table,
-                    Item=item,
-                    ConditionExpression=condition,
-                    ExpressionAttributeNames={"#v": "version"},
-                    ExpressionAttributeValues={":incoming": {"N": str(record.version)}},
-                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                    ReturnConsumedCapacity="TOTAL",
-                )
+                response = await self._client.put_item(**request, ReturnConsumedCapacity="TOTAL")
             except ClientError as exc:
                 if _error_code(exc) != "ConditionalCheckFailedException":
                     raise
-                current = _record_at_failure(exc)
-                if current is not None and current.tombstone and not record.tombstone:
-                    return GuardedWrite.TOMBSTONE_KEPT
-                return GuardedWrite.NEWER_KEPT
+                return _kept(_record_found(exc.response), record)
         self.capacity.record("put_guarded", response)
         return GuardedWrite.WRITTEN
+
+    async def put_guarded_many(self, records: Sequence[SessionRecord]) -> list[GuardedResult]:
+        """See `AsyncBackend.put_guarded_many`: TransactWriteItems of up to 100 guarded puts.
+
+        One request carries a whole batch, which is what makes a backfill fast: the
+        client's cost per request (signing, HTTP) is paid once per batch instead of once
+        per record. On AWS a transactional write costs two write units per item instead
+        of one; `backfill --batch-size 1` trades the speed back for the units.
+        A transaction is all or nothing, so a failed condition cancels it: the failed
+        records' verdicts are read from the cancellation reasons and the rest are sent
+        again.
+        """
+        results: list[GuardedResult | None] = [None] * len(records)
+        batches: list[list[tuple[int, dict[str, Any]]]] = [[]]
+        keys: set[str] = set()
+        for index, record in enumerate(records):
+            try:
+                put = self._guarded_put(record)
+            except SessionTooLarge as exc:
+                results[index] = exc
+                continue
+            # A transaction touches an item once: a repeated key starts the next batch.
+            if len(batches[-1]) == _TRANSACT_LIMIT or record.key in keys:
+                batches.append([])
+                keys = set()
+            batches[-1].append((index, put))
+            keys.add(record.key)
+        for batch in batches:
+            if batch:
+                await self._transact_guarded(batch, records, results)
+        return [result if result is not None else GuardedWrite.WRITTEN for result in results]
+
+    async def _transact_guarded(
+        self,
+        batch: list[tuple[int, dict[str, Any]]],
+        records: Sequence[SessionRecord],
+        results: list[GuardedResult | None],
+    ) -> None:
+        conflicts = 0
+        while batch:
+            with _dynamodb_errors():
+                try:
+                    response = await self._client.transact_write_items(
+                        TransactItems=cast("Any", [{"Put": put} for _, put in batch]),
+                        ReturnConsumedCapacity="TOTAL",
+                    )
+                except ClientError as exc:
+                    if _error_code(exc) != "TransactionCanceledException":
+                        raise
+                    reasons = exc.response.get("CancellationReasons", [])
+                else:
+                    self.capacity.record("put_guarded_many", response)
+                    for index, _ in batch:
+                        results[index] = GuardedWrite.WRITTEN
+                    return
+            if len(reasons) != len(batch):
+                raise BackendError("DynamoDB cancelled a guarded batch without its reasons")
+            again, contended = _sort_cancelled(batch, reasons, records, results)
+            if contended:
+                conflicts += 1
+                if conflicts > _CONTENTION_RETRIES:
+                    raise BackendError("DynamoDB kept cancelling a guarded batch: contention")
+                await async_sleep(0.01 * 2**conflicts)
+            elif len(again) == len(batch):
+                raise BackendError("DynamoDB cancelled a guarded batch without a failed item")
+            batch = again
+
+
+def _sort_cancelled(
+    batch: list[tuple[int, dict[str, Any]]],
+    reasons: Sequence[Mapping[str, Any]],
+    records: Sequence[SessionRecord],
+    results: list[GuardedResult | None],
+) -> tuple[list[tuple[int, dict[str, Any]]], bool]:
+    """Settle the items of a cancelled transaction whose reason decides them.
+
+    Returns the items to send again and whether contention (a conflicting transaction,
+    throttling) was among the reasons, which calls for a pause first.
+    """
+    again: list[tuple[int, dict[str, Any]]] = []
+    contended = False
+    for (index, put), reason in zip(batch, reasons, strict=True):
+        code = reason.get("Code") or "None"
+        if code == "ConditionalCheckFailed":
+            try:
+                results[index] = _kept(_record_found(reason), records[index])
+            except CorruptRecord as exc:
+                results[index] = exc
+        elif code == "None":  # cancelled only because another item failed
+            again.append((index, put))
+        elif code in _CONTENDED:
+            contended = True
+            again.append((index, put))
+        else:
+            results[index] = BackendError(
+                f"DynamoDB refused a guarded copy: {code}: {reason.get('Message', '')}"
+            )
+    return again, contended

@@ -8,7 +8,7 @@ from sessionflow._async.backends.base import AsyncBackend
 from sessionflow._errors import CorruptRecord
 from sessionflow._metrics import BackendMetrics
 from sessionflow._record import SessionRecord
-from sessionflow._scan import GuardedWrite, ScanPage
+from sessionflow._scan import GuardedResult, GuardedWrite, ScanPage
 
 
 class AsyncInstrumentedBackend:
@@ -114,3 +114,8 @@ class AsyncInstrumentedBackend:
             verdict = await self.inner.put_guarded(record)
             observation.outcome = verdict.value
             return verdict
+
+    async def put_guarded_many(self, records: Sequence[SessionRecord]) -> list[GuardedResult]:
+        """See `AsyncBackend.put_guarded_many`."""
+        with self.metrics.observe(self.name, "put_guarded_many"):
+            return await self.inner.put_guarded_many(records)

@@ -5,10 +5,18 @@ from __future__ import annotations
 import threading
 from collections.abc import Collection, Sequence
 
+from sessionflow._async.backends.base import put_guarded_each
 from sessionflow._clock import Clock, SystemClock
 from sessionflow._errors import CorruptRecord, SessionExists, SessionNotFound, VersionConflict
 from sessionflow._record import SessionRecord, tombstone_record
-from sessionflow._scan import GuardedWrite, ScanPage, check_share, guard_verdict, in_share
+from sessionflow._scan import (
+    GuardedResult,
+    GuardedWrite,
+    ScanPage,
+    check_share,
+    guard_verdict,
+    in_share,
+)
 
 _PURGE_EVERY_WRITES = 1024
 
@@ -156,6 +164,10 @@ class AsyncMemoryBackend:
                 if record.user_id is not None and not record.tombstone:
                     self._users.setdefault(record.user_id, {})[record.key] = record.created_at
             return verdict
+
+    async def put_guarded_many(self, records: Sequence[SessionRecord]) -> list[GuardedResult]:
+        """See `AsyncBackend.put_guarded_many`."""
+        return await put_guarded_each(self, records, limit=1)
 
     def _count_write(self) -> None:
         self._writes += 1

@@ -18,7 +18,7 @@ import socket
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from typing import Self, TypeVar
 
-from sessionflow._async.backends.base import AsyncBackend
+from sessionflow._async.backends.base import AsyncBackend, put_guarded_each
 from sessionflow._async.control import AsyncControlPlane
 from sessionflow._async.reconcile import copy_record, reconcile_key, reconcile_records
 from sessionflow._clock import Clock, SystemClock
@@ -35,7 +35,7 @@ from sessionflow._migration_reports import difference
 from sessionflow._migration_stats import MigrationStats
 from sessionflow._mirror import AsyncMirror
 from sessionflow._record import SessionRecord
-from sessionflow._scan import GuardedWrite, ScanPage
+from sessionflow._scan import GuardedResult, GuardedWrite, ScanPage
 from sessionflow._stages import Stage
 
 logger = logging.getLogger("sessionflow.migration")
@@ -327,6 +327,10 @@ class AsyncMigratingBackend:
         elif not stage.single:
             self._mirror(other, record.key, lambda: copy_record(secondary, record))
         return verdict
+
+    async def put_guarded_many(self, records: Sequence[SessionRecord]) -> list[GuardedResult]:
+        """See `AsyncBackend.put_guarded_many`: each record as `put_guarded` does it."""
+        return await put_guarded_each(self, records)
 
     async def _primary(self, name: str, write: Callable[[], Awaitable[_T]]) -> _T:
         try:

@@ -11,6 +11,7 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.exceptions import RedisError, ResponseError
 
 from sessionflow import _redis_layout as layout
+from sessionflow._async.backends.base import put_guarded_each
 from sessionflow._coalescing import AsyncReadCoalescer
 from sessionflow._errors import (
     BackendError,
@@ -23,7 +24,7 @@ from sessionflow._errors import (
 )
 from sessionflow._ids import key_hint
 from sessionflow._record import SessionRecord
-from sessionflow._scan import GuardedWrite, ScanPage, check_share, in_share
+from sessionflow._scan import GuardedResult, GuardedWrite, ScanPage, check_share, in_share
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis as AsyncRedis
@@ -321,6 +322,10 @@ class AsyncRedisBackend:
             await cluster.ping()
             nodes = cluster.get_primaries()
         return sorted(nodes, key=lambda node: str(node.name))
+
+    async def put_guarded_many(self, records: Sequence[SessionRecord]) -> list[GuardedResult]:
+        """See `AsyncBackend.put_guarded_many`: one compare-and-set per record, 8 at a time."""
+        return await put_guarded_each(self, records, limit=8)
 
     async def put_guarded(self, record: SessionRecord) -> GuardedWrite:
         """See `AsyncBackend.put_guarded`: a Lua compare-and-set on the version."""

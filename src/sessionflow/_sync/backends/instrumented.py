@@ -9,7 +9,7 @@ from sessionflow._sync.backends.base import Backend
 from sessionflow._errors import CorruptRecord
 from sessionflow._metrics import BackendMetrics
 from sessionflow._record import SessionRecord
-from sessionflow._scan import GuardedWrite, ScanPage
+from sessionflow._scan import GuardedResult, GuardedWrite, ScanPage
 
 
 class InstrumentedBackend:
@@ -115,3 +115,8 @@ class InstrumentedBackend:
             verdict = self.inner.put_guarded(record)
             observation.outcome = verdict.value
             return verdict
+
+    def put_guarded_many(self, records: Sequence[SessionRecord]) -> list[GuardedResult]:
+        """See `Backend.put_guarded_many`."""
+        with self.metrics.observe(self.name, "put_guarded_many"):
+            return self.inner.put_guarded_many(records)

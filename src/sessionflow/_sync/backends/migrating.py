@@ -19,7 +19,7 @@ import socket
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Self, TypeVar
 
-from sessionflow._sync.backends.base import Backend
+from sessionflow._sync.backends.base import Backend, put_guarded_each
 from sessionflow._sync.control import ControlPlane
 from sessionflow._sync.reconcile import copy_record, reconcile_key, reconcile_records
 from sessionflow._clock import Clock, SystemClock
@@ -36,7 +36,7 @@ from sessionflow._migration_reports import difference
 from sessionflow._migration_stats import MigrationStats
 from sessionflow._mirror import Mirror
 from sessionflow._record import SessionRecord
-from sessionflow._scan import GuardedWrite, ScanPage
+from sessionflow._scan import GuardedResult, GuardedWrite, ScanPage
 from sessionflow._stages import Stage
 
 logger = logging.getLogger("sessionflow.migration")
@@ -328,6 +328,10 @@ class MigratingBackend:
         elif not stage.single:
             self._mirror(other, record.key, lambda: copy_record(secondary, record))
         return verdict
+
+    def put_guarded_many(self, records: Sequence[SessionRecord]) -> list[GuardedResult]:
+        """See `Backend.put_guarded_many`: each record as `put_guarded` does it."""
+        return put_guarded_each(self, records)
 
     def _primary(self, name: str, write: Callable[[], _T]) -> _T:
         try:

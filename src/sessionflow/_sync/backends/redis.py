@@ -12,6 +12,7 @@ from redis.cluster import RedisCluster as RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
 from sessionflow import _redis_layout as layout
+from sessionflow._sync.backends.base import put_guarded_each
 from sessionflow._coalescing import ReadCoalescer
 from sessionflow._errors import (
     BackendError,
@@ -24,7 +25,7 @@ from sessionflow._errors import (
 )
 from sessionflow._ids import key_hint
 from sessionflow._record import SessionRecord
-from sessionflow._scan import GuardedWrite, ScanPage, check_share, in_share
+from sessionflow._scan import GuardedResult, GuardedWrite, ScanPage, check_share, in_share
 
 if TYPE_CHECKING:
     from redis import Redis as Redis
@@ -322,6 +323,10 @@ class RedisBackend:
             cluster.ping()
             nodes = cluster.get_primaries()
         return sorted(nodes, key=lambda node: str(node.name))
+
+    def put_guarded_many(self, records: Sequence[SessionRecord]) -> list[GuardedResult]:
+        """See `Backend.put_guarded_many`: one compare-and-set per record, 8 at a time."""
+        return put_guarded_each(self, records, limit=8)
 
     def put_guarded(self, record: SessionRecord) -> GuardedWrite:
         """See `Backend.put_guarded`: a Lua compare-and-set on the version."""
