@@ -20,6 +20,7 @@ from sessionflow import (
     AsyncBackend,
     AsyncSessionStore,
     Backend,
+    Durability,
     DynamoDBBackend,
     ManualClock,
     SessionPolicy,
@@ -39,7 +40,10 @@ LEAF_BACKENDS = ["memory", "instrumented", "redis", "redis-pipelined", "redis-cl
 MIGRATING_BACKENDS = [f"migrating-{stage}" for stage in Stage] + [
     f"redis-to-dynamodb-{stage}" for stage in Stage
 ]
-BACKENDS = LEAF_BACKENDS + MIGRATING_BACKENDS
+TIERED_BACKENDS = [f"tiered-{d}" for d in Durability] + [
+    f"redis-dynamodb-tiered-{d}" for d in Durability
+]
+BACKENDS = LEAF_BACKENDS + MIGRATING_BACKENDS + TIERED_BACKENDS
 POLICY = SessionPolicy(idle_timeout=600, absolute_timeout=3600, touch_interval=30)
 
 

@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Any
 from sessionflow._async.backends.base import AsyncBackend
 from sessionflow._async.backends.memory import AsyncMemoryBackend
 from sessionflow._async.backends.migrating import AsyncMigratingBackend
+from sessionflow._async.backends.tiered import AsyncTieredBackend
 from sessionflow._async.control import AsyncControlPlane, AsyncMemoryControlPlane
 from sessionflow._async.store import AsyncSessionStore
+from sessionflow._async.tier_index import AsyncMemoryTierIndex, AsyncTierIndex
 from sessionflow._clock import Clock, ManualClock, SystemClock
 from sessionflow._codec import Codec
 from sessionflow._control import ProcessBeat, RepairDepth, RepairItem, StageRecord
@@ -43,25 +45,31 @@ from sessionflow._store_stats import StoreStats
 from sessionflow._sync.backends.base import Backend
 from sessionflow._sync.backends.memory import MemoryBackend
 from sessionflow._sync.backends.migrating import MigratingBackend
+from sessionflow._sync.backends.tiered import TieredBackend
 from sessionflow._sync.control import ControlPlane, MemoryControlPlane
 from sessionflow._sync.store import SessionStore
+from sessionflow._sync.tier_index import MemoryTierIndex, TierIndex
+from sessionflow._tier import Durability, Lifecycle, SweepReport, TierStats
 
 if TYPE_CHECKING:
     from sessionflow._async.backends.dynamodb import AsyncDynamoDBBackend
     from sessionflow._async.backends.instrumented import AsyncInstrumentedBackend
     from sessionflow._async.backends.redis import AsyncRedisBackend
     from sessionflow._async.redis_control import AsyncRedisControlPlane
+    from sessionflow._async.redis_tier_index import AsyncRedisTierIndex
     from sessionflow._dynamodb_client import dynamodb_client_config
     from sessionflow._metrics import (
         BackendMetrics,
         CapacityCollector,
         MigrationCollector,
         StoreStatsCollector,
+        TierCollector,
     )
     from sessionflow._sync.backends.dynamodb import DynamoDBBackend
     from sessionflow._sync.backends.instrumented import InstrumentedBackend
     from sessionflow._sync.backends.redis import RedisBackend
     from sessionflow._sync.redis_control import RedisControlPlane
+    from sessionflow._sync.redis_tier_index import RedisTierIndex
 
 __version__ = "0.1.0"
 
@@ -79,6 +87,9 @@ _LAZY = {
     "MigrationCollector": "sessionflow._metrics",
     "AsyncRedisControlPlane": "sessionflow._async.redis_control",
     "RedisControlPlane": "sessionflow._sync.redis_control",
+    "AsyncRedisTierIndex": "sessionflow._async.redis_tier_index",
+    "RedisTierIndex": "sessionflow._sync.redis_tier_index",
+    "TierCollector": "sessionflow._metrics",
 }
 
 
@@ -96,10 +107,14 @@ __all__ = [
     "AsyncInstrumentedBackend",
     "AsyncMemoryBackend",
     "AsyncMemoryControlPlane",
+    "AsyncMemoryTierIndex",
     "AsyncMigratingBackend",
     "AsyncRedisBackend",
     "AsyncRedisControlPlane",
+    "AsyncRedisTierIndex",
     "AsyncSessionStore",
+    "AsyncTierIndex",
+    "AsyncTieredBackend",
     "Backend",
     "BackendError",
     "BackendMetrics",
@@ -111,13 +126,16 @@ __all__ = [
     "ControlPlane",
     "CookieSettings",
     "CorruptRecord",
+    "Durability",
     "DynamoDBBackend",
     "InstrumentedBackend",
     "InvalidAttribute",
     "InvalidSessionId",
+    "Lifecycle",
     "ManualClock",
     "MemoryBackend",
     "MemoryControlPlane",
+    "MemoryTierIndex",
     "MigratingBackend",
     "MigrationCollector",
     "MigrationRefused",
@@ -125,6 +143,7 @@ __all__ = [
     "ProcessBeat",
     "RedisBackend",
     "RedisControlPlane",
+    "RedisTierIndex",
     "RepairDepth",
     "RepairItem",
     "Session",
@@ -141,7 +160,12 @@ __all__ = [
     "StageRecord",
     "StoreStats",
     "StoreStatsCollector",
+    "SweepReport",
     "SystemClock",
+    "TierCollector",
+    "TierIndex",
+    "TierStats",
+    "TieredBackend",
     "VersionConflict",
     "__version__",
     "dynamodb_client_config",

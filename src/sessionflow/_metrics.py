@@ -24,6 +24,7 @@ from sessionflow._errors import (
 )
 from sessionflow._migration_stats import MigrationStats
 from sessionflow._stages import Stage
+from sessionflow._tier import TierStats
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -218,3 +219,59 @@ def _counter_by(name: str, help_text: str, label: str, values: Mapping[str, int]
     for key, value in sorted(values.items()):
         family.add_metric((key,), value)
     return family
+
+
+class TierCollector(Collector):
+    """Exports a tiered backend's `TierStats`: hits per tier, promotions, demotions, flushes.
+
+    The hot/cold ratio is `sessionflow_tier_sessions{tier="hot"}` over the cold count
+    (from the last lifecycle count). Per-tier latency comes from wrapping each tier in an
+    `AsyncInstrumentedBackend` named ``hot`` and ``cold``.
+    """
+
+    def __init__(self, stats: TierStats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the tier's metrics."""
+        stats = self._stats
+        yield _counter_by(
+            "sessionflow_tier_reads",
+            "Reads by where the session was found (hot, cold, miss, degraded).",
+            "found",
+            {
+                "hot": stats.hot_hits,
+                "cold": stats.cold_hits,
+                "miss": stats.misses,
+                "degraded": stats.degraded_reads,
+            },
+        )
+        for name, help_text, value in (
+            ("sessionflow_tier_promotions", "Sessions copied from the cold tier into the hot one.", stats.promotions),  # noqa: E501
+            ("sessionflow_tier_demotions", "Sessions moved from the hot tier to the cold one.", stats.demotions),  # noqa: E501
+            ("sessionflow_tier_demotions_skipped", "Sessions left hot because they were used during demotion.", stats.demotions_skipped),  # noqa: E501
+            ("sessionflow_tier_flushed", "Write-back changes copied to the cold tier.", stats.flushed),  # noqa: E501
+            ("sessionflow_tier_cold_write_failures", "Writes to the cold tier that failed (queued for the flusher).", stats.cold_write_failures),  # noqa: E501
+        ):  # fmt: skip
+            family = CounterMetricFamily(name, help_text)
+            family.add_metric((), value)
+            yield family
+        sessions = GaugeMetricFamily(
+            "sessionflow_tier_sessions", "Sessions per tier (hot: indexed).", labels=("tier",)
+        )
+        sessions.add_metric(("hot",), stats.hot_sessions)
+        sessions.add_metric(("cold",), stats.lifecycle.get("cold", 0))
+        yield sessions
+        states = GaugeMetricFamily(
+            "sessionflow_tier_lifecycle_sessions",
+            "Sessions per lifecycle state (from the last count).",
+            labels=("state",),
+        )
+        for state, count in sorted(stats.lifecycle.items()):
+            states.add_metric((state,), count)
+        yield states
+        for name, help_text, gauge in (
+            ("sessionflow_tier_dirty_sessions", "Write-back changes not yet in the cold tier.", stats.dirty_sessions),  # noqa: E501
+            ("sessionflow_tier_flush_lag_seconds", "Longest wait of a change flushed in the last flush.", stats.flush_lag_max),  # noqa: E501
+        ):  # fmt: skip
+            yield GaugeMetricFamily(name, help_text, value=float(gauge))

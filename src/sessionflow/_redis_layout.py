@@ -107,6 +107,19 @@ return {1, old}
 """
 
 
+# KEYS[1] session; ARGV[1] version; ARGV[2] last access. Deletes a live session only if
+# neither changed (no save, no touch since it was read). Returns 1 if evicted, else 0.
+EVICT_SCRIPT = """
+local cur = redis.call('HMGET', KEYS[1], '_v', '_a', '_t')
+if not cur[1] or cur[3] == '1' then return 0 end
+if tonumber(cur[1]) ~= tonumber(ARGV[1]) or tonumber(cur[2]) ~= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+
 # KEYS[1] session; ARGV[1] incoming version; ARGV[2] '1' if the incoming record is a
 # tombstone; ARGV[3] expire-at ms; ARGV[4..] the record's field/value pairs.
 # Returns 0 written, 1 kept a newer or equal version, 2 kept a tombstone, -2 not a session.

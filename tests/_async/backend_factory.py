@@ -16,9 +16,13 @@ from sessionflow import (
     AsyncInstrumentedBackend,
     AsyncMemoryBackend,
     AsyncMemoryControlPlane,
+    AsyncMemoryTierIndex,
     AsyncMigratingBackend,
     AsyncRedisBackend,
+    AsyncRedisTierIndex,
+    AsyncTieredBackend,
     BackendMetrics,
+    Durability,
     ManualClock,
     Stage,
 )
@@ -55,6 +59,10 @@ async def async_build_backend(  # noqa: PLR0911 - one return per kind
         control = AsyncMemoryControlPlane(Stage(stage))
         migrating = AsyncMigratingBackend(old, new, control, clock=clock, compare_sample=1.0)
         return await stack.enter_async_context(migrating)
+    if kind.startswith(("tiered-", "redis-dynamodb-tiered-")):
+        return await _async_tiered(
+            kind, servers, clock, prefix, stack=stack, dynamodb_client=dynamodb_client
+        )
     if kind == "memory":
         return AsyncMemoryBackend(clock)
     if kind == "instrumented":
@@ -78,3 +86,28 @@ async def async_build_backend(  # noqa: PLR0911 - one return per kind
             async_dynamodb_client_at(servers.dynamodb.endpoint_url)
         )
     return AsyncDynamoDBBackend(dynamodb_client, table_name=TABLE)
+
+
+async def _async_tiered(
+    kind: str,
+    servers: Any,
+    clock: ManualClock,
+    prefix: str,
+    *,
+    stack: AsyncExitStack,
+    dynamodb_client: Any,
+) -> AsyncBackend:
+    """``tiered-<policy>`` on memory tiers; ``redis-dynamodb-tiered-<policy>`` on the servers."""
+    durability = Durability(kind.rpartition("tiered-")[2])
+    if kind.startswith("tiered-"):
+        hot: Any = AsyncMemoryBackend(clock)
+        cold: Any = AsyncMemoryBackend(clock)
+        index: Any = AsyncMemoryTierIndex()
+    else:
+        client = await stack.enter_async_context(AsyncRedis(port=servers.redis.port))
+        hot = AsyncRedisBackend(client, prefix=prefix)
+        cold = await async_build_backend(
+            "dynamodb", servers, clock, prefix, stack=stack, dynamodb_client=dynamodb_client
+        )
+        index = AsyncRedisTierIndex(client, prefix=prefix)
+    return AsyncTieredBackend(hot, cold, index, durability=durability, clock=clock)

@@ -17,9 +17,13 @@ from sessionflow import (
     InstrumentedBackend,
     MemoryBackend,
     MemoryControlPlane,
+    MemoryTierIndex,
     MigratingBackend,
     RedisBackend,
+    RedisTierIndex,
+    TieredBackend,
     BackendMetrics,
+    Durability,
     ManualClock,
     Stage,
 )
@@ -56,6 +60,10 @@ def sync_build_backend(  # noqa: PLR0911 - one return per kind
         control = MemoryControlPlane(Stage(stage))
         migrating = MigratingBackend(old, new, control, clock=clock, compare_sample=1.0)
         return stack.enter_context(migrating)
+    if kind.startswith(("tiered-", "redis-dynamodb-tiered-")):
+        return _async_tiered(
+            kind, servers, clock, prefix, stack=stack, dynamodb_client=dynamodb_client
+        )
     if kind == "memory":
         return MemoryBackend(clock)
     if kind == "instrumented":
@@ -79,3 +87,28 @@ def sync_build_backend(  # noqa: PLR0911 - one return per kind
             sync_dynamodb_client_at(servers.dynamodb.endpoint_url)
         )
     return DynamoDBBackend(dynamodb_client, table_name=TABLE)
+
+
+def _async_tiered(
+    kind: str,
+    servers: Any,
+    clock: ManualClock,
+    prefix: str,
+    *,
+    stack: ExitStack,
+    dynamodb_client: Any,
+) -> Backend:
+    """``tiered-<policy>`` on memory tiers; ``redis-dynamodb-tiered-<policy>`` on the servers."""
+    durability = Durability(kind.rpartition("tiered-")[2])
+    if kind.startswith("tiered-"):
+        hot: Any = MemoryBackend(clock)
+        cold: Any = MemoryBackend(clock)
+        index: Any = MemoryTierIndex()
+    else:
+        client = stack.enter_context(Redis(port=servers.redis.port))
+        hot = RedisBackend(client, prefix=prefix)
+        cold = sync_build_backend(
+            "dynamodb", servers, clock, prefix, stack=stack, dynamodb_client=dynamodb_client
+        )
+        index = RedisTierIndex(client, prefix=prefix)
+    return TieredBackend(hot, cold, index, durability=durability, clock=clock)

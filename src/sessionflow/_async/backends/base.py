@@ -117,6 +117,19 @@ class AsyncBackend(Protocol):
         ...
 
 
+@runtime_checkable
+class AsyncEvictable(AsyncBackend, Protocol):
+    """A backend that can drop a live record without leaving a tombstone: a hot tier."""
+
+    async def evict(self, key: str, *, version: int, last_access: float) -> bool:
+        """Remove the live record if it still has this version and last access.
+
+        Return False, and change nothing, if it was saved, touched or deleted since it was
+        read (or is gone). Used by demotion once the record is safe in the cold tier.
+        """
+        ...
+
+
 async def put_guarded_each(
     backend: AsyncBackend, records: Sequence[SessionRecord], *, limit: int = 16
 ) -> list[GuardedResult]:

@@ -165,6 +165,19 @@ class AsyncMemoryBackend:
                     self._users.setdefault(record.user_id, {})[record.key] = record.created_at
             return verdict
 
+    async def evict(self, key: str, *, version: int, last_access: float) -> bool:
+        """See `AsyncEvictable.evict`."""
+        with self._lock:
+            current = self._records.get(key)
+            if (
+                current is None
+                or current.tombstone
+                or (current.version, current.last_access) != (version, last_access)
+            ):
+                return False
+            del self._records[key]
+            return True
+
     async def put_guarded_many(self, records: Sequence[SessionRecord]) -> list[GuardedResult]:
         """See `AsyncBackend.put_guarded_many`."""
         return await put_guarded_each(self, records, limit=1)

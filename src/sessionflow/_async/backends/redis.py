@@ -97,6 +97,7 @@ class AsyncRedisBackend:
         self._touch = client.register_script(layout.TOUCH_SCRIPT)
         self._delete = client.register_script(layout.DELETE_SCRIPT)
         self._put_guarded = client.register_script(layout.PUT_GUARDED_SCRIPT)
+        self._evict = client.register_script(layout.EVICT_SCRIPT)
         self.coalescer = AsyncReadCoalescer(client) if auto_pipeline else None
 
     @property
@@ -322,6 +323,14 @@ class AsyncRedisBackend:
             await cluster.ping()
             nodes = cluster.get_primaries()
         return sorted(nodes, key=lambda node: str(node.name))
+
+    async def evict(self, key: str, *, version: int, last_access: float) -> bool:
+        """See `AsyncEvictable.evict`: a Lua check of version and last access, then DEL."""
+        with _redis_errors(key):
+            evicted = await self._evict(
+                keys=[self.redis_key(key)], args=[version, repr(float(last_access))]
+            )
+        return bool(evicted)
 
     async def put_guarded_many(self, records: Sequence[SessionRecord]) -> list[GuardedResult]:
         """See `AsyncBackend.put_guarded_many`: one compare-and-set per record, 8 at a time."""

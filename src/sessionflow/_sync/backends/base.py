@@ -118,6 +118,19 @@ class Backend(Protocol):
         ...
 
 
+@runtime_checkable
+class Evictable(Backend, Protocol):
+    """A backend that can drop a live record without leaving a tombstone: a hot tier."""
+
+    def evict(self, key: str, *, version: int, last_access: float) -> bool:
+        """Remove the live record if it still has this version and last access.
+
+        Return False, and change nothing, if it was saved, touched or deleted since it was
+        read (or is gone). Used by demotion once the record is safe in the cold tier.
+        """
+        ...
+
+
 def put_guarded_each(
     backend: Backend, records: Sequence[SessionRecord], *, limit: int = 16
 ) -> list[GuardedResult]:

@@ -166,6 +166,19 @@ class MemoryBackend:
                     self._users.setdefault(record.user_id, {})[record.key] = record.created_at
             return verdict
 
+    def evict(self, key: str, *, version: int, last_access: float) -> bool:
+        """See `Evictable.evict`."""
+        with self._lock:
+            current = self._records.get(key)
+            if (
+                current is None
+                or current.tombstone
+                or (current.version, current.last_access) != (version, last_access)
+            ):
+                return False
+            del self._records[key]
+            return True
+
     def put_guarded_many(self, records: Sequence[SessionRecord]) -> list[GuardedResult]:
         """See `Backend.put_guarded_many`."""
         return put_guarded_each(self, records, limit=1)

@@ -98,6 +98,7 @@ class RedisBackend:
         self._touch = client.register_script(layout.TOUCH_SCRIPT)
         self._delete = client.register_script(layout.DELETE_SCRIPT)
         self._put_guarded = client.register_script(layout.PUT_GUARDED_SCRIPT)
+        self._evict = client.register_script(layout.EVICT_SCRIPT)
         self.coalescer = ReadCoalescer(client) if auto_pipeline else None
 
     @property
@@ -323,6 +324,14 @@ class RedisBackend:
             cluster.ping()
             nodes = cluster.get_primaries()
         return sorted(nodes, key=lambda node: str(node.name))
+
+    def evict(self, key: str, *, version: int, last_access: float) -> bool:
+        """See `Evictable.evict`: a Lua check of version and last access, then DEL."""
+        with _redis_errors(key):
+            evicted = self._evict(
+                keys=[self.redis_key(key)], args=[version, repr(float(last_access))]
+            )
+        return bool(evicted)
 
     def put_guarded_many(self, records: Sequence[SessionRecord]) -> list[GuardedResult]:
         """See `Backend.put_guarded_many`: one compare-and-set per record, 8 at a time."""

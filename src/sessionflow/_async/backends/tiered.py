@@ -1,0 +1,436 @@
+"""The hybrid tier (ADR-0010): Redis hot, DynamoDB cold, promotion on use, demotion by age.
+
+The cold tier holds every session that left the hot tier; the hot tier holds the sessions in
+use, and while a session is hot its hot copy is the one that decides (version checks run
+there). Every copy between the tiers is guarded (never over a newer version, never over a
+tombstone), so promotion, demotion and flushing can race with requests and with each other
+without losing an update or bringing a deleted session back:
+
+- promotion copies the cold record into the hot tier with a guarded write, then reads the
+  cold tier again and copies anything newer that landed meanwhile;
+- demotion copies the hot record into the cold tier, then evicts the hot copy only if it
+  still has the version and last access it read (a session used meanwhile stays hot);
+- deletes always reach the cold tier before they are acknowledged, whatever the policy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Collection, Sequence
+
+from sessionflow._async.backends.base import AsyncBackend, AsyncEvictable, put_guarded_each
+from sessionflow._async.reconcile import copy_record
+from sessionflow._async.tier_index import AsyncTierIndex
+from sessionflow._clock import Clock, SystemClock
+from sessionflow._errors import BackendError, ConfigError, CorruptRecord, SessionNotFound
+from sessionflow._ids import key_hint
+from sessionflow._record import SessionRecord
+from sessionflow._scan import GuardedResult, GuardedWrite, ScanPage
+from sessionflow._tier import (
+    Durability,
+    Lifecycle,
+    SweepReport,
+    TierStats,
+    cold_lifecycle,
+    hot_lifecycle,
+)
+
+logger = logging.getLogger("sessionflow.tier")
+
+DEFAULT_DEMOTE_AFTER = 1800.0
+DEFAULT_ACTIVE_WINDOW = 300.0
+
+
+class AsyncTieredBackend:
+    """A hot backend in front of a cold one, with promotion, demotion and a durability policy.
+
+    Args:
+        hot: the hot tier (Redis, or memory): it must support `evict`.
+        cold: the cold tier (DynamoDB, or any backend).
+        index: the last-access and dirty indexes (`AsyncRedisTierIndex` beside a Redis hot
+            tier; `AsyncMemoryTierIndex` for one process).
+        durability: `Durability.WRITE_THROUGH` (default) or `WRITE_BACK`.
+        demote_after: seconds without use after which the sweeper demotes a session (the
+            ADR's promotion threshold, 1800).
+        active_window: seconds after a use during which a hot session counts as active.
+        clock: decides expiry and the age of sessions.
+        stats: counters shared with metrics.
+    """
+
+    def __init__(
+        self,
+        hot: AsyncEvictable,
+        cold: AsyncBackend,
+        index: AsyncTierIndex,
+        *,
+        durability: Durability = Durability.WRITE_THROUGH,
+        demote_after: float = DEFAULT_DEMOTE_AFTER,
+        active_window: float = DEFAULT_ACTIVE_WINDOW,
+        clock: Clock | None = None,
+        stats: TierStats | None = None,
+    ) -> None:
+        if not isinstance(hot, AsyncEvictable):
+            raise ConfigError("the hot tier must support evict (Redis or memory backends do)")
+        if demote_after <= 0 or active_window <= 0:
+            raise ConfigError("demote_after and active_window must be positive")
+        self.hot = hot
+        self.cold = cold
+        self.index = index
+        self.durability = Durability(durability)
+        self.demote_after = demote_after
+        self.active_window = active_window
+        self.clock = clock or SystemClock()
+        self.stats = stats or TierStats()
+
+    @property
+    def write_through(self) -> bool:
+        """True if every change reaches the cold tier before it is acknowledged."""
+        return self.durability is Durability.WRITE_THROUGH
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def get(self, key: str) -> SessionRecord | None:
+        """See `AsyncBackend.get`: the hot copy, else the cold one, promoted."""
+        try:
+            record = await self.hot.get(key)
+        except BackendError as exc:
+            self.stats.degraded_reads += 1
+            logger.warning("hot tier unreachable, reading the cold tier: %s", exc)
+            return await self.cold.get(key)
+        if record is not None:
+            self.stats.hot_hits += 1
+            return record
+        cold = await self.cold.get(key)
+        if cold is None:
+            self.stats.misses += 1
+            return None
+        self.stats.cold_hits += 1
+        if cold.tombstone or cold.expires_at <= self.clock.now():
+            return cold
+        return await self._promote(cold)
+
+    async def get_many(self, keys: Sequence[str]) -> list[SessionRecord | CorruptRecord | None]:
+        """See `AsyncBackend.get_many`."""
+        found: list[SessionRecord | CorruptRecord | None] = []
+        for key in keys:
+            try:
+                found.append(await self.get(key))
+            except CorruptRecord as exc:
+                found.append(exc)
+        return found
+
+    async def _promote(self, record: SessionRecord) -> SessionRecord:
+        """Copy a cold record into the hot tier; return what the hot tier holds after."""
+        verdict = await self.hot.put_guarded(record)
+        # A write to the cold tier that landed after our read did not see a hot copy yet:
+        # read again and carry it over, so the hot copy is never older than the cold one.
+        latest = await self.cold.get(record.key)
+        if latest is not None and latest.version > record.version:
+            await self.hot.put_guarded(latest)
+            verdict = GuardedWrite.NEWER_KEPT
+        if verdict is GuardedWrite.WRITTEN:
+            self.stats.promotions += 1
+            await self.index.accessed(record.key, record.last_access)
+            return record
+        current = await self.hot.get(record.key)
+        return current if current is not None else record
+
+    async def _ensure_hot(self, key: str) -> SessionRecord | None:
+        """Return the hot copy of `key`, promoting the cold one if there is no hot copy."""
+        record = await self.hot.get(key)
+        if record is not None:
+            return record
+        cold = await self.cold.get(key)
+        if cold is None or cold.tombstone:
+            return cold
+        return await self._promote(cold)
+
+    # -- writes ---------------------------------------------------------------------------
+
+    async def create(self, record: SessionRecord) -> None:
+        """See `AsyncBackend.create`: in the hot tier, then written through or marked dirty."""
+        await self.hot.create(record)
+        await self.index.accessed(record.key, record.last_access)
+        await self._after_change(record)
+
+    async def save(
+        self,
+        record: SessionRecord,
+        *,
+        expected_version: int,
+        changed: Collection[str],
+        removed: Collection[str],
+    ) -> None:
+        """See `AsyncBackend.save`: checked against the hot copy (promoted first if cold)."""
+        current = await self._ensure_hot(record.key)
+        if current is None or current.tombstone:
+            raise SessionNotFound("session not found or deleted")
+        await self.hot.save(
+            record, expected_version=expected_version, changed=changed, removed=removed
+        )
+        await self.index.accessed(record.key, record.last_access)
+        await self._after_change(record)
+
+    async def _after_change(self, record: SessionRecord) -> None:
+        """Write a hot change through to the cold tier, or mark it for the flusher."""
+        if not self.write_through:
+            await self.index.changed(record.key, record.version)
+            return
+        try:
+            await copy_record(self.cold, record)
+        except BackendError:
+            self.stats.cold_write_failures += 1
+            await self.index.changed(record.key, record.version)  # the flusher retries it
+            raise
+
+    async def touch(self, key: str, *, last_access: float, idle_expires_at: float) -> bool:
+        """See `AsyncBackend.touch`: in the hot tier; also the cold one under write-through."""
+        touched = await self.hot.touch(
+            key, last_access=last_access, idle_expires_at=idle_expires_at
+        )
+        if not touched:
+            current = await self._ensure_hot(key)
+            if current is None or current.tombstone:
+                return False
+            touched = await self.hot.touch(
+                key, last_access=last_access, idle_expires_at=idle_expires_at
+            )
+        if touched:
+            await self.index.accessed(key, last_access)
+            if self.write_through:
+                await self.cold.touch(key, last_access=last_access, idle_expires_at=idle_expires_at)
+        return touched
+
+    async def delete(
+        self,
+        key: str,
+        *,
+        tombstone_expires_at: float,
+        expected_version: int | None = None,
+    ) -> SessionRecord | None:
+        """See `AsyncBackend.delete`: a tombstone in the hot tier, then in the cold tier.
+
+        The cold tombstone is written before the delete is acknowledged, under either
+        policy: a hot tier lost later must not bring the session back from the cold one.
+        """
+        await self._ensure_hot(key)
+        deleted = await self.hot.delete(
+            key, tombstone_expires_at=tombstone_expires_at, expected_version=expected_version
+        )
+        tombstone = await self.hot.get(key)
+        if tombstone is not None and tombstone.tombstone:
+            try:
+                await self.cold.put_guarded(tombstone)
+            except BackendError:
+                self.stats.cold_write_failures += 1
+                await self.index.changed(key, tombstone.version)
+                raise
+        return deleted
+
+    async def put_guarded(self, record: SessionRecord) -> GuardedWrite:
+        """See `AsyncBackend.put_guarded`: into the cold tier, and the hot copy if there is one."""
+        verdict = await self.cold.put_guarded(record)
+        if await self.hot.get(record.key) is not None:
+            verdict = await self.hot.put_guarded(record)
+        return verdict
+
+    async def put_guarded_many(self, records: Sequence[SessionRecord]) -> list[GuardedResult]:
+        """See `AsyncBackend.put_guarded_many`."""
+        return await put_guarded_each(self, records)
+
+    # -- users and scans ------------------------------------------------------------------
+
+    async def user_keys(self, user_id: str) -> list[str]:
+        """See `AsyncBackend.user_keys`: the hot tier's keys, then the cold tier's others."""
+        hot = await self.hot.user_keys(user_id)
+        seen = set(hot)
+        return hot + [key for key in await self.cold.user_keys(user_id) if key not in seen]
+
+    async def forget_user_keys(self, user_id: str, keys: Collection[str]) -> None:
+        """See `AsyncBackend.forget_user_keys`: in both tiers."""
+        await self.hot.forget_user_keys(user_id, keys)
+        await self.cold.forget_user_keys(user_id, keys)
+
+    async def scan(
+        self,
+        cursor: str | None = None,
+        *,
+        count: int = 500,
+        worker: int = 0,
+        workers: int = 1,
+    ) -> ScanPage:
+        """See `AsyncBackend.scan`: the cold tier, then what the hot tier holds beyond it.
+
+        A hot record whose cold copy has the same version was returned with the cold
+        tier and is skipped; a newer hot copy (a write-back change) comes as well.
+        """
+        position = {"tier": "cold", "cursor": None} if cursor is None else json.loads(cursor)
+        tier = self.cold if position["tier"] == "cold" else self.hot
+        page = await tier.scan(position["cursor"], count=count, worker=worker, workers=workers)
+        records = page.records
+        if tier is self.hot:
+            records = await self._beyond_cold(records)
+        if page.cursor is not None:
+            following = json.dumps({"tier": position["tier"], "cursor": page.cursor})
+        elif position["tier"] == "cold":
+            following = json.dumps({"tier": "hot", "cursor": None})
+        else:
+            following = None
+        return ScanPage(records, following)
+
+    async def _beyond_cold(
+        self, records: list[SessionRecord | CorruptRecord]
+    ) -> list[SessionRecord | CorruptRecord]:
+        live = [r for r in records if isinstance(r, SessionRecord)]
+        cold = await self.cold.get_many([r.key for r in live])
+        same = {
+            hot.key
+            for hot, copy in zip(live, cold, strict=True)
+            if isinstance(copy, SessionRecord)
+            and (copy.version, copy.tombstone) == (hot.version, hot.tombstone)
+        }
+        return [r for r in records if isinstance(r, CorruptRecord) or r.key not in same]
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def lifecycle(self, key: str) -> Lifecycle | None:
+        """Return the lifecycle state of the session stored under `key` (None if unknown)."""
+        now = self.clock.now()
+        hot = await self.hot.get(key)
+        cold = await self.cold.get(key)
+        if hot is not None:
+            return hot_lifecycle(
+                hot, now=now, active_window=self.active_window, in_cold=cold is not None
+            )
+        return None if cold is None else cold_lifecycle(cold, now=now)
+
+    async def count_lifecycle(self, page_size: int = 500) -> dict[Lifecycle, int]:
+        """Count the sessions of both tiers by lifecycle state (walks both tiers once)."""
+        now = self.clock.now()
+        counts = dict.fromkeys(Lifecycle, 0)
+        dirty = {key for key, _ in await self.index.dirty(1_000_000)}
+        cursor: str | None = None
+        while True:
+            page = await self.hot.scan(cursor, count=page_size)
+            records = [r for r in page.records if isinstance(r, SessionRecord)]
+            unflushed = [r.key for r in records if r.key in dirty]
+            in_cold = {
+                key
+                for key, found in zip(unflushed, await self.cold.get_many(unflushed), strict=True)
+                if found is not None
+            }
+            for record in records:
+                known = record.key not in dirty or record.key in in_cold
+                state = hot_lifecycle(
+                    record, now=now, active_window=self.active_window, in_cold=known
+                )
+                counts[state] += 1
+            if page.cursor is None:
+                break
+            cursor = page.cursor
+        counts.update(await self._count_cold(now, page_size))
+        self.stats.lifecycle = {str(state): number for state, number in counts.items()}
+        return counts
+
+    async def _count_cold(self, now: float, page_size: int) -> dict[Lifecycle, int]:
+        counts = {Lifecycle.COLD: 0}
+        cursor: str | None = None
+        while True:
+            page = await self.cold.scan(cursor, count=page_size)
+            records = [r for r in page.records if isinstance(r, SessionRecord)]
+            hot = await self.hot.get_many([r.key for r in records])
+            for record, hot_copy in zip(records, hot, strict=True):
+                if hot_copy is None and cold_lifecycle(record, now=now) is Lifecycle.COLD:
+                    counts[Lifecycle.COLD] += 1
+            if page.cursor is None:
+                return counts
+            cursor = page.cursor
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    async def sweep(self, *, batch_size: int = 100, max_batches: int | None = None) -> SweepReport:
+        """Demote sessions unused for `demote_after` seconds, oldest first, a batch at a time.
+
+        Resumable by construction: the access index is the work list, and every step is
+        guarded, so a sweep killed halfway leaves nothing to undo.
+        """
+        report = SweepReport()
+        began = time.monotonic()
+        batches = 0
+        while max_batches is None or batches < max_batches:
+            cutoff = self.clock.now() - self.demote_after
+            candidates = await self.index.inactive(cutoff, batch_size)
+            if not candidates:
+                break
+            for key, last_access in candidates:
+                await self._demote(key, last_access, cutoff, report)
+            batches += 1
+        report.seconds = time.monotonic() - began
+        self.stats.hot_sessions, self.stats.dirty_sessions = await self.index.sizes()
+        return report
+
+    async def _demote(self, key: str, indexed: float, cutoff: float, report: SweepReport) -> None:
+        report.examined += 1
+        try:
+            record = await self.hot.get(key)
+        except CorruptRecord:
+            report.unreadable += 1
+            self.stats.unreadable += 1
+            logger.warning("sweeper left unreadable hot record %s in place", key_hint(key))
+            await self.index.forget(key, indexed)
+            return
+        if record is None:  # expired in Redis, or evicted by another sweeper
+            await self.index.forget(key, indexed)
+            return
+        if record.tombstone:
+            await copy_record(self.cold, record)
+            report.tombstones += 1
+            await self.index.forget(key, indexed)
+            return
+        if record.last_access > cutoff:  # used since it was indexed: not due yet
+            await self.index.accessed(key, record.last_access)
+            return
+        expired = record.expires_at <= self.clock.now()
+        if not expired:
+            await copy_record(self.cold, record)
+        if await self.hot.evict(key, version=record.version, last_access=record.last_access):
+            await self.index.forget(key, indexed)
+            await self.index.flushed(key, record.version)
+            if expired:
+                report.expired += 1
+            else:
+                report.demoted += 1
+                self.stats.demotions += 1
+        else:  # saved or touched while we copied it: it stays hot, the copy was harmless
+            report.left_hot += 1
+            self.stats.demotions_skipped += 1
+
+    async def flush(self, *, batch_size: int = 100) -> SweepReport:
+        """Copy hot changes the cold tier lacks (write-back), up to `batch_size` sessions."""
+        report = SweepReport()
+        began = time.monotonic()
+        now = self.clock.now()
+        lag = 0.0
+        for key, version in await self.index.dirty(batch_size):
+            report.examined += 1
+            try:
+                record = await self.hot.get(key)
+            except CorruptRecord:
+                report.unreadable += 1
+                await self.index.flushed(key, version)
+                continue
+            if record is None:  # demoted (and so copied) or expired since
+                await self.index.flushed(key, version)
+                continue
+            await copy_record(self.cold, record)
+            await self.index.flushed(key, record.version)
+            report.flushed += 1
+            if not record.tombstone:
+                lag = max(lag, now - record.last_access)
+        self.stats.flushed += report.flushed
+        self.stats.flush_lag_max = lag
+        report.seconds = time.monotonic() - began
+        self.stats.hot_sessions, self.stats.dirty_sessions = await self.index.sizes()
+        return report

@@ -1,0 +1,94 @@
+"""The tier indexes as two sorted sets in the hot Redis (see `AsyncTierIndex`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from sessionflow._errors import BackendError
+
+# KEYS[1] index; ARGV[1] member; ARGV[2] score. Removes the member if its score is still
+# at most ARGV[2] (a later access or change re-scored it: keep it).
+_REMOVE_IF_NOT_NEWER = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) <= tonumber(ARGV[2]) then
+  return redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return 0
+"""
+
+
+class AsyncRedisTierIndex:
+    """The indexes as two sorted sets in the hot Redis: ``<prefix>:tier:access|dirty``.
+
+    Args:
+        client: a redis-py client (standalone, Sentinel master or Cluster).
+        prefix: the hot backend's key prefix.
+    """
+
+    def __init__(self, client: Any, *, prefix: str = "sf") -> None:  # noqa: ANN401 - redis-py
+        self._client = client
+        self._access_key = f"{prefix}:tier:access"
+        self._dirty_key = f"{prefix}:tier:dirty"
+        self._remove = client.register_script(_REMOVE_IF_NOT_NEWER)
+
+    async def accessed(self, key: str, last_access: float) -> None:
+        """See `AsyncTierIndex.accessed`."""
+        try:
+            await self._client.zadd(self._access_key, {key: last_access}, gt=True)
+        except RedisError as exc:
+            raise BackendError(f"the tier index is unreachable: {exc}") from exc
+
+    async def inactive(self, before: float, limit: int) -> list[tuple[str, float]]:
+        """See `AsyncTierIndex.inactive`."""
+        try:
+            pairs = await self._client.zrangebyscore(
+                self._access_key, "-inf", f"({before!r}", start=0, num=limit, withscores=True
+            )
+        except RedisError as exc:
+            raise BackendError(f"the tier index is unreachable: {exc}") from exc
+        return [(_text(key), float(score)) for key, score in pairs]
+
+    async def forget(self, key: str, last_access: float) -> None:
+        """See `AsyncTierIndex.forget`."""
+        await self._remove_if_not_newer(self._access_key, key, last_access)
+
+    async def changed(self, key: str, version: int) -> None:
+        """See `AsyncTierIndex.changed`."""
+        try:
+            await self._client.zadd(self._dirty_key, {key: version}, gt=True)
+        except RedisError as exc:
+            raise BackendError(f"the tier index is unreachable: {exc}") from exc
+
+    async def dirty(self, limit: int) -> list[tuple[str, int]]:
+        """See `AsyncTierIndex.dirty`."""
+        try:
+            pairs = await self._client.zrange(self._dirty_key, 0, limit - 1, withscores=True)
+        except RedisError as exc:
+            raise BackendError(f"the tier index is unreachable: {exc}") from exc
+        return [(_text(key), int(score)) for key, score in pairs]
+
+    async def flushed(self, key: str, version: int) -> None:
+        """See `AsyncTierIndex.flushed`."""
+        await self._remove_if_not_newer(self._dirty_key, key, version)
+
+    async def sizes(self) -> tuple[int, int]:
+        """See `AsyncTierIndex.sizes`."""
+        try:
+            return (
+                int(await self._client.zcard(self._access_key)),
+                int(await self._client.zcard(self._dirty_key)),
+            )
+        except RedisError as exc:
+            raise BackendError(f"the tier index is unreachable: {exc}") from exc
+
+    async def _remove_if_not_newer(self, index: str, key: str, score: float) -> None:
+        try:
+            await self._remove(keys=[index], args=[key, repr(float(score))])
+        except RedisError as exc:
+            raise BackendError(f"the tier index is unreachable: {exc}") from exc
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,108 @@
+"""What the hot/cold tier shares across flavours: policies, lifecycle states, counters. No I/O."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from sessionflow._errors import ConfigError
+from sessionflow._record import SessionRecord
+
+
+class Durability(enum.StrEnum):
+    """When a change made in the hot tier reaches the cold tier."""
+
+    WRITE_THROUGH = "write-through"
+    """Every create, save, touch and delete reaches the cold tier before it is acknowledged."""
+    WRITE_BACK = "write-back"
+    """Creates and saves are flushed at least every sync interval and on demotion; touches
+    stay in the hot tier; deletes are always written through."""
+
+
+def parse_durability(text: str) -> Durability:
+    """Return the policy `text` names; `ConfigError` listing the choices if none."""
+    try:
+        return Durability(text)
+    except ValueError:
+        choices = ", ".join(d.value for d in Durability)
+        raise ConfigError(f"durability must be one of {choices}, not {text!r}") from None
+
+
+class Lifecycle(enum.StrEnum):
+    """Where a session is in the hot/cold lifecycle (ADR-0010's state diagram)."""
+
+    CREATING = "creating"
+    """In the hot tier only: created under write-back and not yet flushed."""
+    HOT = "hot"
+    """In the hot tier, not used since it was created."""
+    ACTIVE = "active"
+    """In the hot tier and used within the active window (5 minutes by default)."""
+    INACTIVE = "inactive"
+    """In the hot tier, unused for longer than the active window: due for demotion later."""
+    COLD = "cold"
+    """In the cold tier only: promoted on its next use."""
+    EXPIRED = "expired"
+    """Past its idle or absolute expiry, or deleted."""
+
+
+def hot_lifecycle(
+    record: SessionRecord, *, now: float, active_window: float, in_cold: bool
+) -> Lifecycle:
+    """Classify a record found in the hot tier."""
+    if record.tombstone or record.expires_at <= now:
+        return Lifecycle.EXPIRED
+    if not in_cold:
+        return Lifecycle.CREATING
+    if record.last_access <= record.created_at:
+        return Lifecycle.HOT
+    if now - record.last_access < active_window:
+        return Lifecycle.ACTIVE
+    return Lifecycle.INACTIVE
+
+
+def cold_lifecycle(record: SessionRecord, *, now: float) -> Lifecycle:
+    """Classify a record found only in the cold tier."""
+    if record.tombstone or record.expires_at <= now:
+        return Lifecycle.EXPIRED
+    return Lifecycle.COLD
+
+
+@dataclass
+class TierStats:
+    """Counters of a tiered backend and its jobs (metrics read them)."""
+
+    hot_hits: int = 0
+    cold_hits: int = 0
+    misses: int = 0
+    promotions: int = 0
+    demotions: int = 0
+    demotions_skipped: int = 0
+    """Sessions the sweeper left hot because they were used while it worked."""
+    flushed: int = 0
+    flush_lag_max: float = 0.0
+    """The longest a flushed change waited for the cold tier, in the last flush (seconds)."""
+    degraded_reads: int = 0
+    """Reads served by the cold tier because the hot tier failed."""
+    cold_write_failures: int = 0
+    unreadable: int = 0
+    hot_sessions: int = 0
+    dirty_sessions: int = 0
+    lifecycle: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class SweepReport:
+    """What one sweep or flush did."""
+
+    examined: int = 0
+    demoted: int = 0
+    left_hot: int = 0
+    expired: int = 0
+    tombstones: int = 0
+    flushed: int = 0
+    unreadable: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, float]:
+        """Return a JSON-ready form."""
+        return dict(self.__dict__)

@@ -1,0 +1,379 @@
+"""The hybrid tier: promotion, demotion races, write-back and write-through, lifecycle states."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis as AsyncRedis
+
+from sessionflow import (
+    AsyncDynamoDBBackend,
+    AsyncMemoryBackend,
+    AsyncMemoryTierIndex,
+    AsyncRedisBackend,
+    AsyncRedisTierIndex,
+    AsyncSessionStore,
+    AsyncTieredBackend,
+    BackendError,
+    ConfigError,
+    Durability,
+    Lifecycle,
+    ManualClock,
+)
+from tests.clients import async_dynamodb_client_at
+from tests.conftest import POLICY, TABLE
+
+HOUR = 3600.0
+
+
+def _tier(clock: ManualClock, durability: Durability, hot: Any = None, cold: Any = None):
+    backend = AsyncTieredBackend(
+        hot or AsyncMemoryBackend(clock),
+        cold or AsyncMemoryBackend(clock),
+        AsyncMemoryTierIndex(),
+        durability=durability,
+        demote_after=300,
+        active_window=60,
+        clock=clock,
+    )
+    return backend, AsyncSessionStore(backend, policy=POLICY, clock=clock)
+
+
+class _RacingHot:
+    """A hot tier that runs `before_evict` (a request arriving) just before an eviction."""
+
+    def __init__(self, inner: AsyncMemoryBackend) -> None:
+        self.inner = inner
+        self.before_evict: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def evict(self, key: str, *, version: int, last_access: float) -> bool:
+        if self.before_evict is not None:
+            action, self.before_evict = self.before_evict, None
+            await action()
+        return await self.inner.evict(key, version=version, last_access=last_access)
+
+
+class _FailingHot(_RacingHot):
+    """A hot tier whose every call fails, as when its Redis is down."""
+
+    def __getattr__(self, name: str) -> Any:
+        async def fail(*_: Any, **__: Any) -> Any:
+            raise BackendError("hot tier down")
+
+        return fail
+
+
+class _FailingCold:
+    def __init__(self, inner: AsyncMemoryBackend) -> None:
+        self.inner = inner
+        self.down = False
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.inner, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            if self.down:
+                raise BackendError("cold tier down")
+            return await attribute(*args, **kwargs)
+
+        return call
+
+
+async def test_a_cold_session_is_promoted_on_use(clock: ManualClock) -> None:
+    backend, store = _tier(clock, Durability.WRITE_THROUGH)
+    cold_store = AsyncSessionStore(backend.cold, policy=POLICY, clock=clock)
+    session = await cold_store.create({"cart": ["sku-1"]})
+    assert await backend.lifecycle(session.key) is Lifecycle.COLD
+
+    loaded = await store.get(session.id)
+
+    assert loaded is not None
+    assert loaded["cart"] == ["sku-1"]
+    assert backend.stats.promotions == 1
+    assert await backend.hot.get(session.key) is not None
+    assert await backend.lifecycle(session.key) is Lifecycle.HOT
+
+
+async def test_promotion_never_overwrites_a_fresher_hot_copy(clock: ManualClock) -> None:
+    backend, store = _tier(clock, Durability.WRITE_BACK)
+    session = await store.create({"n": 1})
+    await backend.flush()
+    stale = await backend.cold.get(session.key)
+    session["n"] = 2
+    await store.save(session)  # write-back: the cold tier still holds n=1
+    assert stale is not None
+
+    promoted = await backend._promote(stale)
+
+    assert promoted.version == session.version
+    current = await store.get(session.id)
+    assert current is not None
+    assert current["n"] == 2
+
+
+async def test_promotion_carries_over_a_cold_write_that_landed_meanwhile(
+    clock: ManualClock,
+) -> None:
+    backend, _ = _tier(clock, Durability.WRITE_THROUGH)
+    cold_store = AsyncSessionStore(backend.cold, policy=POLICY, clock=clock)
+    session = await cold_store.create({"n": 1})
+    read_before = await backend.cold.get(session.key)
+    session["n"] = 2
+    await cold_store.save(session)  # e.g. a repair writing the cold tier directly
+    assert read_before is not None
+
+    promoted = await backend._promote(read_before)
+
+    assert promoted.version == session.version
+    assert (await backend.hot.get(session.key)).version == session.version  # type: ignore[union-attr]
+
+
+async def test_the_sweeper_demotes_only_sessions_unused_for_the_threshold(
+    clock: ManualClock,
+) -> None:
+    backend, store = _tier(clock, Durability.WRITE_BACK)
+    idle = await store.create({"who": "idle"})
+    busy = await store.create({"who": "busy"})
+    clock.advance(backend.demote_after + 60)
+    assert await store.get(busy.id) is not None  # touched: used just now
+
+    report = await backend.sweep(batch_size=10)
+
+    assert (report.examined, report.demoted) == (1, 1)
+    assert await backend.hot.get(idle.key) is None
+    assert (await backend.cold.get(idle.key)).attributes  # type: ignore[union-attr]
+    assert await backend.hot.get(busy.key) is not None
+    back = await store.get(idle.id)
+    assert back is not None
+    assert back["who"] == "idle"
+    assert backend.stats.promotions == 1
+    assert await backend.index.sizes() == (2, 1)  # both hot again; busy not flushed yet
+
+
+async def test_a_session_saved_while_it_is_demoted_stays_hot_and_keeps_the_save(
+    clock: ManualClock,
+) -> None:
+    hot = _RacingHot(AsyncMemoryBackend(clock))
+    backend, store = _tier(clock, Durability.WRITE_BACK, hot=hot)
+    session = await store.create({"n": 1})
+    clock.advance(backend.demote_after + 1)
+
+    async def request() -> None:
+        current = await store.get(session.id, touch=False)
+        assert current is not None
+        current["n"] = 2
+        await store.save(current)
+
+    hot.before_evict = request
+    report = await backend.sweep()
+
+    assert (report.demoted, report.left_hot) == (0, 1)
+    current = await store.get(session.id)
+    assert current is not None
+    assert current["n"] == 2
+    await backend.flush()
+    flushed = await AsyncSessionStore(backend.cold, policy=POLICY, clock=clock).get(session.id)
+    assert flushed is not None
+    assert flushed["n"] == 2
+
+
+async def test_a_session_deleted_while_it_is_demoted_stays_deleted(clock: ManualClock) -> None:
+    hot = _RacingHot(AsyncMemoryBackend(clock))
+    backend, store = _tier(clock, Durability.WRITE_BACK, hot=hot)
+    session = await store.create({"n": 1})
+    clock.advance(backend.demote_after + 1)
+
+    async def logout() -> None:
+        current = await store.get(session.id, touch=False)
+        assert current is not None
+        await store.delete(current)
+
+    hot.before_evict = logout
+    await backend.sweep()
+
+    assert await store.get(session.id) is None
+    cold = await backend.cold.get(session.key)
+    assert cold is not None
+    assert cold.tombstone
+    await backend.sweep()
+    assert await store.get(session.id) is None
+
+
+async def test_write_back_reaches_the_cold_tier_on_flush_and_bounds_the_loss(
+    clock: ManualClock,
+) -> None:
+    backend, store = _tier(clock, Durability.WRITE_BACK)
+    session = await store.create({"n": 1})
+    assert await backend.cold.get(session.key) is None
+    assert await backend.lifecycle(session.key) is Lifecycle.CREATING
+    clock.advance(30)
+    report = await backend.flush(batch_size=100)
+    assert report.flushed == 1
+    assert backend.stats.flush_lag_max == pytest.approx(30)
+    session["n"] = 2
+    await store.save(session)
+    assert await backend.index.sizes() == (1, 1)
+
+    # The hot tier is lost before the next flush: the change since the flush is the loss.
+    survivor = AsyncTieredBackend(
+        AsyncMemoryBackend(clock), backend.cold, AsyncMemoryTierIndex(), clock=clock
+    )
+    after_loss = await AsyncSessionStore(survivor, policy=POLICY, clock=clock).get(session.id)
+    assert after_loss is not None
+    assert after_loss["n"] == 1
+
+
+async def test_touches_stay_hot_under_write_back_and_reach_cold_under_write_through(
+    clock: ManualClock,
+) -> None:
+    for durability, reaches_cold in (
+        (Durability.WRITE_BACK, False),
+        (Durability.WRITE_THROUGH, True),
+    ):
+        backend, store = _tier(clock, durability)
+        session = await store.create({"n": 1})
+        await backend.flush()
+        before = await backend.cold.get(session.key)
+        clock.advance(POLICY.touch_interval + 1)
+        assert await store.get(session.id) is not None
+        after = await backend.cold.get(session.key)
+        assert before is not None
+        assert after is not None
+        assert (after.idle_expires_at > before.idle_expires_at) is reaches_cold
+
+
+async def test_deletes_reach_the_cold_tier_under_write_back(clock: ManualClock) -> None:
+    backend, store = _tier(clock, Durability.WRITE_BACK)
+    session = await store.create({"n": 1})
+    await backend.flush()
+    await store.delete(session)
+    cold = await backend.cold.get(session.key)
+    assert cold is not None
+    assert cold.tombstone
+
+
+async def test_write_through_fails_loudly_and_queues_when_the_cold_tier_is_down(
+    clock: ManualClock,
+) -> None:
+    cold = _FailingCold(AsyncMemoryBackend(clock))
+    backend, store = _tier(clock, Durability.WRITE_THROUGH, cold=cold)
+    session = await store.create({"n": 1})
+    cold.down = True
+    session["n"] = 2
+    with pytest.raises(BackendError):
+        await store.save(session)
+    assert backend.stats.cold_write_failures == 1
+    cold.down = False
+    assert (await backend.flush()).flushed == 1
+    copied = await AsyncSessionStore(cold.inner, policy=POLICY, clock=clock).get(session.id)
+    assert copied is not None
+    assert copied["n"] == 2
+
+
+async def test_reads_fall_back_to_the_cold_tier_when_the_hot_tier_is_down(
+    clock: ManualClock,
+) -> None:
+    backend, store = _tier(clock, Durability.WRITE_THROUGH)
+    session = await store.create({"n": 1})
+    down = AsyncTieredBackend(
+        _FailingHot(AsyncMemoryBackend(clock)),
+        backend.cold,
+        AsyncMemoryTierIndex(),
+        clock=clock,
+    )
+    loaded = await AsyncSessionStore(down, policy=POLICY, clock=clock).get(session.id, touch=False)
+    assert loaded is not None
+    assert loaded["n"] == 1
+    assert down.stats.degraded_reads == 1
+
+
+async def test_lifecycle_states_per_session_and_counted(clock: ManualClock) -> None:
+    backend, store = _tier(clock, Durability.WRITE_BACK)
+    creating = await store.create({"s": "creating"})
+    hot = await store.create({"s": "hot"})
+    active = await store.create({"s": "active"})
+    inactive = await store.create({"s": "inactive"})
+    cold = await store.create({"s": "cold"})
+    expired = await store.create({"s": "expired"})
+    await store.delete(expired)
+    await backend.flush()
+    clock.advance(backend.demote_after + 1)
+    for session in (hot, active, inactive):
+        await backend.index.accessed(session.key, clock.now())  # keep them from demotion
+    await backend.sweep()  # demotes `cold` and `creating`
+    assert await backend.lifecycle(cold.key) is Lifecycle.COLD
+    clock.advance(POLICY.touch_interval + 1)
+    assert await store.get(active.id) is not None
+    assert await store.get(inactive.id) is not None
+    clock.advance(backend.active_window + 1)
+    assert await store.get(active.id) is not None
+    unflushed = await store.create({"s": "created after the flush"})
+
+    assert await backend.lifecycle(unflushed.key) is Lifecycle.CREATING
+    assert await backend.lifecycle(hot.key) is Lifecycle.HOT
+    assert await backend.lifecycle(active.key) is Lifecycle.ACTIVE
+    assert await backend.lifecycle(inactive.key) is Lifecycle.INACTIVE
+    assert await backend.lifecycle(expired.key) is Lifecycle.EXPIRED
+    assert await backend.lifecycle(creating.key) is Lifecycle.COLD
+    assert await backend.lifecycle("0" * 64) is None
+
+    counts = await backend.count_lifecycle(page_size=2)
+    assert counts[Lifecycle.CREATING] == 1
+    assert counts[Lifecycle.HOT] == 1
+    assert counts[Lifecycle.ACTIVE] == 1
+    assert counts[Lifecycle.INACTIVE] == 1
+    assert counts[Lifecycle.COLD] == 2
+    assert counts[Lifecycle.EXPIRED] == 1
+    assert backend.stats.lifecycle["cold"] == 2
+
+
+async def test_bad_tier_settings_are_refused(clock: ManualClock) -> None:
+    with pytest.raises(ConfigError, match="evict"):
+        AsyncTieredBackend(object(), AsyncMemoryBackend(clock), AsyncMemoryTierIndex())  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="positive"):
+        AsyncTieredBackend(
+            AsyncMemoryBackend(clock),
+            AsyncMemoryBackend(clock),
+            AsyncMemoryTierIndex(),
+            demote_after=0,
+        )
+
+
+async def test_redis_hot_dynamodb_cold_sweep_and_flush(
+    servers: Any, clock: ManualClock, prefix: str
+) -> None:
+    async with AsyncExitStack() as stack:
+        client = await stack.enter_async_context(AsyncRedis(port=servers.redis.port))
+        ddb = await stack.enter_async_context(
+            async_dynamodb_client_at(servers.dynamodb.endpoint_url)
+        )
+        backend = AsyncTieredBackend(
+            AsyncRedisBackend(client, prefix=prefix),
+            AsyncDynamoDBBackend(ddb, table_name=TABLE),
+            AsyncRedisTierIndex(client, prefix=prefix),
+            durability=Durability.WRITE_BACK,
+            demote_after=300,
+            clock=clock,
+        )
+        store = AsyncSessionStore(backend, policy=POLICY, clock=clock)
+        sessions = [await store.create({"i": i}) for i in range(30)]
+        assert (await backend.flush(batch_size=20)).flushed == 20
+        assert (await backend.flush(batch_size=20)).flushed == 10
+        clock.advance(backend.demote_after + 1)
+        keep = sessions[0]
+        await backend.index.accessed(keep.key, clock.now())
+        report = await backend.sweep(batch_size=7, max_batches=2)
+        assert report.demoted == 14
+        report = await backend.sweep(batch_size=100)
+        assert report.demoted == 15
+        assert await backend.index.sizes() == (1, 0)
+        assert await client.exists(backend.hot.redis_key(sessions[1].key)) == 0  # type: ignore[attr-defined]
+        for session in sessions:
+            loaded = await store.get(session.id, touch=False)
+            assert loaded is not None
+            assert loaded["i"] == sessions.index(session)
