@@ -10,9 +10,12 @@ from sessionflow._async.backends.base import AsyncBackend
 from sessionflow._errors import ConfigError
 
 if TYPE_CHECKING:
+    from sessionflow._async.backends.tiered import AsyncTieredBackend
     from sessionflow._async.migration import AsyncMigration
     from sessionflow._migration_config import MigrationConfig
     from sessionflow._migration_stats import MigrationStats
+    from sessionflow._tier import TierStats
+    from sessionflow._tier_config import TierConfig
 
 REDIS_POOL_SIZE = 100
 REDIS_POOL_WAIT = 10.0
@@ -123,3 +126,42 @@ async def open_migration(
             heartbeat_max_age=config.heartbeat_max_age,
             verify_threshold=config.verify_threshold,
         )
+
+
+@asynccontextmanager
+async def open_tier(
+    config: TierConfig, *, region: str | None = None, stats: TierStats | None = None
+) -> AsyncIterator[AsyncTieredBackend]:
+    """Open the tiered backend of `region` (its hot Redis, the shared cold DynamoDB)."""
+    from sessionflow._async.backends.dynamodb import AsyncDynamoDBBackend  # noqa: PLC0415
+    from sessionflow._async.backends.redis import AsyncRedisBackend  # noqa: PLC0415
+    from sessionflow._async.backends.tiered import AsyncTieredBackend  # noqa: PLC0415
+    from sessionflow._async.redis_tier_index import AsyncRedisTierIndex  # noqa: PLC0415
+
+    async with AsyncExitStack() as stack:
+        client = await stack.enter_async_context(redis_client(config.redis_url(region)))
+        cold = await open_backend(_ColdStore(config), stack)
+        assert isinstance(cold, AsyncDynamoDBBackend)  # noqa: S101 - _ColdStore names DynamoDB
+        yield AsyncTieredBackend(
+            AsyncRedisBackend(client, prefix=config.redis_prefix),
+            cold,
+            AsyncRedisTierIndex(client, prefix=config.redis_prefix),
+            durability=config.durability,
+            demote_after=config.promotion_threshold,
+            active_window=config.active_window,
+            stats=stats,
+        )
+
+
+class _ColdStore:
+    """The cold tier's store settings, as `open_backend` reads them."""
+
+    backend = "dynamodb"
+    redis_url = ""
+    redis_prefix = ""
+    redis_auto_pipeline = False
+
+    def __init__(self, config: TierConfig) -> None:
+        self.dynamodb_endpoint = config.dynamodb_endpoint
+        self.dynamodb_table = config.dynamodb_table
+        self.dynamodb_region = config.dynamodb_region

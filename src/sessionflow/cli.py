@@ -11,6 +11,7 @@ from rich.console import Console
 
 from sessionflow import __version__
 from sessionflow._cli_migrate import migrate_app
+from sessionflow._cli_tier import tier_app
 
 app = typer.Typer(
     name="sessionflow",
@@ -20,6 +21,7 @@ app = typer.Typer(
 )
 console = Console()
 app.add_typer(migrate_app)
+app.add_typer(tier_app)
 
 
 class DynamoDBChoice(StrEnum):
