@@ -19,18 +19,26 @@ if TYPE_CHECKING:
 
 REDIS_POOL_SIZE = 100
 REDIS_POOL_WAIT = 10.0
+REDIS_SOCKET_TIMEOUT = 10.0  # a reply that never comes is an error, not a request stuck forever
+REDIS_CONNECT_TIMEOUT = 3.0
 
 
 def redis_client(url: str) -> Any:  # noqa: ANN401 - a redis.asyncio.Redis
     """Return an async Redis client whose pool waits for a free connection when all are busy.
 
     redis-py's default pool raises "Too many connections" at its limit; a burst of
-    concurrent requests should queue for `REDIS_POOL_WAIT` seconds instead.
+    concurrent requests should queue for `REDIS_POOL_WAIT` seconds instead. Replies and
+    connections time out too, so a Redis that stops answering fails a request with
+    `BackendError` instead of holding it forever.
     """
     from redis.asyncio import BlockingConnectionPool, Redis  # noqa: PLC0415
 
     pool = BlockingConnectionPool.from_url(
-        url, max_connections=REDIS_POOL_SIZE, timeout=REDIS_POOL_WAIT
+        url,
+        max_connections=REDIS_POOL_SIZE,
+        timeout=REDIS_POOL_WAIT,
+        socket_timeout=REDIS_SOCKET_TIMEOUT,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
     )
     return Redis.from_pool(pool)
 
