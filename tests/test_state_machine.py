@@ -225,8 +225,18 @@ def async_harness(kind: str, servers: Servers) -> Harness:
     return Harness(store, clock, runner.run, [close])
 
 
+# Every kind on memory stores, every leaf on its server; the real-server composites at the
+# stages where authority or fencing changes and in the richer tier policy (each of those
+# costs 12-18 s here; the contract suite covers all of their stages and policies).
+SLOW_COMPOSITES_SKIPPED = {
+    *(f"redis-to-dynamodb-{stage}" for stage in ("off", "shadow", "rampdown", "complete")),
+    "redis-dynamodb-tiered-write-through",
+}
+MODEL_KINDS = [kind for kind in BACKENDS if kind not in SLOW_COMPOSITES_SKIPPED]
+
+
 @pytest.mark.parametrize("flavour", ["sync", "async"])
-@pytest.mark.parametrize("kind", BACKENDS)
+@pytest.mark.parametrize("kind", MODEL_KINDS)
 def test_store_matches_the_model(kind: str, flavour: str, servers: Servers) -> None:
     make = sync_harness if flavour == "sync" else async_harness
 
