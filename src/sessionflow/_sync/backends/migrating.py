@@ -439,9 +439,15 @@ class MigratingBackend:
 
         def tombstone_new() -> None:
             nonlocal new_deleted
-            new_deleted = self.new.delete(key, tombstone_expires_at=tombstone_expires_at)
+            new_deleted = self.new.delete(
+                key, tombstone_expires_at=tombstone_expires_at, expected_version=expected_version
+            )
 
         self._fenced_second(key, tombstone_new)
+        if expected_version is not None and old_deleted is not None and new_deleted is None:
+            # Another delete (a logout) reached the new store first and reported success:
+            # a conditional delete (a regeneration) must not succeed as well.
+            raise SessionNotFound("session deleted meanwhile")
         return winner(old_deleted, new_deleted)
 
     # -- background ---------------------------------------------------------------------
