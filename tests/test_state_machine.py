@@ -142,7 +142,9 @@ class SessionMachine(RuleBasedStateMachine):
         else:
             loaded[name] = value
             expected.attributes[name] = value
-        if self.call(self.harness.store.save(loaded)):
+        wrote = self.call(self.harness.store.save(loaded))
+        # A save with nothing to write still touches the session when a touch is due.
+        if wrote or self.now - expected.last_access >= POLICY.touch_interval:
             expected.last_access = self.now
             expected.idle_expires_at = min(
                 self.now + POLICY.idle_timeout, expected.absolute_expires_at
