@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 logger = logging.getLogger("sessionflow.migration")
 
@@ -77,7 +78,7 @@ class AsyncMirror:
         self._max_in_flight = max_in_flight
         self._active: dict[str, asyncio.Task[None]] = {}
         self._dirty: set[str] = set()
-        self._helpers: set[asyncio.Task[None]] = set()
+        self._helpers: set[asyncio.Future[Any]] = set()
         self.stats = MirrorStats()
 
     def in_flight(self, key: str) -> bool:
@@ -101,7 +102,7 @@ class AsyncMirror:
             while True:
                 try:
                     step = self._reconcile(key) if reconciling else write()
-                    await asyncio.wait_for(step, self._timeout)
+                    await self._within_timeout(asyncio.ensure_future(step))
                     self.stats.copied += 1
                 except Exception as exc:  # noqa: BLE001 - any failure goes to the repair queue
                     if isinstance(exc, TimeoutError):
@@ -118,6 +119,25 @@ class AsyncMirror:
                 reconciling = True
         finally:
             self._active.pop(key, None)
+
+    async def _within_timeout(self, copy: asyncio.Future[object]) -> None:
+        """Wait up to the timeout for a copy; a late copy keeps running, it is not cancelled.
+
+        Cancelling a request mid-flight can leave its HTTP connection checked out of the
+        client's pool (aiohttp), and enough of those starve every later request; the
+        client's own read timeout ends a late copy, and the guard makes it harmless.
+        """
+        try:
+            await asyncio.wait_for(asyncio.shield(copy), self._timeout)
+        except TimeoutError:
+            self._helpers.add(copy)
+            copy.add_done_callback(self._forget_late_copy)
+            raise
+
+    def _forget_late_copy(self, copy: asyncio.Future[object]) -> None:
+        self._helpers.discard(copy)
+        if not copy.cancelled():
+            copy.exception()  # retrieved: the key is already queued for repair
 
     async def _hand_over(self, keys: Iterable[str]) -> None:
         pending = set(keys) | self.stats.unqueued
