@@ -43,15 +43,21 @@ EVERY_OPTION = typer.Option(
 )
 
 
-def _run(
-    config_path: Path, region: str | None, job: Callable[[AsyncTieredBackend], Awaitable[_T]]
-) -> _T:
+def _settings(config_path: Path, region: str | None) -> TierConfig:
+    """Read the settings and check the region; exit 2 with the reason if they are not valid."""
     try:
         config = TierConfig.load(config_path)
         config.redis_url(region)
     except ConfigError as exc:
         console.print(f"[red]sessionflow tier: {escape(str(exc))}[/red]", soft_wrap=True)
         raise typer.Exit(2) from exc
+    return config
+
+
+def _run(
+    config: TierConfig, region: str | None, job: Callable[[AsyncTieredBackend], Awaitable[_T]]
+) -> _T:
+    """Open the region's tier, run `job`; exit 3 with the reason if a tier is unreachable."""
 
     async def main() -> _T:
         async with open_tier(config, region=region) as backend:
@@ -71,7 +77,7 @@ def _repeat(
 ) -> None:
     """Run `once` with the batch size; with --every or --loop keep running it on a period."""
     config_path, region, batch_size, every, loop = job
-    settings = _settings(config_path)
+    settings = _settings(config_path, region)
     size = batch_size or settings.batch_size
     period = every or (settings.sync_interval if loop else None)
 
@@ -84,7 +90,7 @@ def _repeat(
             await asyncio.sleep(max(0.0, period - (time.monotonic() - began)))
 
     try:
-        _run(config_path, region, run)
+        _run(settings, region, run)
     except KeyboardInterrupt:
         console.print("stopped")
 
@@ -146,15 +152,7 @@ def stats(config: Path = CONFIG_OPTION, region: str | None = REGION_OPTION) -> N
             "durability": str(backend.durability),
         }
 
-    console.print_json(json.dumps(_run(config, region, job)))
-
-
-def _settings(config: Path) -> TierConfig:
-    try:
-        return TierConfig.load(config)
-    except ConfigError as exc:
-        console.print(f"[red]sessionflow tier: {escape(str(exc))}[/red]", soft_wrap=True)
-        raise typer.Exit(2) from exc
+    console.print_json(json.dumps(_run(_settings(config, region), region, job)))
 
 
 def _describe_sweep(report: SweepReport) -> str:
