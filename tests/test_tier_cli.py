@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from sessionflow import (
     ConfigError,
     DynamoDBBackend,
     Lifecycle,
+    ManualClock,
     RedisBackend,
     RedisTierIndex,
     SessionPolicy,
@@ -140,11 +142,10 @@ def test_sweep_flush_and_stats_from_the_command_line(
             RedisTierIndex(client, prefix=prefix),
             durability=Durability.WRITE_BACK,
         )
-        store = SessionStore(backend, policy=SessionPolicy(idle_timeout=600))
+        # Created and last used a minute ago: due for demotion (the threshold is 1 s).
+        a_minute_ago = ManualClock(time.time() - 60)
+        store = SessionStore(backend, policy=SessionPolicy(idle_timeout=600), clock=a_minute_ago)
         sessions = [store.create({"i": i}) for i in range(10)]
-        old = sessions[:8]
-        for session in old:  # last used a minute ago: due for demotion (threshold 1 s)
-            backend.index.accessed(session.key, 0.0)
 
         flushed = runner.invoke(app, ["tier", "flush", "-c", str(path), "--batch-size", "4"])
         assert flushed.exit_code == 0, flushed.output
