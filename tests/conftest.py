@@ -135,3 +135,25 @@ def async_store(async_backend: AsyncBackend, clock: ManualClock) -> AsyncSession
 @pytest.fixture
 def sync_store(sync_backend: Backend, clock: ManualClock) -> SessionStore:
     return SessionStore(sync_backend, policy=POLICY, clock=clock)
+
+
+def redis_to_dynamodb_settings(servers: Servers, name: str, **migration: object) -> str:
+    """Return a ``[migration]`` settings table moving Redis to DynamoDB Local on `servers`.
+
+    `name` makes the migration, prefix and table unique; `migration` adds settings.
+    """
+    extra = "".join(f"{key} = {value!r}\n" for key, value in migration.items())
+    return f"""
+[migration]
+name = "m{name}"
+{extra}
+[migration.old]
+backend = "redis"
+redis_url = "{servers.redis.url}"
+redis_prefix = "p{name}"
+
+[migration.new]
+backend = "dynamodb"
+dynamodb_endpoint = "{servers.dynamodb.endpoint_url}"
+dynamodb_table = "t{name}"
+"""

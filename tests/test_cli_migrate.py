@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from sessionflow import RedisBackend, SessionStore
 from sessionflow.cli import app
 from sessionflow.local_servers import free_port
-from tests.conftest import POLICY, Servers
+from tests.conftest import POLICY, Servers, redis_to_dynamodb_settings
 
 runner = CliRunner()
 
@@ -22,24 +22,7 @@ runner = CliRunner()
 def config(servers: Servers, tmp_path: Path) -> Path:
     name = uuid.uuid4().hex[:10]
     path = tmp_path / "migration.toml"
-    path.write_text(
-        f"""
-[migration]
-name = "m{name}"
-stage_ttl = 1
-heartbeat_max_age = 5
-
-[migration.old]
-backend = "redis"
-redis_url = "{servers.redis.url}"
-redis_prefix = "p{name}"
-
-[migration.new]
-backend = "dynamodb"
-dynamodb_endpoint = "{servers.dynamodb.endpoint_url}"
-dynamodb_table = "t{name}"
-"""
-    )
+    path.write_text(redis_to_dynamodb_settings(servers, name, stage_ttl=1, heartbeat_max_age=5))
     return path
 
 

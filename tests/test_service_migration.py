@@ -11,7 +11,7 @@ import pytest
 from sessionflow._migration_config import MigrationConfig
 from sessionflow._service_config import ServiceConfig
 from sessionflow.service import build_app
-from tests.conftest import Servers
+from tests.conftest import Servers, redis_to_dynamodb_settings
 
 TOKEN = "a-long-admin-token-for-tests"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -22,26 +22,8 @@ def settings_file(tmp_path: Path, servers: Servers) -> Path:
     name = uuid.uuid4().hex[:10]
     path = tmp_path / "service.toml"
     path.write_text(
-        f"""
-[sessionflow]
-backend = "memory"
-admin_token = "{TOKEN}"
-
-[migration]
-name = "m{name}"
-stage_ttl = 0
-compare_sample = 1.0
-
-[migration.old]
-backend = "redis"
-redis_url = "{servers.redis.url}"
-redis_prefix = "p{name}"
-
-[migration.new]
-backend = "dynamodb"
-dynamodb_endpoint = "{servers.dynamodb.endpoint_url}"
-dynamodb_table = "t{name}"
-"""
+        f'[sessionflow]\nbackend = "memory"\nadmin_token = "{TOKEN}"\n'
+        + redis_to_dynamodb_settings(servers, name, stage_ttl=0, compare_sample=1.0)
     )
     return path
 
