@@ -49,7 +49,7 @@ from sessionflow._sync.backends.tiered import TieredBackend
 from sessionflow._sync.control import ControlPlane, MemoryControlPlane
 from sessionflow._sync.store import SessionStore
 from sessionflow._sync.tier_index import MemoryTierIndex, TierIndex
-from sessionflow._tier import Durability, Lifecycle, SweepReport, TierStats
+from sessionflow._tier import Durability, HotTierHealth, Lifecycle, SweepReport, TierStats
 
 if TYPE_CHECKING:
     from sessionflow._async.backends.dynamodb import AsyncDynamoDBBackend
@@ -128,6 +128,7 @@ __all__ = [
     "CorruptRecord",
     "Durability",
     "DynamoDBBackend",
+    "HotTierHealth",
     "InstrumentedBackend",
     "InvalidAttribute",
     "InvalidSessionId",

@@ -21,9 +21,10 @@ REDIS_POOL_SIZE = 100
 REDIS_POOL_WAIT = 10.0
 REDIS_SOCKET_TIMEOUT = 10.0  # a reply that never comes is an error, not a request stuck forever
 REDIS_CONNECT_TIMEOUT = 3.0
+PEER_SOCKET_TIMEOUT = 2.0  # another region's hot tier is asked only on promotion
 
 
-def redis_client(url: str) -> Any:  # noqa: ANN401 - a redis.asyncio.Redis
+def redis_client(url: str, *, socket_timeout: float = REDIS_SOCKET_TIMEOUT) -> Any:  # noqa: ANN401
     """Return an async Redis client whose pool waits for a free connection when all are busy.
 
     redis-py's default pool raises "Too many connections" at its limit; a burst of
@@ -37,8 +38,8 @@ def redis_client(url: str) -> Any:  # noqa: ANN401 - a redis.asyncio.Redis
         url,
         max_connections=REDIS_POOL_SIZE,
         timeout=REDIS_POOL_WAIT,
-        socket_timeout=REDIS_SOCKET_TIMEOUT,
-        socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=min(socket_timeout, REDIS_CONNECT_TIMEOUT),
     )
     return Redis.from_pool(pool)
 
@@ -140,7 +141,11 @@ async def open_migration(
 async def open_tier(
     config: TierConfig, *, region: str | None = None, stats: TierStats | None = None
 ) -> AsyncIterator[AsyncTieredBackend]:
-    """Open the tiered backend of `region` (its hot Redis, the shared cold DynamoDB)."""
+    """Open the tiered backend of `region` (its hot Redis, the shared cold DynamoDB).
+
+    The other regions' hot Redis servers are its peers: a session promoted here is taken
+    over from them (see `AsyncTieredBackend`).
+    """
     from sessionflow._async.backends.dynamodb import AsyncDynamoDBBackend  # noqa: PLC0415
     from sessionflow._async.backends.redis import AsyncRedisBackend  # noqa: PLC0415
     from sessionflow._async.backends.tiered import AsyncTieredBackend  # noqa: PLC0415
@@ -148,6 +153,17 @@ async def open_tier(
 
     async with AsyncExitStack() as stack:
         client = await stack.enter_async_context(redis_client(config.redis_url(region)))
+        home = region or config.regions[0]
+        peers = [
+            AsyncRedisBackend(
+                await stack.enter_async_context(
+                    redis_client(config.redis_url(other), socket_timeout=PEER_SOCKET_TIMEOUT)
+                ),
+                prefix=config.redis_prefix,
+            )
+            for other in config.regions
+            if other != home
+        ]
         cold = await open_backend(_ColdStore(config), stack)
         assert isinstance(cold, AsyncDynamoDBBackend)  # noqa: S101 - _ColdStore names DynamoDB
         yield AsyncTieredBackend(
@@ -158,6 +174,7 @@ async def open_tier(
             demote_after=config.promotion_threshold,
             active_window=config.active_window,
             stats=stats,
+            peers=peers,
         )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sessionflow._errors import ConfigError
@@ -83,6 +85,18 @@ class TierStats:
     """The longest a flushed change waited for the cold tier, in the last flush (seconds)."""
     degraded_reads: int = 0
     """Reads served by the cold tier because the hot tier failed."""
+    degraded_writes: int = 0
+    """Creates, saves, touches and deletes made in the cold tier because the hot tier failed."""
+    hot_outages: int = 0
+    """Times the hot tier was found unreachable after working."""
+    outage_repairs: int = 0
+    """Hot copies dropped after an outage because the cold tier had a newer version."""
+    handoffs: int = 0
+    """Sessions taken over from another region's hot tier when promoted here."""
+    peer_failures: int = 0
+    """Other regions' hot tiers that could not be asked during a promotion."""
+    stale_writes: int = 0
+    """Write-through saves refused because the cold tier had a newer version (a stale hot copy)."""
     cold_write_failures: int = 0
     unreadable: int = 0
     hot_sessions: int = 0
@@ -106,3 +120,66 @@ class SweepReport:
     def to_dict(self) -> dict[str, float]:
         """Return a JSON-ready form."""
         return dict(self.__dict__)
+
+
+class HotTierHealth:
+    """A circuit breaker for the hot tier, and the window after an outage when it is doubted.
+
+    After a failure the hot tier is skipped (requests go to the cold tier) until
+    `retry_after` seconds have passed; then one request tries it again. For `verify_for`
+    seconds after it answers again, hot copies are checked against the cold tier: a Redis
+    that restarted from a snapshot, or a replica promoted by Sentinel, can hold copies older
+    than what was acknowledged meanwhile.
+    """
+
+    def __init__(
+        self,
+        *,
+        retry_after: float = 1.0,
+        verify_for: float = 60.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if retry_after < 0 or verify_for < 0:
+            raise ConfigError("retry_after and verify_for must not be negative")
+        self.retry_after = retry_after
+        self.verify_for = verify_for
+        self._monotonic = monotonic
+        self._down_since: float | None = None
+        self._next_try = 0.0
+        self._doubt_until = 0.0
+
+    @property
+    def down(self) -> bool:
+        """True while the hot tier is believed unreachable."""
+        return self._down_since is not None
+
+    def should_try(self) -> bool:
+        """Return True if a request should use the hot tier now (up, or a retry is due)."""
+        if self._down_since is None:
+            return True
+        now = self._monotonic()
+        if now < self._next_try:
+            return False
+        self._next_try = now + self.retry_after  # one request probes; the others keep off
+        return True
+
+    def failed(self) -> bool:
+        """Record a failure; True if the hot tier was believed up until now."""
+        now = self._monotonic()
+        self._next_try = now + self.retry_after
+        if self._down_since is None:
+            self._down_since = now
+            return True
+        return False
+
+    def answered(self) -> bool:
+        """Record a success; True if this ends an outage."""
+        if self._down_since is None:
+            return False
+        self._down_since = None
+        self._doubt_until = self._monotonic() + self.verify_for
+        return True
+
+    def doubted(self) -> bool:
+        """Return True in the window after an outage when hot copies are checked."""
+        return self._monotonic() < self._doubt_until

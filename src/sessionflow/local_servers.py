@@ -165,6 +165,22 @@ class _Process(_LocalServer):
         """Let a paused server run again (SIGCONT)."""
         os.kill(self.pid, signal.SIGCONT)
 
+    def crash(self) -> None:
+        """Kill the server at once (SIGKILL to its PID), as a machine failure would."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def restart(self) -> None:
+        """Stop the server by its PID and start it again on the same port.
+
+        A Redis server restarts empty (persistence is off); DynamoDB Local keeps its tables
+        only with ``on_disk=True``.
+        """
+        self._terminate()
+        self.start()
+
     def _terminate(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
@@ -409,6 +425,20 @@ class RedisSentinelGroup(_LocalServer):
             )
         )
         self._wait(lambda: self.master_port() not in (None, old_master))
+        # Until the sentinel turns the old master into a replica, clients still connected
+        # to it keep writing there: wait for that too, so a failover is over when this returns.
+        self._wait(lambda: self._role(old_master) == "slave")
+
+    def _role(self, port: int | None) -> str | None:
+        info = self._query(port, "INFO", "replication") if port else None
+        return info.get("role") if isinstance(info, dict) else None
+
+    def crash_master(self) -> None:
+        """Kill the master (SIGKILL to its PID); wait until the sentinel promotes the replica."""
+        old_master = self.master_port()
+        server = self.master if self.master.port == old_master else self.replica
+        server.crash()
+        self._wait(lambda: self.master_port() not in (None, old_master))
 
     def stop(self) -> None:
         """Stop the sentinel, the replica and the master by their PIDs."""
@@ -493,14 +523,6 @@ class DynamoDBLocal(_Process):
             self._check_alive()
             raise RuntimeError(f"DynamoDB Local did not start:\n{self.log_tail()}") from exc
         return self
-
-    def restart(self) -> None:
-        """Stop the server by its PID and start it again on the same port.
-
-        Tables survive only with ``on_disk=True`` (an in-memory server restarts empty).
-        """
-        self._terminate()
-        self.start()
 
 
 class MotoDynamoDB(_LocalServer):

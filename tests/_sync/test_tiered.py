@@ -20,8 +20,10 @@ from sessionflow import (
     BackendError,
     ConfigError,
     Durability,
+    HotTierHealth,
     Lifecycle,
     ManualClock,
+    SessionNotFound,
 )
 from tests.clients import sync_dynamodb_client_at
 from tests.conftest import POLICY, TABLE
@@ -67,6 +69,48 @@ class _FailingHot(_RacingHot):
             raise BackendError("hot tier down")
 
         return fail
+
+
+class _SwitchableHot(_RacingHot):
+    """A hot tier that fails every call while `down` is set, as when its Redis stops."""
+
+    def __init__(self, inner: MemoryBackend) -> None:
+        super().__init__(inner)
+        self.down = False
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.inner, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            if self.down:
+                raise BackendError("hot tier down")
+            return attribute(*args, **kwargs)
+
+        return call
+
+
+class _Monotonic:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _switchable_tier(clock: ManualClock, durability: Durability):
+    hot = _SwitchableHot(MemoryBackend(clock))
+    monotonic = _Monotonic()
+    backend = TieredBackend(
+        hot,  # type: ignore[arg-type]
+        MemoryBackend(clock),
+        MemoryTierIndex(),
+        durability=durability,
+        clock=clock,
+        health=HotTierHealth(retry_after=5, verify_for=60, monotonic=monotonic),
+    )
+    return backend, hot, monotonic, SessionStore(backend, policy=POLICY, clock=clock)
 
 
 class _FailingCold:
@@ -378,3 +422,196 @@ def test_redis_hot_dynamodb_cold_sweep_and_flush(
             loaded = store.get(session.id, touch=False)
             assert loaded is not None
             assert loaded["i"] == sessions.index(session)
+
+
+@pytest.mark.parametrize("durability", list(Durability))
+def test_requests_are_served_by_the_cold_tier_while_the_hot_tier_is_down(
+    clock: ManualClock, durability: Durability
+) -> None:
+    backend, hot, monotonic, store = _switchable_tier(clock, durability)
+    kept = store.create({"n": 1})
+    backend.flush()
+    hot.down, hot.calls = True, 0
+
+    created = store.create({"made": "while down"})
+    loaded = store.get(kept.id)
+    assert loaded is not None
+    loaded["n"] = 2
+    store.save(loaded)
+    assert store.delete(created.id)
+
+    assert backend.stats.hot_outages == 1
+    assert backend.stats.degraded_writes == 3
+    assert hot.calls == 1  # the breaker kept every later request off the dead hot tier
+    again = store.get(kept.id, touch=False)
+    assert again is not None
+    assert again["n"] == 2
+    assert store.get(created.id) is None
+
+
+def test_hot_copies_older_than_the_outage_writes_are_replaced_when_it_returns(
+    clock: ManualClock,
+) -> None:
+    backend, hot, monotonic, store = _switchable_tier(clock, Durability.WRITE_THROUGH)
+    session = store.create({"n": 1})
+    other = store.create({"n": 1})
+    hot.down = True
+    session["n"] = 2
+    store.save(session)  # the hot tier still holds n=1: it comes back stale
+    hot.down = False
+    monotonic.now += 5  # the retry is due
+
+    assert store.get(other.id, touch=False) is not None  # the probe that succeeds
+
+    assert backend.stats.outage_repairs == 1
+    repaired = backend.hot.get(session.key)
+    assert repaired is not None
+    assert repaired.version == session.version
+    loaded = store.get(session.id)
+    assert loaded is not None
+    assert loaded["n"] == 2
+
+
+def test_after_an_outage_a_hot_copy_is_checked_against_the_cold_tier(
+    clock: ManualClock,
+) -> None:
+    # A write acknowledged by a Redis that then lost it (a replica promoted before it had
+    # the write): the process did not write it through the cold tier alone, but it doubts
+    # every hot copy for a while after the outage.
+    backend, hot, monotonic, store = _switchable_tier(clock, Durability.WRITE_THROUGH)
+    session = store.create({"n": 1})
+    stale = backend.hot.get(session.key)
+    session["n"] = 2
+    store.save(session)
+    hot.inner.evict(session.key, version=session.version, last_access=session.last_access)
+    assert stale is not None
+    hot.inner.put_guarded(stale)  # what the promoted replica holds
+    hot.down = True
+    assert store.get(session.id, touch=False) is not None  # served by the cold tier
+    hot.down = False
+    monotonic.now += 5
+
+    loaded = store.get(session.id, touch=False)
+
+    assert loaded is not None
+    assert loaded["n"] == 2
+    monotonic.now += 61  # the doubt window is over: hot hits are trusted again
+    assert not backend.health.doubted()
+
+
+def test_a_write_through_save_checked_against_a_stale_hot_copy_is_not_lost(
+    clock: ManualClock,
+) -> None:
+    backend, store = _tier(clock, Durability.WRITE_THROUGH)
+    session = store.create({"mine": 0})
+    elsewhere = SessionStore(backend.cold, policy=POLICY, clock=clock)
+    theirs = elsewhere.get(session.id, touch=False)
+    assert theirs is not None
+    theirs["theirs"] = 1
+    elsewhere.save(theirs)  # another region's write: this hot copy is now stale
+
+    session["mine"] = 1
+    store.save(session)  # refused by the cold tier, reloaded and merged by the store
+
+    assert backend.stats.stale_writes == 1
+    loaded = store.get(session.id)
+    assert loaded is not None
+    assert loaded.to_dict() == {"mine": 1, "theirs": 1}
+    cold = elsewhere.get(session.id, touch=False)
+    assert cold is not None
+    assert cold.to_dict() == {"mine": 1, "theirs": 1}
+
+
+def test_a_delete_checked_against_a_stale_hot_copy_still_deletes(
+    clock: ManualClock,
+) -> None:
+    backend, store = _tier(clock, Durability.WRITE_THROUGH)
+    session = store.create({"n": 1})
+    elsewhere = SessionStore(backend.cold, policy=POLICY, clock=clock)
+    theirs = elsewhere.get(session.id, touch=False)
+    assert theirs is not None
+    theirs["n"] = 2
+    elsewhere.save(theirs)
+
+    assert store.delete(session.id)
+
+    assert store.get(session.id) is None
+    assert elsewhere.get(session.id) is None
+
+
+@pytest.mark.parametrize("durability", list(Durability))
+def test_a_session_used_in_another_region_is_taken_over_with_its_latest_changes(
+    clock: ManualClock, durability: Durability
+) -> None:
+    cold = MemoryBackend(clock)
+    hots = [MemoryBackend(clock) for _ in range(3)]
+    regions = [
+        TieredBackend(
+            hot,
+            cold,
+            MemoryTierIndex(),
+            durability=durability,
+            clock=clock,
+            peers=[peer for peer in hots if peer is not hot],
+        )
+        for hot in hots
+    ]
+    us, eu, _ = (SessionStore(r, policy=POLICY, clock=clock) for r in regions)
+    session = us.create({"cart": ["sku-1"]})
+    session["cart"] = ["sku-1", "sku-2"]
+    us.save(session)  # under write-back, only the us hot tier has this
+
+    travelled = eu.get(session.id)
+
+    assert travelled is not None
+    assert travelled["cart"] == ["sku-1", "sku-2"]
+    assert regions[1].stats.handoffs == 1
+    assert hots[0].get(session.key) is None  # one region holds it hot
+    assert hots[1].get(session.key) is not None
+    in_cold = cold.get(session.key)
+    assert in_cold is not None
+    assert in_cold.version == session.version
+    travelled["cart"] = ["sku-3"]
+    eu.save(travelled)
+    back_home = us.get(session.id)
+    assert back_home is not None
+    assert back_home["cart"] == ["sku-3"]
+
+
+def test_a_region_whose_peer_is_down_promotes_from_the_cold_tier(
+    clock: ManualClock,
+) -> None:
+    cold = MemoryBackend(clock)
+    dead = _FailingHot(MemoryBackend(clock))
+    here = TieredBackend(
+        MemoryBackend(clock),
+        cold,
+        MemoryTierIndex(),
+        clock=clock,
+        peers=[dead],  # type: ignore[list-item]
+    )
+    session = SessionStore(cold, policy=POLICY, clock=clock).create({"n": 1})
+
+    loaded = SessionStore(here, policy=POLICY, clock=clock).get(session.id)
+
+    assert loaded is not None
+    assert here.stats.peer_failures == 1
+    assert here.stats.promotions == 1
+
+
+def test_the_breaker_lets_one_request_probe_per_retry_interval() -> None:
+    monotonic = _Monotonic()
+    health = HotTierHealth(retry_after=2, verify_for=10, monotonic=monotonic)
+    assert health.should_try()
+    assert health.failed()
+    assert not health.failed()  # already known to be down
+    assert not health.should_try()
+    monotonic.now = 2
+    assert health.should_try()
+    assert not health.should_try()  # the probe is under way; the others keep off
+    assert health.answered()
+    assert health.doubted()
+    monotonic.now = 12.5
+    assert not health.doubted()
+    with pytest.raises(ConfigError):
+        HotTierHealth(retry_after=-1)

@@ -11,6 +11,12 @@ without losing an update or bringing a deleted session back:
 - demotion copies the hot record into the cold tier, then evicts the hot copy only if it
   still has the version and last access it read (a session used meanwhile stays hot);
 - deletes always reach the cold tier before they are acknowledged, whatever the policy.
+
+When the hot tier fails, requests are served by the cold tier alone (degraded, not failed)
+until it answers again; then the hot copies of what changed meanwhile are repaired. With
+regions, each region has its own hot tier and they share the cold one: a session promoted
+here is first taken over from the other regions' hot tiers (their newest copy reaches the
+cold tier, then their copies are evicted), so one region holds it hot at a time.
 """
 
 from __future__ import annotations
@@ -24,12 +30,19 @@ from sessionflow._async.backends.base import AsyncBackend, AsyncEvictable, put_g
 from sessionflow._async.reconcile import copy_record
 from sessionflow._async.tier_index import AsyncTierIndex
 from sessionflow._clock import Clock, SystemClock
-from sessionflow._errors import BackendError, ConfigError, CorruptRecord, SessionNotFound
+from sessionflow._errors import (
+    BackendError,
+    ConfigError,
+    CorruptRecord,
+    SessionNotFound,
+    VersionConflict,
+)
 from sessionflow._ids import key_hint
 from sessionflow._record import SessionRecord
 from sessionflow._scan import GuardedResult, GuardedWrite, ScanPage
 from sessionflow._tier import (
     Durability,
+    HotTierHealth,
     Lifecycle,
     SweepReport,
     TierStats,
@@ -57,6 +70,10 @@ class AsyncTieredBackend:
         active_window: seconds after a use during which a hot session counts as active.
         clock: decides expiry and the age of sessions.
         stats: counters shared with metrics.
+        peers: the hot tiers of the other regions (same cold tier): a session promoted here
+            is taken over from them.
+        health: the hot tier's circuit breaker (defaults: retry after 1 s, doubt its copies
+            for 60 s after an outage).
     """
 
     def __init__(
@@ -70,6 +87,8 @@ class AsyncTieredBackend:
         active_window: float = DEFAULT_ACTIVE_WINDOW,
         clock: Clock | None = None,
         stats: TierStats | None = None,
+        peers: Sequence[AsyncEvictable] = (),
+        health: HotTierHealth | None = None,
     ) -> None:
         if not isinstance(hot, AsyncEvictable):
             raise ConfigError("the hot tier must support evict (Redis or memory backends do)")
@@ -83,6 +102,10 @@ class AsyncTieredBackend:
         self.active_window = active_window
         self.clock = clock or SystemClock()
         self.stats = stats or TierStats()
+        self.peers = tuple(peers)
+        self.health = health or HotTierHealth()
+        # Keys changed in the cold tier alone while the hot tier was down (insertion order).
+        self._changed_while_down: dict[str, None] = {}
 
     @property
     def write_through(self) -> bool:
@@ -93,23 +116,33 @@ class AsyncTieredBackend:
 
     async def get(self, key: str) -> SessionRecord | None:
         """See `AsyncBackend.get`: the hot copy, else the cold one, promoted."""
-        try:
-            record = await self.hot.get(key)
-        except BackendError as exc:
-            self.stats.degraded_reads += 1
-            logger.warning("hot tier unreachable, reading the cold tier: %s", exc)
-            return await self.cold.get(key)
-        if record is not None:
-            self.stats.hot_hits += 1
-            return record
-        cold = await self.cold.get(key)
+        if self.health.should_try():
+            try:
+                record = await self.hot.get(key)
+            except BackendError as exc:
+                self._hot_failed(exc)
+            else:
+                await self._hot_answered()
+                if record is not None:
+                    self.stats.hot_hits += 1
+                    return await self._doubt(record)
+                return await self._read_cold(key)
+        self.stats.degraded_reads += 1
+        return await self.cold.get(key)
+
+    async def _read_cold(self, key: str) -> SessionRecord | None:
+        cold = await self._fetch_cold(key)
         if cold is None:
             self.stats.misses += 1
             return None
         self.stats.cold_hits += 1
         if cold.tombstone or cold.expires_at <= self.clock.now():
             return cold
-        return await self._promote(cold)
+        try:
+            return await self._promote(cold)
+        except BackendError as exc:  # the hot tier failed between the read and the copy
+            self._hot_failed(exc)
+            return cold
 
     async def get_many(self, keys: Sequence[str]) -> list[SessionRecord | CorruptRecord | None]:
         """See `AsyncBackend.get_many`."""
@@ -141,19 +174,110 @@ class AsyncTieredBackend:
         """Return the hot copy of `key`, promoting the cold one if there is no hot copy."""
         record = await self.hot.get(key)
         if record is not None:
-            return record
-        cold = await self.cold.get(key)
+            return await self._doubt(record)
+        cold = await self._fetch_cold(key)
         if cold is None or cold.tombstone:
             return cold
         return await self._promote(cold)
+
+    async def _fetch_cold(self, key: str) -> SessionRecord | None:
+        """Read the cold tier, after taking the session over from other regions' hot tiers.
+
+        A peer's copy newer than the cold one (unflushed under write-back) is copied into
+        the cold tier first; then the peer's copy is evicted if it did not change meanwhile.
+        An unreachable peer is counted and skipped: its region's unflushed changes are the
+        loss a lost region may cause.
+        """
+        cold = await self.cold.get(key)
+        taken = False
+        for peer in self.peers:
+            try:
+                copy = await peer.get(key)
+                if copy is None or copy.tombstone:
+                    continue
+                if cold is None or copy.version > cold.version:
+                    await copy_record(self.cold, copy)
+                    taken = True
+                if await peer.evict(key, version=copy.version, last_access=copy.last_access):
+                    self.stats.handoffs += 1
+            except BackendError as exc:
+                self.stats.peer_failures += 1
+                logger.warning("another region's hot tier did not answer: %s", exc)
+            except CorruptRecord:
+                logger.warning("another region holds an unreadable copy of %s", key_hint(key))
+        return await self.cold.get(key) if taken else cold
+
+    async def _doubt(self, record: SessionRecord) -> SessionRecord:
+        """After an outage, replace a hot copy older than the cold tier's (see HotTierHealth)."""
+        if not self.health.doubted():
+            return record
+        return await self._newest(record)
+
+    async def _newest(self, record: SessionRecord) -> SessionRecord:
+        """Return the newer of a hot copy and the cold one, replacing the hot copy if older."""
+        cold = await self.cold.get(record.key)
+        if cold is None or cold.version <= record.version:
+            return record
+        await self.hot.put_guarded(cold)
+        self.stats.outage_repairs += 1
+        return cold
+
+    # -- the hot tier's health -------------------------------------------------------------
+
+    def _hot_failed(self, exc: BackendError) -> None:
+        if self.health.failed():
+            self.stats.hot_outages += 1
+            at_risk = (
+                ""
+                if self.write_through
+                else "; changes not flushed yet are at risk until it returns"
+            )
+            logger.warning("hot tier unreachable, serving from the cold tier%s: %s", at_risk, exc)
+
+    async def _hot_answered(self) -> None:
+        if self.health.answered():
+            logger.warning("hot tier answers again; repairing what changed meanwhile")
+        if self._changed_while_down:
+            try:
+                await self._repair_after_outage()
+            except BackendError as exc:
+                self._hot_failed(exc)
+
+    def _changed_in_cold(self, key: str) -> None:
+        self.stats.degraded_writes += 1
+        self._changed_while_down[key] = None
+
+    async def _repair_after_outage(self) -> None:
+        """Drop hot copies older than what was written to the cold tier during the outage."""
+        while self._changed_while_down:
+            key = next(iter(self._changed_while_down))
+            del self._changed_while_down[key]  # taken before awaiting: requests run this too
+            try:
+                hot = await self.hot.get(key)
+                if hot is not None:
+                    await self._newest(hot)
+            except CorruptRecord:
+                continue
+            except BackendError:
+                self._changed_while_down[key] = None
+                raise
 
     # -- writes ---------------------------------------------------------------------------
 
     async def create(self, record: SessionRecord) -> None:
         """See `AsyncBackend.create`: in the hot tier, then written through or marked dirty."""
-        await self.hot.create(record)
-        await self.index.accessed(record.key, record.last_access)
-        await self._after_change(record)
+        if self.health.should_try():
+            try:
+                await self.hot.create(record)
+                await self.index.accessed(record.key, record.last_access)
+            except BackendError as exc:
+                self._hot_failed(exc)
+            else:
+                await self._hot_answered()
+                await self._after_change(record)
+                return
+        await self.cold.create(record)
+        self._changed_in_cold(record.key)
 
     async def save(
         self,
@@ -164,29 +288,88 @@ class AsyncTieredBackend:
         removed: Collection[str],
     ) -> None:
         """See `AsyncBackend.save`: checked against the hot copy (promoted first if cold)."""
-        current = await self._ensure_hot(record.key)
-        if current is None or current.tombstone:
-            raise SessionNotFound("session not found or deleted")
-        await self.hot.save(
+        if self.health.should_try():
+            try:
+                current = await self._ensure_hot(record.key)
+                if current is None or current.tombstone:
+                    raise SessionNotFound("session not found or deleted")
+                await self.hot.save(
+                    record, expected_version=expected_version, changed=changed, removed=removed
+                )
+                await self.index.accessed(record.key, record.last_access)
+            except BackendError as exc:
+                self._hot_failed(exc)
+            else:
+                await self._hot_answered()
+                await self._after_change(record)
+                return
+        await self.cold.save(
             record, expected_version=expected_version, changed=changed, removed=removed
         )
-        await self.index.accessed(record.key, record.last_access)
-        await self._after_change(record)
+        self._changed_in_cold(record.key)
 
     async def _after_change(self, record: SessionRecord) -> None:
-        """Write a hot change through to the cold tier, or mark it for the flusher."""
+        """Write a hot change through to the cold tier, or mark it for the flusher.
+
+        Under write-through, a cold tier already holding this version or a newer one means
+        the hot copy the change was checked against was stale (another region changed the
+        session, or a hot tier came back with old copies): the change is taken back out of
+        the hot tier and refused, so the caller reloads instead of losing either update.
+        """
         if not self.write_through:
             await self.index.changed(record.key, record.version)
             return
         try:
-            await copy_record(self.cold, record)
+            verdict = await copy_record(self.cold, record)
         except BackendError:
             self.stats.cold_write_failures += 1
             await self.index.changed(record.key, record.version)  # the flusher retries it
             raise
+        if verdict is not GuardedWrite.WRITTEN and await self._written_elsewhere(record):
+            self.stats.stale_writes += 1
+            await self.hot.evict(record.key, version=record.version, last_access=record.last_access)
+            if verdict is GuardedWrite.TOMBSTONE_KEPT:
+                raise SessionNotFound("session was deleted")
+            raise VersionConflict("the session changed elsewhere; reload it")
+
+    async def _written_elsewhere(self, record: SessionRecord) -> bool:
+        """Tell a cold version that never went through this hot tier from a later local one.
+
+        A concurrent save here can reach the cold tier first with a higher version: then the
+        hot tier holds that version too, and nothing was lost.
+        """
+        cold = await self.cold.get(record.key)
+        if cold is None:
+            return False
+        if cold.tombstone:
+            return True
+        if cold.version == record.version:
+            return dict(cold.attributes) != dict(record.attributes)
+        hot = await self.hot.get(record.key)
+        return hot is None or hot.version < cold.version
 
     async def touch(self, key: str, *, last_access: float, idle_expires_at: float) -> bool:
         """See `AsyncBackend.touch`: in the hot tier; also the cold one under write-through."""
+        if self.health.should_try():
+            try:
+                touched = await self._touch_hot(key, last_access, idle_expires_at)
+            except BackendError as exc:
+                self._hot_failed(exc)
+            else:
+                await self._hot_answered()
+                if touched and self.write_through:
+                    await self.cold.touch(
+                        key, last_access=last_access, idle_expires_at=idle_expires_at
+                    )
+                return touched
+        touched = await self.cold.touch(
+            key, last_access=last_access, idle_expires_at=idle_expires_at
+        )
+        if touched:
+            self._changed_in_cold(key)
+        return touched
+
+    async def _touch_hot(self, key: str, last_access: float, idle_expires_at: float) -> bool:
         touched = await self.hot.touch(
             key, last_access=last_access, idle_expires_at=idle_expires_at
         )
@@ -199,8 +382,6 @@ class AsyncTieredBackend:
             )
         if touched:
             await self.index.accessed(key, last_access)
-            if self.write_through:
-                await self.cold.touch(key, last_access=last_access, idle_expires_at=idle_expires_at)
         return touched
 
     async def delete(
@@ -215,19 +396,46 @@ class AsyncTieredBackend:
         The cold tombstone is written before the delete is acknowledged, under either
         policy: a hot tier lost later must not bring the session back from the cold one.
         """
-        await self._ensure_hot(key)
-        deleted = await self.hot.delete(
+        if self.health.should_try():
+            try:
+                current = await self._ensure_hot(key)
+                if current is not None and not current.tombstone:
+                    await self._newest(current)  # a stale hot copy must not decide a delete
+                deleted = await self.hot.delete(
+                    key,
+                    tombstone_expires_at=tombstone_expires_at,
+                    expected_version=expected_version,
+                )
+                tombstone = await self.hot.get(key)
+            except BackendError as exc:
+                self._hot_failed(exc)
+            else:
+                await self._hot_answered()
+                if tombstone is not None and tombstone.tombstone:
+                    await self._delete_cold(tombstone, tombstone_expires_at)
+                return deleted
+        deleted = await self.cold.delete(
             key, tombstone_expires_at=tombstone_expires_at, expected_version=expected_version
         )
-        tombstone = await self.hot.get(key)
-        if tombstone is not None and tombstone.tombstone:
-            try:
-                await self.cold.put_guarded(tombstone)
-            except BackendError:
-                self.stats.cold_write_failures += 1
-                await self.index.changed(key, tombstone.version)
-                raise
+        self._changed_in_cold(key)
         return deleted
+
+    async def _delete_cold(self, tombstone: SessionRecord, tombstone_expires_at: float) -> None:
+        """Put the hot tier's tombstone into the cold tier (a newer cold copy is deleted too)."""
+        try:
+            verdict = await self.cold.put_guarded(tombstone)
+            if verdict is GuardedWrite.NEWER_KEPT:
+                # A version written elsewhere between our check and our delete: a logout
+                # must stay a logout, so that version is deleted as well.
+                self.stats.stale_writes += 1
+                await self.cold.delete(tombstone.key, tombstone_expires_at=tombstone_expires_at)
+                latest = await self.cold.get(tombstone.key)
+                if latest is not None:
+                    await self.hot.put_guarded(latest)
+        except BackendError:
+            self.stats.cold_write_failures += 1
+            await self.index.changed(tombstone.key, tombstone.version)
+            raise
 
     async def put_guarded(self, record: SessionRecord) -> GuardedWrite:
         """See `AsyncBackend.put_guarded`: into the cold tier, and the hot copy if there is one."""
@@ -244,13 +452,22 @@ class AsyncTieredBackend:
 
     async def user_keys(self, user_id: str) -> list[str]:
         """See `AsyncBackend.user_keys`: the hot tier's keys, then the cold tier's others."""
-        hot = await self.hot.user_keys(user_id)
+        hot: list[str] = []
+        if self.health.should_try():
+            try:
+                hot = await self.hot.user_keys(user_id)
+            except BackendError as exc:
+                self._hot_failed(exc)
         seen = set(hot)
         return hot + [key for key in await self.cold.user_keys(user_id) if key not in seen]
 
     async def forget_user_keys(self, user_id: str, keys: Collection[str]) -> None:
         """See `AsyncBackend.forget_user_keys`: in both tiers."""
-        await self.hot.forget_user_keys(user_id, keys)
+        if self.health.should_try():
+            try:
+                await self.hot.forget_user_keys(user_id, keys)
+            except BackendError as exc:
+                self._hot_failed(exc)
         await self.cold.forget_user_keys(user_id, keys)
 
     async def scan(
