@@ -30,6 +30,7 @@ SUBSTITUTIONS = [
     (r"\basync_sleep\b", "sync_sleep"),
     (r"\basync_run_all\b", "sync_run_all"),
     (r"\basync_map_limited\b", "sync_map_limited"),
+    (r"\basync_together\b", "sync_together"),
     (r"\bredis\.asyncio\.cluster\b", "redis.cluster"),
     (r"\bredis\.asyncio\b", "redis"),
     (r"\btypes_aiobotocore_dynamodb\b", "mypy_boto3_dynamodb"),

@@ -22,6 +22,17 @@ def sync_sleep(seconds: float) -> None:
     time.sleep(seconds)
 
 
+async def async_together(first: Awaitable[_T], second: Awaitable[_R]) -> tuple[_T, _R]:
+    """Await two calls at once; return both results."""
+    both = await asyncio.gather(first, second)
+    return both[0], both[1]
+
+
+def sync_together(first: _T, second: _R) -> tuple[_T, _R]:
+    """Return both results (sync flavour: the calls ran in order as arguments)."""
+    return first, second
+
+
 async def async_map_limited(
     function: Callable[[_T], Awaitable[_R]], items: Sequence[_T], limit: int
 ) -> list[_R]:

@@ -115,6 +115,8 @@ class SweepReport:
     tombstones: int = 0
     flushed: int = 0
     unreadable: int = 0
+    failed: int = 0
+    """Sessions the cold tier refused (kept hot, or left dirty, for the next run)."""
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, float]:

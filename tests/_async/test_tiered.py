@@ -18,11 +18,11 @@ from sessionflow import (
     AsyncTieredBackend,
     BackendError,
     ConfigError,
+    CorruptRecord,
     Durability,
     HotTierHealth,
     Lifecycle,
     ManualClock,
-    SessionNotFound,
 )
 from tests.clients import async_dynamodb_client_at
 from tests.conftest import POLICY, TABLE
@@ -175,6 +175,25 @@ async def test_promotion_carries_over_a_cold_write_that_landed_meanwhile(
 
     assert promoted.version == session.version
     assert (await backend.hot.get(session.key)).version == session.version  # type: ignore[union-attr]
+
+
+async def test_without_the_recheck_a_promotion_can_miss_a_cold_write_that_landed_meanwhile(
+    clock: ManualClock,
+) -> None:
+    # The trade-off recheck_promotions=False makes (docs/tiering.md): one cold read less,
+    # and a cold write racing the promotion stays behind the hot copy.
+    backend, _ = _tier(clock, Durability.WRITE_THROUGH)
+    backend.recheck_promotions = False
+    cold_store = AsyncSessionStore(backend.cold, policy=POLICY, clock=clock)
+    session = await cold_store.create({"n": 1})
+    read_before = await backend.cold.get(session.key)
+    session["n"] = 2
+    await cold_store.save(session)
+    assert read_before is not None
+
+    promoted = await backend._promote(read_before)
+
+    assert promoted.version == read_before.version < session.version
 
 
 async def test_the_sweeper_demotes_only_sessions_unused_for_the_threshold(
@@ -427,7 +446,7 @@ async def test_redis_hot_dynamodb_cold_sweep_and_flush(
 async def test_requests_are_served_by_the_cold_tier_while_the_hot_tier_is_down(
     clock: ManualClock, durability: Durability
 ) -> None:
-    backend, hot, monotonic, store = _switchable_tier(clock, durability)
+    backend, hot, _, store = _switchable_tier(clock, durability)
     kept = await store.create({"n": 1})
     await backend.flush()
     hot.down, hot.calls = True, 0
@@ -614,3 +633,39 @@ async def test_the_breaker_lets_one_request_probe_per_retry_interval() -> None:
     assert not health.doubted()
     with pytest.raises(ConfigError):
         HotTierHealth(retry_after=-1)
+
+
+class _RefusingCold:
+    """A cold tier that refuses guarded copies of one key (a corrupt item in the way)."""
+
+    def __init__(self, inner: AsyncMemoryBackend) -> None:
+        self.inner = inner
+        self.refused: str | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def put_guarded(self, record: Any) -> Any:
+        if record.key == self.refused:
+            raise CorruptRecord(record.key[:12], "the cold item is not a session")
+        return await self.inner.put_guarded(record)
+
+
+async def test_a_session_the_cold_tier_refuses_stays_hot_and_the_sweep_finishes(
+    clock: ManualClock,
+) -> None:
+    cold = _RefusingCold(AsyncMemoryBackend(clock))
+    backend, store = _tier(clock, Durability.WRITE_BACK, cold=cold)
+    sessions = [await store.create({"i": i}) for i in range(5)]
+    cold.refused = sessions[2].key
+    clock.advance(backend.demote_after + 1)
+
+    report = await backend.sweep(batch_size=2)
+
+    assert (report.demoted, report.failed) == (4, 1)
+    assert await backend.hot.get(sessions[2].key) is not None
+    flushed = await backend.flush()
+    assert flushed.failed == 1  # still dirty: the next flush tries again
+    assert await backend.index.dirty(10) == [(sessions[2].key, sessions[2].version)]
+    cold.refused = None
+    assert (await backend.sweep()).demoted == 1

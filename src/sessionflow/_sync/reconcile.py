@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 
-from sessionflow._sync.backends.base import Backend
+from sessionflow._sync.backends.base import Backend, put_guarded_each
 from sessionflow._errors import CorruptRecord
 from sessionflow._record import SessionRecord
 from sessionflow._scan import GuardedResult, GuardedWrite
@@ -57,6 +57,21 @@ def copy_records(
 ) -> list[GuardedResult]:
     """`copy_record` for many records, through the target's batch write."""
     results = target.put_guarded_many(records)
+    for record, result in zip(records, results, strict=True):
+        if isinstance(result, GuardedWrite):
+            _carry_expiry(target, record, result)
+    return results
+
+
+def copy_each(
+    target: Backend, records: Sequence[SessionRecord], *, limit: int = 16
+) -> list[GuardedResult]:
+    """`copy_record` for many records: one guarded write each, up to `limit` at a time.
+
+    For jobs that run all day (the tier's sweeper and flusher): on DynamoDB a conditional
+    put costs one write unit, where `copy_records`' transactions cost two per item.
+    """
+    results = put_guarded_each(target, records, limit=limit)
     for record, result in zip(records, results, strict=True):
         if isinstance(result, GuardedWrite):
             _carry_expiry(target, record, result)

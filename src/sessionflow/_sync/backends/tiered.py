@@ -28,13 +28,15 @@ import time
 from collections.abc import Collection, Sequence
 
 from sessionflow._sync.backends.base import Backend, Evictable, put_guarded_each
-from sessionflow._sync.reconcile import copy_record
+from sessionflow._sync.reconcile import copy_each, copy_record
 from sessionflow._sync.tier_index import TierIndex
 from sessionflow._clock import Clock, SystemClock
+from sessionflow._concurrency import sync_together
 from sessionflow._errors import (
     BackendError,
     ConfigError,
     CorruptRecord,
+    SessionflowError,
     SessionNotFound,
     VersionConflict,
 )
@@ -55,6 +57,7 @@ logger = logging.getLogger("sessionflow.tier")
 
 DEFAULT_DEMOTE_AFTER = 1800.0
 DEFAULT_ACTIVE_WINDOW = 300.0
+JOB_CONCURRENCY = 16  # cold-tier writes in flight in a sweep or a flush
 
 
 class TieredBackend:
@@ -75,6 +78,10 @@ class TieredBackend:
             is taken over from them.
         health: the hot tier's circuit breaker (defaults: retry after 1 s, doubt its copies
             for 60 s after an outage).
+        recheck_promotions: read the cold tier again after a promotion (the default), so a
+            cold write that landed meanwhile (another region, a backfill into the tier) is
+            carried over. Turning it off saves one cold read per promotion and is safe only
+            when nothing but this tier writes the cold tier (docs/tiering.md).
     """
 
     def __init__(
@@ -90,6 +97,7 @@ class TieredBackend:
         stats: TierStats | None = None,
         peers: Sequence[Evictable] = (),
         health: HotTierHealth | None = None,
+        recheck_promotions: bool = True,
     ) -> None:
         if not isinstance(hot, Evictable):
             raise ConfigError("the hot tier must support evict (Redis or memory backends do)")
@@ -105,6 +113,7 @@ class TieredBackend:
         self.stats = stats or TierStats()
         self.peers = tuple(peers)
         self.health = health or HotTierHealth()
+        self.recheck_promotions = recheck_promotions
         # Keys changed in the cold tier alone while the hot tier was down (insertion order).
         self._changed_while_down: dict[str, None] = {}
 
@@ -158,18 +167,25 @@ class TieredBackend:
     def _promote(self, record: SessionRecord) -> SessionRecord:
         """Copy a cold record into the hot tier; return what the hot tier holds after."""
         verdict = self.hot.put_guarded(record)
-        # A write to the cold tier that landed after our read did not see a hot copy yet:
-        # read again and carry it over, so the hot copy is never older than the cold one.
-        latest = self.cold.get(record.key)
-        if latest is not None and latest.version > record.version:
-            self.hot.put_guarded(latest)
-            verdict = GuardedWrite.NEWER_KEPT
+        if self.recheck_promotions:
+            # A write to the cold tier that landed after our read did not see a hot copy
+            # yet: read again and carry it over, so the hot copy is never older than the
+            # cold one.
+            latest, _ = sync_together(self.cold.get(record.key), self._indexed(record))
+            if latest is not None and latest.version > record.version:
+                self.hot.put_guarded(latest)
+                verdict = GuardedWrite.NEWER_KEPT
+        else:
+            self.index.accessed(record.key, record.last_access)
         if verdict is GuardedWrite.WRITTEN:
             self.stats.promotions += 1
-            self.index.accessed(record.key, record.last_access)
             return record
         current = self.hot.get(record.key)
         return current if current is not None else record
+
+    def _indexed(self, record: SessionRecord) -> bool:
+        self.index.accessed(record.key, record.last_access)
+        return True
 
     def _ensure_hot(self, key: str) -> SessionRecord | None:
         """Return the hot copy of `key`, promoting the cold one if there is no hot copy."""
@@ -568,51 +584,87 @@ class TieredBackend:
 
     # -- jobs -----------------------------------------------------------------------------
 
-    def sweep(self, *, batch_size: int = 100, max_batches: int | None = None) -> SweepReport:
+    def sweep(
+        self,
+        *,
+        batch_size: int = 100,
+        max_batches: int | None = None,
+        concurrency: int = JOB_CONCURRENCY,
+    ) -> SweepReport:
         """Demote sessions unused for `demote_after` seconds, oldest first, a batch at a time.
 
         Resumable by construction: the access index is the work list, and every step is
-        guarded, so a sweep killed halfway leaves nothing to undo.
+        guarded, so a sweep killed halfway leaves nothing to undo. A session whose cold copy
+        is refused stays hot and is counted in `failed`; the next sweep tries it again.
         """
         report = SweepReport()
         began = time.monotonic()
         batches = 0
+        held: set[str] = set()
         while max_batches is None or batches < max_batches:
             cutoff = self.clock.now() - self.demote_after
-            candidates = self.index.inactive(cutoff, batch_size)
+            due = self.index.inactive(cutoff, batch_size + len(held))
+            candidates = [(key, at) for key, at in due if key not in held][:batch_size]
             if not candidates:
                 break
-            for key, last_access in candidates:
-                self._demote(key, last_access, cutoff, report)
+            self._demote_batch(candidates, cutoff, report, held, concurrency)
             batches += 1
         report.seconds = time.monotonic() - began
         self.stats.hot_sessions, self.stats.dirty_sessions = self.index.sizes()
         return report
 
-    def _demote(self, key: str, indexed: float, cutoff: float, report: SweepReport) -> None:
-        report.examined += 1
-        try:
-            record = self.hot.get(key)
-        except CorruptRecord:
-            report.unreadable += 1
-            self.stats.unreadable += 1
-            logger.warning("sweeper left unreadable hot record %s in place", key_hint(key))
-            self.index.forget(key, indexed)
-            return
-        if record is None:  # expired in Redis, or evicted by another sweeper
-            self.index.forget(key, indexed)
-            return
-        if record.tombstone:
-            copy_record(self.cold, record)
-            report.tombstones += 1
-            self.index.forget(key, indexed)
-            return
-        if record.last_access > cutoff:  # used since it was indexed: not due yet
-            self.index.accessed(key, record.last_access)
-            return
-        expired = record.expires_at <= self.clock.now()
-        if not expired:
-            copy_record(self.cold, record)
+    def _demote_batch(
+        self,
+        candidates: list[tuple[str, float]],
+        cutoff: float,
+        report: SweepReport,
+        held: set[str],
+        concurrency: int,
+    ) -> None:
+        found = self.hot.get_many([key for key, _ in candidates])
+        now = self.clock.now()
+        due: list[tuple[float, SessionRecord]] = []
+        for (key, indexed), record in zip(candidates, found, strict=True):
+            report.examined += 1
+            if isinstance(record, CorruptRecord):
+                report.unreadable += 1
+                self.stats.unreadable += 1
+                logger.warning("sweeper left unreadable hot record %s in place", key_hint(key))
+                self.index.forget(key, indexed)
+            elif record is None:  # expired in Redis, or evicted by another sweeper
+                self.index.forget(key, indexed)
+            elif not record.tombstone and record.last_access > cutoff:
+                self.index.accessed(key, record.last_access)  # used since: not due
+            else:
+                due.append((indexed, record))
+        copies = [r for _, r in due if r.tombstone or r.expires_at > now]
+        outcomes = dict(
+            zip(
+                [r.key for r in copies],
+                copy_each(self.cold, copies, limit=concurrency),
+                strict=True,
+            )
+        )
+        for indexed, record in due:
+            outcome = outcomes.get(record.key)
+            if isinstance(outcome, SessionflowError):
+                report.failed += 1
+                held.add(record.key)
+                logger.warning(
+                    "sweeper kept %s hot: the cold tier refused it: %s",
+                    key_hint(record.key),
+                    outcome,
+                )
+            elif record.tombstone:
+                report.tombstones += 1
+                self.index.forget(record.key, indexed)
+            else:
+                self._evict(record, indexed, expired=outcome is None, report=report)
+
+    def _evict(
+        self, record: SessionRecord, indexed: float, *, expired: bool, report: SweepReport
+    ) -> None:
+        key = record.key
         if self.hot.evict(key, version=record.version, last_access=record.last_access):
             self.index.forget(key, indexed)
             self.index.flushed(key, record.version)
@@ -625,25 +677,37 @@ class TieredBackend:
             report.left_hot += 1
             self.stats.demotions_skipped += 1
 
-    def flush(self, *, batch_size: int = 100) -> SweepReport:
+    def flush(
+        self, *, batch_size: int = 100, concurrency: int = JOB_CONCURRENCY
+    ) -> SweepReport:
         """Copy hot changes the cold tier lacks (write-back), up to `batch_size` sessions."""
         report = SweepReport()
         began = time.monotonic()
         now = self.clock.now()
         lag = 0.0
-        for key, version in self.index.dirty(batch_size):
+        dirty = self.index.dirty(batch_size)
+        found = self.hot.get_many([key for key, _ in dirty])
+        copies: list[SessionRecord] = []
+        for (key, version), record in zip(dirty, found, strict=True):
             report.examined += 1
-            try:
-                record = self.hot.get(key)
-            except CorruptRecord:
+            if isinstance(record, CorruptRecord):
                 report.unreadable += 1
                 self.index.flushed(key, version)
-                continue
-            if record is None:  # demoted (and so copied) or expired since
+            elif record is None:  # demoted (and so copied) or expired since
                 self.index.flushed(key, version)
+            else:
+                copies.append(record)
+        outcomes = copy_each(self.cold, copies, limit=concurrency)
+        for record, outcome in zip(copies, outcomes, strict=True):
+            if isinstance(outcome, SessionflowError):  # stays dirty: the next flush retries
+                report.failed += 1
+                logger.warning(
+                    "flush left %s dirty: the cold tier refused it: %s",
+                    key_hint(record.key),
+                    outcome,
+                )
                 continue
-            copy_record(self.cold, record)
-            self.index.flushed(key, record.version)
+            self.index.flushed(record.key, record.version)
             report.flushed += 1
             if not record.tombstone:
                 lag = max(lag, now - record.last_access)
