@@ -165,8 +165,10 @@ class AsyncTieredBackend:
 
     async def _promote(self, record: SessionRecord) -> SessionRecord:
         """Copy a cold record into the hot tier; return what the hot tier holds after."""
-        verdict = await self.hot.put_guarded(record)
-        if self.recheck_promotions:
+        if not self.recheck_promotions:
+            verdict, _ = await async_together(self.hot.put_guarded(record), self._indexed(record))
+        else:
+            verdict = await self.hot.put_guarded(record)
             # A write to the cold tier that landed after our read did not see a hot copy
             # yet: read again and carry it over, so the hot copy is never older than the
             # cold one.
@@ -174,8 +176,6 @@ class AsyncTieredBackend:
             if latest is not None and latest.version > record.version:
                 await self.hot.put_guarded(latest)
                 verdict = GuardedWrite.NEWER_KEPT
-        else:
-            await self.index.accessed(record.key, record.last_access)
         if verdict is GuardedWrite.WRITTEN:
             self.stats.promotions += 1
             return record

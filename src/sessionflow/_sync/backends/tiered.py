@@ -166,8 +166,10 @@ class TieredBackend:
 
     def _promote(self, record: SessionRecord) -> SessionRecord:
         """Copy a cold record into the hot tier; return what the hot tier holds after."""
-        verdict = self.hot.put_guarded(record)
-        if self.recheck_promotions:
+        if not self.recheck_promotions:
+            verdict, _ = sync_together(self.hot.put_guarded(record), self._indexed(record))
+        else:
+            verdict = self.hot.put_guarded(record)
             # A write to the cold tier that landed after our read did not see a hot copy
             # yet: read again and carry it over, so the hot copy is never older than the
             # cold one.
@@ -175,8 +177,6 @@ class TieredBackend:
             if latest is not None and latest.version > record.version:
                 self.hot.put_guarded(latest)
                 verdict = GuardedWrite.NEWER_KEPT
-        else:
-            self.index.accessed(record.key, record.last_access)
         if verdict is GuardedWrite.WRITTEN:
             self.stats.promotions += 1
             return record
