@@ -6,6 +6,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis as AsyncRedis
 
 from sessionflow import (
@@ -23,6 +24,7 @@ from sessionflow import (
     HotTierHealth,
     Lifecycle,
     ManualClock,
+    TierCollector,
 )
 from tests.clients import async_dynamodb_client_at
 from tests.conftest import POLICY, TABLE
@@ -669,3 +671,30 @@ async def test_a_session_the_cold_tier_refuses_stays_hot_and_the_sweep_finishes(
     assert await backend.index.dirty(10) == [(sessions[2].key, sessions[2].version)]
     cold.refused = None
     assert (await backend.sweep()).demoted == 1
+
+
+async def test_the_tier_metrics_follow_what_the_tier_did(clock: ManualClock) -> None:
+    backend, hot, _, store = _switchable_tier(clock, Durability.WRITE_BACK)
+    backend.demote_after = 300  # within the policy's idle timeout
+    registry = CollectorRegistry()
+    registry.register(TierCollector(backend.stats))
+    session = await store.create({"n": 1})
+    await store.get(session.id)
+    await backend.flush()
+    clock.advance(backend.demote_after + 1)
+    await backend.sweep()
+    await store.get(session.id)  # promoted again
+    hot.down = True
+    await store.create({"made": "while down"})
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    assert value("sessionflow_tier_reads_total", found="hot") == 1
+    assert value("sessionflow_tier_reads_total", found="cold") == 1
+    assert value("sessionflow_tier_promotions_total") == 1
+    assert value("sessionflow_tier_demotions_total") == 1
+    assert value("sessionflow_tier_flushed_total") == 1
+    assert value("sessionflow_tier_hot_outages_total") == 1
+    assert value("sessionflow_tier_degraded_writes_total") == 1
+    assert value("sessionflow_tier_dirty_sessions") == 0

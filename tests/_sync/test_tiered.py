@@ -7,6 +7,7 @@ from contextlib import ExitStack
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 from redis import Redis as Redis
 
 from sessionflow import (
@@ -24,6 +25,7 @@ from sessionflow import (
     HotTierHealth,
     Lifecycle,
     ManualClock,
+    TierCollector,
 )
 from tests.clients import sync_dynamodb_client_at
 from tests.conftest import POLICY, TABLE
@@ -670,3 +672,30 @@ def test_a_session_the_cold_tier_refuses_stays_hot_and_the_sweep_finishes(
     assert backend.index.dirty(10) == [(sessions[2].key, sessions[2].version)]
     cold.refused = None
     assert (backend.sweep()).demoted == 1
+
+
+def test_the_tier_metrics_follow_what_the_tier_did(clock: ManualClock) -> None:
+    backend, hot, _, store = _switchable_tier(clock, Durability.WRITE_BACK)
+    backend.demote_after = 300  # within the policy's idle timeout
+    registry = CollectorRegistry()
+    registry.register(TierCollector(backend.stats))
+    session = store.create({"n": 1})
+    store.get(session.id)
+    backend.flush()
+    clock.advance(backend.demote_after + 1)
+    backend.sweep()
+    store.get(session.id)  # promoted again
+    hot.down = True
+    store.create({"made": "while down"})
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    assert value("sessionflow_tier_reads_total", found="hot") == 1
+    assert value("sessionflow_tier_reads_total", found="cold") == 1
+    assert value("sessionflow_tier_promotions_total") == 1
+    assert value("sessionflow_tier_demotions_total") == 1
+    assert value("sessionflow_tier_flushed_total") == 1
+    assert value("sessionflow_tier_hot_outages_total") == 1
+    assert value("sessionflow_tier_degraded_writes_total") == 1
+    assert value("sessionflow_tier_dirty_sessions") == 0
