@@ -444,8 +444,8 @@ class MigratingBackend:
             )
 
         self._fenced_second(key, tombstone_new)
-        if expected_version is not None and old_deleted is not None and new_deleted is None:
-            # Another delete (a logout) reached the new store first and reported success:
+        if expected_version is not None and (old_deleted is None or new_deleted is None):
+            # Another delete (a logout) reached one of the stores first and reports success:
             # a conditional delete (a regeneration) must not succeed as well.
             raise SessionNotFound("session deleted meanwhile")
         return winner(old_deleted, new_deleted)
