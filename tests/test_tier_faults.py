@@ -58,9 +58,13 @@ def region_servers() -> Iterator[dict[str, RedisServer]]:
             server.stop()
 
 
+def _one_region(servers: Servers, redis: RedisServer, durability: Durability) -> TierConfig:
+    return _config(servers, {"local": redis}, durability)
+
+
 def _config(servers: Servers, redis: dict[str, RedisServer], durability: Durability) -> TierConfig:
     return TierConfig(
-        regions=REGIONS,
+        regions=tuple(redis),
         redis_urls={region: server.url for region, server in redis.items()},
         redis_prefix=f"t{uuid.uuid4().hex[:8]}",
         dynamodb_table=TABLE,
@@ -237,13 +241,7 @@ async def hot_redis() -> AsyncIterator[RedisServer]:
 async def test_a_hot_redis_killed_and_restarted_under_traffic_loses_nothing_acknowledged(
     servers: Servers, hot_redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = TierConfig(
-        redis_urls={"local": hot_redis.url},
-        redis_prefix=f"t{uuid.uuid4().hex[:8]}",
-        dynamodb_table=TABLE,
-        dynamodb_endpoint=servers.dynamodb.endpoint_url,
-        durability=Durability.WRITE_THROUGH,
-    )
+    config = _one_region(servers, hot_redis, Durability.WRITE_THROUGH)
     caplog.set_level(logging.WARNING, logger="sessionflow.tier")
     async with open_tier(config) as backend:
         backend.health = HotTierHealth(retry_after=0.2, verify_for=60)
@@ -271,13 +269,7 @@ async def test_a_hot_redis_killed_and_restarted_under_traffic_loses_nothing_ackn
 async def test_write_back_loses_at_most_the_unflushed_changes_and_says_how_many(
     servers: Servers, hot_redis: RedisServer
 ) -> None:
-    config = TierConfig(
-        redis_urls={"local": hot_redis.url},
-        redis_prefix=f"t{uuid.uuid4().hex[:8]}",
-        dynamodb_table=TABLE,
-        dynamodb_endpoint=servers.dynamodb.endpoint_url,
-        durability=Durability.WRITE_BACK,
-    )
+    config = _one_region(servers, hot_redis, Durability.WRITE_BACK)
     async with open_tier(config) as backend:
         store = AsyncSessionStore(backend, policy=POLICY)
         sessions = [await store.create({"n": 0}) for _ in range(20)]

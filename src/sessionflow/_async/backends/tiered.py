@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 
 from sessionflow._async.backends.base import AsyncBackend, AsyncEvictable, put_guarded_each
 from sessionflow._async.reconcile import copy_each, copy_record
@@ -259,6 +259,18 @@ class AsyncTieredBackend:
             except BackendError as exc:
                 self._hot_failed(exc)
 
+    async def _in_hot(self, write: Callable[[], Awaitable[None]]) -> bool:
+        """Run a write against the hot tier; False if it is down (the caller uses the cold)."""
+        if not self.health.should_try():
+            return False
+        try:
+            await write()
+        except BackendError as exc:
+            self._hot_failed(exc)
+            return False
+        await self._hot_answered()
+        return True
+
     def _changed_in_cold(self, key: str) -> None:
         self.stats.degraded_writes += 1
         self._changed_while_down[key] = None
@@ -282,16 +294,14 @@ class AsyncTieredBackend:
 
     async def create(self, record: SessionRecord) -> None:
         """See `AsyncBackend.create`: in the hot tier, then written through or marked dirty."""
-        if self.health.should_try():
-            try:
-                await self.hot.create(record)
-                await self.index.accessed(record.key, record.last_access)
-            except BackendError as exc:
-                self._hot_failed(exc)
-            else:
-                await self._hot_answered()
-                await self._after_change(record)
-                return
+
+        async def in_hot() -> None:
+            await self.hot.create(record)
+            await self.index.accessed(record.key, record.last_access)
+
+        if await self._in_hot(in_hot):
+            await self._after_change(record)
+            return
         await self.cold.create(record)
         self._changed_in_cold(record.key)
 
@@ -304,21 +314,19 @@ class AsyncTieredBackend:
         removed: Collection[str],
     ) -> None:
         """See `AsyncBackend.save`: checked against the hot copy (promoted first if cold)."""
-        if self.health.should_try():
-            try:
-                current = await self._ensure_hot(record.key)
-                if current is None or current.tombstone:
-                    raise SessionNotFound("session not found or deleted")
-                await self.hot.save(
-                    record, expected_version=expected_version, changed=changed, removed=removed
-                )
-                await self.index.accessed(record.key, record.last_access)
-            except BackendError as exc:
-                self._hot_failed(exc)
-            else:
-                await self._hot_answered()
-                await self._after_change(record)
-                return
+
+        async def in_hot() -> None:
+            current = await self._ensure_hot(record.key)
+            if current is None or current.tombstone:
+                raise SessionNotFound("session not found or deleted")
+            await self.hot.save(
+                record, expected_version=expected_version, changed=changed, removed=removed
+            )
+            await self.index.accessed(record.key, record.last_access)
+
+        if await self._in_hot(in_hot):
+            await self._after_change(record)
+            return
         await self.cold.save(
             record, expected_version=expected_version, changed=changed, removed=removed
         )

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from sessionflow._sync.backends.base import Backend, Evictable, put_guarded_each
 from sessionflow._sync.reconcile import copy_each, copy_record
@@ -260,6 +260,18 @@ class TieredBackend:
             except BackendError as exc:
                 self._hot_failed(exc)
 
+    def _in_hot(self, write: Callable[[], None]) -> bool:
+        """Run a write against the hot tier; False if it is down (the caller uses the cold)."""
+        if not self.health.should_try():
+            return False
+        try:
+            write()
+        except BackendError as exc:
+            self._hot_failed(exc)
+            return False
+        self._hot_answered()
+        return True
+
     def _changed_in_cold(self, key: str) -> None:
         self.stats.degraded_writes += 1
         self._changed_while_down[key] = None
@@ -283,16 +295,14 @@ class TieredBackend:
 
     def create(self, record: SessionRecord) -> None:
         """See `Backend.create`: in the hot tier, then written through or marked dirty."""
-        if self.health.should_try():
-            try:
-                self.hot.create(record)
-                self.index.accessed(record.key, record.last_access)
-            except BackendError as exc:
-                self._hot_failed(exc)
-            else:
-                self._hot_answered()
-                self._after_change(record)
-                return
+
+        def in_hot() -> None:
+            self.hot.create(record)
+            self.index.accessed(record.key, record.last_access)
+
+        if self._in_hot(in_hot):
+            self._after_change(record)
+            return
         self.cold.create(record)
         self._changed_in_cold(record.key)
 
@@ -305,21 +315,19 @@ class TieredBackend:
         removed: Collection[str],
     ) -> None:
         """See `Backend.save`: checked against the hot copy (promoted first if cold)."""
-        if self.health.should_try():
-            try:
-                current = self._ensure_hot(record.key)
-                if current is None or current.tombstone:
-                    raise SessionNotFound("session not found or deleted")
-                self.hot.save(
-                    record, expected_version=expected_version, changed=changed, removed=removed
-                )
-                self.index.accessed(record.key, record.last_access)
-            except BackendError as exc:
-                self._hot_failed(exc)
-            else:
-                self._hot_answered()
-                self._after_change(record)
-                return
+
+        def in_hot() -> None:
+            current = self._ensure_hot(record.key)
+            if current is None or current.tombstone:
+                raise SessionNotFound("session not found or deleted")
+            self.hot.save(
+                record, expected_version=expected_version, changed=changed, removed=removed
+            )
+            self.index.accessed(record.key, record.last_access)
+
+        if self._in_hot(in_hot):
+            self._after_change(record)
+            return
         self.cold.save(
             record, expected_version=expected_version, changed=changed, removed=removed
         )
