@@ -78,6 +78,7 @@ class ServiceConfig:
         if path is not None:
             data.update(read_settings_file(path))
             data.pop("migration", None)  # a [migration] table beside the settings: see serve
+            data.pop("session_config", None)  # the hybrid tier's settings: see serve
         environ = os.environ if environ is None else environ
         names = {f.name for f in fields(cls)}
         for key, value in environ.items():

@@ -102,12 +102,16 @@ class TierConfig:
                 f"hot_storage.redis_urls names unknown region(s) {', '.join(unknown)}"
             )
 
-    def redis_url(self, region: str | None = None) -> str:
-        """Return the hot Redis of `region` (the first region if None)."""
+    def region_name(self, region: str | None = None) -> str:
+        """Return `region` if configured (the first region if None); `ConfigError` if not."""
         chosen = region or self.regions[0]
         if chosen not in self.redis_urls:
             raise ConfigError(f"no region {chosen!r}; the regions are {', '.join(self.regions)}")
-        return self.redis_urls[chosen]
+        return chosen
+
+    def redis_url(self, region: str | None = None) -> str:
+        """Return the hot Redis of `region` (the first region if None)."""
+        return self.redis_urls[self.region_name(region)]
 
     @classmethod
     def from_mapping(cls, data: Any, *, source: str = "settings") -> TierConfig:  # noqa: ANN401
@@ -131,6 +135,13 @@ class TierConfig:
                 name = _NAMES.get((section, str(key)), str(key))
                 values[name] = _coerce(name, raw, source)
         return cls(**values)
+
+    @classmethod
+    def load_if_present(cls, path: Path | None) -> TierConfig | None:
+        """Read the ``session_config`` table if the file has one (the service's file may)."""
+        if path is None or "session_config" not in read_settings_file(path, section=""):
+            return None
+        return cls.load(path)
 
     @classmethod
     def load(cls, path: Path) -> TierConfig:

@@ -66,18 +66,25 @@ def serve(
     ),
     host: str = typer.Option("127.0.0.1", help="The address to listen on."),
     port: int = typer.Option(8080, help="The port to listen on."),
+    region: str | None = typer.Option(
+        None, help="With a session_config table: the region whose hot Redis to use."
+    ),
 ) -> None:
     """Run the HTTP session service (on a local Redis it starts itself, unless configured)."""
     from sessionflow._errors import ConfigError  # noqa: PLC0415 - keeps `--help` fast
     from sessionflow._migration_config import MigrationConfig  # noqa: PLC0415
     from sessionflow._service_config import ServiceConfig  # noqa: PLC0415
+    from sessionflow._tier_config import TierConfig  # noqa: PLC0415
 
     try:
         settings = ServiceConfig.load(config)
         migration = MigrationConfig.load_if_present(config)
+        tier = TierConfig.load_if_present(config)
         import uvicorn  # noqa: PLC0415
 
         from sessionflow.service import build_app  # noqa: PLC0415
+
+        service = build_app(settings, migration, tier=tier, region=region)
     except ConfigError as exc:
         console.print(f"[red]sessionflow serve: {exc}[/red]")
         raise typer.Exit(2) from exc
@@ -87,7 +94,9 @@ def serve(
     console.print(f"sessionflow service on http://{host}:{port} with {settings.redacted()}")
     if migration is not None:
         console.print(f"migrating {migration.old.describe()} -> {migration.new.describe()}")
-    uvicorn.run(build_app(settings, migration), host=host, port=port, log_level="info")
+    if tier is not None:
+        console.print(f"hybrid tier, region {tier.region_name(region)}, {tier.durability}")
+    uvicorn.run(service, host=host, port=port, log_level="info")
 
 
 @app.command()

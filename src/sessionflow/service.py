@@ -40,12 +40,20 @@ from sessionflow._errors import (
     VersionConflict,
 )
 from sessionflow._ids import new_session_id
-from sessionflow._metrics import BackendMetrics, MigrationCollector, StoreStatsCollector
+from sessionflow._metrics import (
+    BackendMetrics,
+    MigrationCollector,
+    StoreStatsCollector,
+    TierCollector,
+)
 from sessionflow._migration_config import MigrationConfig
 from sessionflow._migration_stats import MigrationStats
-from sessionflow._open_backend import open_backend, open_migration
+from sessionflow._open_backend import open_backend, open_migration, open_tier
 from sessionflow._service_config import ServiceConfig
+from sessionflow._service_tier import TierHandle, tier_routes
 from sessionflow._session import Session
+from sessionflow._tier import TierStats
+from sessionflow._tier_config import TierConfig
 
 _STATUS_OF_ERROR: tuple[tuple[type[SessionflowError], int, str], ...] = (
     (InvalidSessionId, 400, "invalid_session_id"),
@@ -166,6 +174,7 @@ def create_app(
     registry: CollectorRegistry | None = None,
     lifespan: Callable[[FastAPI], Any] | None = None,
     migration: MigrationHandle | None = None,
+    tier: TierHandle | None = None,
 ) -> FastAPI:
     """Build the service on `store`.
 
@@ -177,6 +186,8 @@ def create_app(
         lifespan: an ASGI lifespan context for the app (starting and closing clients).
         migration: the migration the store's backend takes part in; adds the admin routes
             ``/admin/migration`` (status), ``/admin/migration/advance`` and ``/rollback``.
+        tier: the hybrid tier the store's backend is; adds ``/admin/tier`` (statistics),
+            ``/admin/tier/sweep`` and ``/admin/tier/flush``.
     """
     registry = registry or CollectorRegistry()
     registry.register(StoreStatsCollector(store.stats, "service"))
@@ -212,6 +223,8 @@ def create_app(
         _admin_routes(app, store, require_admin)
         if migration is not None:
             _migration_routes(app, migration, require_admin)
+        if tier is not None:
+            tier_routes(app, tier, require_admin)
     return app
 
 
@@ -377,13 +390,23 @@ class _AdminRefused(Exception):  # noqa: N818 - internal signal, never escapes t
     """A request to an admin route without the right token."""
 
 
-def build_app(config: ServiceConfig, migration: MigrationConfig | None = None) -> FastAPI:
+def build_app(
+    config: ServiceConfig,
+    migration: MigrationConfig | None = None,
+    *,
+    tier: TierConfig | None = None,
+    region: str | None = None,
+) -> FastAPI:
     """Build the service from settings; clients (and a local Redis) live as long as the app.
 
     With `migration`, the service is one process of a migrating fleet: it serves through
     an `AsyncMigratingBackend` over the two stores the migration names (following the
     fleet's stage), exports the migration's metrics and, with an admin token, its routes.
+    With `tier`, it serves through the hybrid tier of `region` (the first configured region
+    if None), exports the tier's metrics and, with an admin token, its routes.
     """
+    if migration is not None and tier is not None:
+        raise ConfigError("a service serves through a migration or a tier, not both")
     registry = CollectorRegistry()
     metrics = BackendMetrics(registry)
     # The real backend opens in the lifespan, inside the server's event loop.
@@ -392,12 +415,22 @@ def build_app(config: ServiceConfig, migration: MigrationConfig | None = None) -
     stats = MigrationStats()
     if migration is not None:
         registry.register(MigrationCollector(stats))
+    tier_handle = TierHandle(tier.region_name(region)) if tier is not None else None
+    tier_stats = TierStats()
+    if tier is not None:
+        registry.register(TierCollector(tier_stats))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             name: str = config.backend
-            if migration is None or handle is None:
+            if tier is not None and tier_handle is not None:
+                tiered = await stack.enter_async_context(
+                    open_tier(tier, region=tier_handle.region, stats=tier_stats)
+                )
+                backend: AsyncBackend = tiered
+                tier_handle.backend, name = tiered, "tiered"
+            elif migration is None or handle is None:
                 backend = await open_backend(config, stack)
             else:
                 job = await stack.enter_async_context(open_migration(migration, stats=stats))
@@ -421,6 +454,7 @@ def build_app(config: ServiceConfig, migration: MigrationConfig | None = None) -
         registry=registry,
         lifespan=lifespan,
         migration=handle,
+        tier=tier_handle,
     )
 
 
