@@ -131,7 +131,9 @@ class HotTierHealth:
     `retry_after` seconds have passed; then one request tries it again. For `verify_for`
     seconds after it answers again, hot copies are checked against the cold tier: a Redis
     that restarted from a snapshot, or a replica promoted by Sentinel, can hold copies older
-    than what was acknowledged meanwhile.
+    than what was acknowledged meanwhile. The hot tier's instance (Redis: its run id) is
+    also read every `check_instance_every` seconds; a change starts the same window, for
+    the failovers a client follows without an error.
     """
 
     def __init__(
@@ -139,12 +141,18 @@ class HotTierHealth:
         *,
         retry_after: float = 1.0,
         verify_for: float = 60.0,
+        check_instance_every: float = 1.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        if retry_after < 0 or verify_for < 0:
-            raise ConfigError("retry_after and verify_for must not be negative")
+        if retry_after < 0 or verify_for < 0 or check_instance_every < 0:
+            raise ConfigError(
+                "retry_after, verify_for and check_instance_every must not be negative"
+            )
         self.retry_after = retry_after
         self.verify_for = verify_for
+        self.check_instance_every = check_instance_every
+        self._instance: str | None = None
+        self._next_instance_check = 0.0
         self._monotonic = monotonic
         self._down_since: float | None = None
         self._next_try = 0.0
@@ -181,6 +189,26 @@ class HotTierHealth:
         self._down_since = None
         self._doubt_until = self._monotonic() + self.verify_for
         return True
+
+    def instance_check_due(self) -> bool:
+        """Return True at most once per `check_instance_every` seconds."""
+        now = self._monotonic()
+        if now < self._next_instance_check:
+            return False
+        self._next_instance_check = now + self.check_instance_every
+        return True
+
+    def instance_seen(self, instance: str) -> bool:
+        """Record the hot tier's instance; True (and doubt its copies) if it changed.
+
+        A failover that the client followed without an error (redis-py retries) or a quick
+        restart shows only here.
+        """
+        changed = self._instance is not None and instance != self._instance
+        self._instance = instance
+        if changed:
+            self._doubt_until = self._monotonic() + self.verify_for
+        return changed
 
     def doubted(self) -> bool:
         """Return True in the window after an outage when hot copies are checked."""

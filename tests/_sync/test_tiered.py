@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 from redis import Redis as Redis
+from redis.cluster import RedisCluster as RedisCluster
 
 from sessionflow import (
     DynamoDBBackend,
@@ -699,3 +700,46 @@ def test_the_tier_metrics_follow_what_the_tier_did(clock: ManualClock) -> None:
     assert value("sessionflow_tier_hot_outages_total") == 1
     assert value("sessionflow_tier_degraded_writes_total") == 1
     assert value("sessionflow_tier_dirty_sessions") == 0
+
+
+def test_a_hot_tier_replaced_without_an_error_is_noticed_by_its_instance(
+    clock: ManualClock,
+) -> None:
+    # A failover the client followed by itself: no request failed, but the server holding
+    # the hot copies is another one, with an older copy of a session.
+    backend, hot, monotonic, store = _switchable_tier(clock, Durability.WRITE_THROUGH)
+    instance = {"id": "redis-a"}
+
+    def current_instance() -> str:
+        return instance["id"]
+
+    hot.instance = current_instance  # type: ignore[method-assign]
+    session = store.create({"n": 1})
+    stale = backend.hot.get(session.key)
+    session["n"] = 2
+    store.save(session)
+    assert stale is not None
+    hot.inner.evict(session.key, version=session.version, last_access=session.last_access)
+    hot.inner.put_guarded(stale)  # what the new server holds
+    instance["id"] = "redis-b"
+    monotonic.now += 1  # the next instance check is due
+
+    loaded = store.get(session.id, touch=False)
+
+    assert backend.stats.hot_outages == 1
+    assert loaded is not None
+    assert loaded["n"] == 2
+    monotonic.now += 2
+    assert store.get(session.id, touch=False) is not None
+    assert backend.stats.hot_outages == 1  # the same instance again: nothing new
+
+
+def test_a_redis_instance_is_its_run_id_and_a_cluster_names_every_master(
+    servers: Any,
+) -> None:
+    with Redis(port=servers.redis.port) as client:
+        one = RedisBackend(client).instance()
+        assert one == (client.info("server"))["run_id"]
+    with RedisCluster(host="127.0.0.1", port=servers.cluster_port) as cluster:
+        masters = (RedisBackend(cluster).instance()).split(",")
+        assert len(set(masters)) == 3

@@ -129,6 +129,15 @@ class AsyncEvictable(AsyncBackend, Protocol):
         """
         ...
 
+    async def instance(self) -> str:
+        """Name the server instance holding the records (Redis: its run id).
+
+        It changes when the records may have been replaced behind the client's back: a
+        restart, or a failover to a replica. The tier then checks its hot copies against
+        the cold tier for a while.
+        """
+        ...
+
 
 async def put_guarded_each(
     backend: AsyncBackend, records: Sequence[SessionRecord], *, limit: int = 16

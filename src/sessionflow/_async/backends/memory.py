@@ -178,6 +178,10 @@ class AsyncMemoryBackend:
             del self._records[key]
             return True
 
+    async def instance(self) -> str:
+        """See `AsyncEvictable.instance`: this object (its records live as long as it)."""
+        return f"memory-{id(self):x}"
+
     async def put_guarded_many(self, records: Sequence[SessionRecord]) -> list[GuardedResult]:
         """See `AsyncBackend.put_guarded_many`."""
         return await put_guarded_each(self, records, limit=1)

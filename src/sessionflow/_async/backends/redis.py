@@ -332,6 +332,16 @@ class AsyncRedisBackend:
             )
         return bool(evicted)
 
+    async def instance(self) -> str:
+        """See `AsyncEvictable.instance`: the run id (on a cluster, every master's)."""
+        with _redis_errors("info"):
+            if isinstance(self._client, AsyncRedisCluster):
+                cluster: Any = self._client
+                per_node = await cluster.info("server", target_nodes=AsyncRedisCluster.PRIMARIES)
+                return ",".join(sorted(str(node["run_id"]) for node in per_node.values()))
+            info = await self._client.info("server")
+        return str(info["run_id"])
+
     async def put_guarded_many(self, records: Sequence[SessionRecord]) -> list[GuardedResult]:
         """See `AsyncBackend.put_guarded_many`: one compare-and-set per record, 8 at a time."""
         return await put_guarded_each(self, records, limit=8)

@@ -253,6 +253,8 @@ class AsyncTieredBackend:
     async def _hot_answered(self) -> None:
         if self.health.answered():
             logger.warning("hot tier answers again; repairing what changed meanwhile")
+        if self.health.instance_check_due():
+            await self._check_instance()
         if self._changed_while_down:
             try:
                 await self._repair_after_outage()
@@ -270,6 +272,19 @@ class AsyncTieredBackend:
             return False
         await self._hot_answered()
         return True
+
+    async def _check_instance(self) -> None:
+        try:
+            instance = await self.hot.instance()
+        except BackendError as exc:
+            self._hot_failed(exc)
+            return
+        if self.health.instance_seen(instance):
+            self.stats.hot_outages += 1
+            logger.warning(
+                "hot tier restarted or failed over; checking its copies for %.0f s",
+                self.health.verify_for,
+            )
 
     def _changed_in_cold(self, key: str) -> None:
         self.stats.degraded_writes += 1

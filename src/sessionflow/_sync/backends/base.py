@@ -130,6 +130,15 @@ class Evictable(Backend, Protocol):
         """
         ...
 
+    def instance(self) -> str:
+        """Name the server instance holding the records (Redis: its run id).
+
+        It changes when the records may have been replaced behind the client's back: a
+        restart, or a failover to a replica. The tier then checks its hot copies against
+        the cold tier for a while.
+        """
+        ...
+
 
 def put_guarded_each(
     backend: Backend, records: Sequence[SessionRecord], *, limit: int = 16

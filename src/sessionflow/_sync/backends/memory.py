@@ -179,6 +179,10 @@ class MemoryBackend:
             del self._records[key]
             return True
 
+    def instance(self) -> str:
+        """See `Evictable.instance`: this object (its records live as long as it)."""
+        return f"memory-{id(self):x}"
+
     def put_guarded_many(self, records: Sequence[SessionRecord]) -> list[GuardedResult]:
         """See `Backend.put_guarded_many`."""
         return put_guarded_each(self, records, limit=1)

@@ -333,6 +333,16 @@ class RedisBackend:
             )
         return bool(evicted)
 
+    def instance(self) -> str:
+        """See `Evictable.instance`: the run id (on a cluster, every master's)."""
+        with _redis_errors("info"):
+            if isinstance(self._client, RedisCluster):
+                cluster: Any = self._client
+                per_node = cluster.info("server", target_nodes=RedisCluster.PRIMARIES)
+                return ",".join(sorted(str(node["run_id"]) for node in per_node.values()))
+            info = self._client.info("server")
+        return str(info["run_id"])
+
     def put_guarded_many(self, records: Sequence[SessionRecord]) -> list[GuardedResult]:
         """See `Backend.put_guarded_many`: one compare-and-set per record, 8 at a time."""
         return put_guarded_each(self, records, limit=8)

@@ -254,6 +254,8 @@ class TieredBackend:
     def _hot_answered(self) -> None:
         if self.health.answered():
             logger.warning("hot tier answers again; repairing what changed meanwhile")
+        if self.health.instance_check_due():
+            self._check_instance()
         if self._changed_while_down:
             try:
                 self._repair_after_outage()
@@ -271,6 +273,19 @@ class TieredBackend:
             return False
         self._hot_answered()
         return True
+
+    def _check_instance(self) -> None:
+        try:
+            instance = self.hot.instance()
+        except BackendError as exc:
+            self._hot_failed(exc)
+            return
+        if self.health.instance_seen(instance):
+            self.stats.hot_outages += 1
+            logger.warning(
+                "hot tier restarted or failed over; checking its copies for %.0f s",
+                self.health.verify_for,
+            )
 
     def _changed_in_cold(self, key: str) -> None:
         self.stats.degraded_writes += 1
