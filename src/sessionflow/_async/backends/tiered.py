@@ -25,6 +25,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
+from typing import TypeVar
 
 from sessionflow._async.backends.base import AsyncBackend, AsyncEvictable, put_guarded_each
 from sessionflow._async.reconcile import copy_each, copy_record
@@ -57,6 +58,15 @@ logger = logging.getLogger("sessionflow.tier")
 DEFAULT_DEMOTE_AFTER = 1800.0
 DEFAULT_ACTIVE_WINDOW = 300.0
 JOB_CONCURRENCY = 16  # cold-tier writes in flight in a sweep or a flush
+
+_T = TypeVar("_T")
+
+
+class _HotDown:
+    """What `_in_hot` returns when the hot tier is down: the caller serves from the cold."""
+
+
+HOT_DOWN = _HotDown()
 
 
 class AsyncTieredBackend:
@@ -125,17 +135,12 @@ class AsyncTieredBackend:
 
     async def get(self, key: str) -> SessionRecord | None:
         """See `AsyncBackend.get`: the hot copy, else the cold one, promoted."""
-        if self.health.should_try():
-            try:
-                record = await self.hot.get(key)
-            except BackendError as exc:
-                self._hot_failed(exc)
-            else:
-                await self._hot_answered()
-                if record is not None:
-                    self.stats.hot_hits += 1
-                    return await self._doubt(record)
-                return await self._read_cold(key)
+        record = await self._in_hot(lambda: self.hot.get(key))
+        if not isinstance(record, _HotDown):
+            if record is not None:
+                self.stats.hot_hits += 1
+                return await self._doubt(record)
+            return await self._read_cold(key)
         self.stats.degraded_reads += 1
         return await self.cold.get(key)
 
@@ -261,17 +266,17 @@ class AsyncTieredBackend:
             except BackendError as exc:
                 self._hot_failed(exc)
 
-    async def _in_hot(self, write: Callable[[], Awaitable[None]]) -> bool:
-        """Run a write against the hot tier; False if it is down (the caller uses the cold)."""
+    async def _in_hot(self, step: Callable[[], Awaitable[_T]]) -> _T | _HotDown:
+        """Run `step` against the hot tier; `HOT_DOWN` if it is down (the caller uses the cold)."""
         if not self.health.should_try():
-            return False
+            return HOT_DOWN
         try:
-            await write()
+            result = await step()
         except BackendError as exc:
             self._hot_failed(exc)
-            return False
+            return HOT_DOWN
         await self._hot_answered()
-        return True
+        return result
 
     async def _check_instance(self) -> None:
         try:
@@ -314,7 +319,7 @@ class AsyncTieredBackend:
             await self.hot.create(record)
             await self.index.accessed(record.key, record.last_access)
 
-        if await self._in_hot(in_hot):
+        if not isinstance(await self._in_hot(in_hot), _HotDown):
             await self._after_change(record)
             return
         await self.cold.create(record)
@@ -339,7 +344,7 @@ class AsyncTieredBackend:
             )
             await self.index.accessed(record.key, record.last_access)
 
-        if await self._in_hot(in_hot):
+        if not isinstance(await self._in_hot(in_hot), _HotDown):
             await self._after_change(record)
             return
         await self.cold.save(
@@ -389,18 +394,11 @@ class AsyncTieredBackend:
 
     async def touch(self, key: str, *, last_access: float, idle_expires_at: float) -> bool:
         """See `AsyncBackend.touch`: in the hot tier; also the cold one under write-through."""
-        if self.health.should_try():
-            try:
-                touched = await self._touch_hot(key, last_access, idle_expires_at)
-            except BackendError as exc:
-                self._hot_failed(exc)
-            else:
-                await self._hot_answered()
-                if touched and self.write_through:
-                    await self.cold.touch(
-                        key, last_access=last_access, idle_expires_at=idle_expires_at
-                    )
-                return touched
+        in_hot = await self._in_hot(lambda: self._touch_hot(key, last_access, idle_expires_at))
+        if not isinstance(in_hot, _HotDown):
+            if in_hot and self.write_through:
+                await self.cold.touch(key, last_access=last_access, idle_expires_at=idle_expires_at)
+            return in_hot
         touched = await self.cold.touch(
             key, last_access=last_access, idle_expires_at=idle_expires_at
         )
@@ -435,24 +433,22 @@ class AsyncTieredBackend:
         The cold tombstone is written before the delete is acknowledged, under either
         policy: a hot tier lost later must not bring the session back from the cold one.
         """
-        if self.health.should_try():
-            try:
-                current = await self._ensure_hot(key)
-                if current is not None and not current.tombstone:
-                    await self._newest(current)  # a stale hot copy must not decide a delete
-                deleted = await self.hot.delete(
-                    key,
-                    tombstone_expires_at=tombstone_expires_at,
-                    expected_version=expected_version,
-                )
-                tombstone = await self.hot.get(key)
-            except BackendError as exc:
-                self._hot_failed(exc)
-            else:
-                await self._hot_answered()
-                if tombstone is not None and tombstone.tombstone:
-                    await self._delete_cold(tombstone, tombstone_expires_at)
-                return deleted
+
+        async def in_hot() -> tuple[SessionRecord | None, SessionRecord | None]:
+            current = await self._ensure_hot(key)
+            if current is not None and not current.tombstone:
+                await self._newest(current)  # a stale hot copy must not decide a delete
+            deleted = await self.hot.delete(
+                key, tombstone_expires_at=tombstone_expires_at, expected_version=expected_version
+            )
+            return deleted, await self.hot.get(key)
+
+        done = await self._in_hot(in_hot)
+        if not isinstance(done, _HotDown):
+            deleted, tombstone = done
+            if tombstone is not None and tombstone.tombstone:
+                await self._delete_cold(tombstone, tombstone_expires_at)
+            return deleted
         deleted = await self.cold.delete(
             key, tombstone_expires_at=tombstone_expires_at, expected_version=expected_version
         )

@@ -26,6 +26,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Collection, Sequence
+from typing import TypeVar
 
 from sessionflow._sync.backends.base import Backend, Evictable, put_guarded_each
 from sessionflow._sync.reconcile import copy_each, copy_record
@@ -58,6 +59,15 @@ logger = logging.getLogger("sessionflow.tier")
 DEFAULT_DEMOTE_AFTER = 1800.0
 DEFAULT_ACTIVE_WINDOW = 300.0
 JOB_CONCURRENCY = 16  # cold-tier writes in flight in a sweep or a flush
+
+_T = TypeVar("_T")
+
+
+class _HotDown:
+    """What `_in_hot` returns when the hot tier is down: the caller serves from the cold."""
+
+
+HOT_DOWN = _HotDown()
 
 
 class TieredBackend:
@@ -126,17 +136,12 @@ class TieredBackend:
 
     def get(self, key: str) -> SessionRecord | None:
         """See `Backend.get`: the hot copy, else the cold one, promoted."""
-        if self.health.should_try():
-            try:
-                record = self.hot.get(key)
-            except BackendError as exc:
-                self._hot_failed(exc)
-            else:
-                self._hot_answered()
-                if record is not None:
-                    self.stats.hot_hits += 1
-                    return self._doubt(record)
-                return self._read_cold(key)
+        record = self._in_hot(lambda: self.hot.get(key))
+        if not isinstance(record, _HotDown):
+            if record is not None:
+                self.stats.hot_hits += 1
+                return self._doubt(record)
+            return self._read_cold(key)
         self.stats.degraded_reads += 1
         return self.cold.get(key)
 
@@ -262,17 +267,17 @@ class TieredBackend:
             except BackendError as exc:
                 self._hot_failed(exc)
 
-    def _in_hot(self, write: Callable[[], None]) -> bool:
-        """Run a write against the hot tier; False if it is down (the caller uses the cold)."""
+    def _in_hot(self, step: Callable[[], _T]) -> _T | _HotDown:
+        """Run `step` against the hot tier; `HOT_DOWN` if it is down (the caller uses the cold)."""
         if not self.health.should_try():
-            return False
+            return HOT_DOWN
         try:
-            write()
+            result = step()
         except BackendError as exc:
             self._hot_failed(exc)
-            return False
+            return HOT_DOWN
         self._hot_answered()
-        return True
+        return result
 
     def _check_instance(self) -> None:
         try:
@@ -315,7 +320,7 @@ class TieredBackend:
             self.hot.create(record)
             self.index.accessed(record.key, record.last_access)
 
-        if self._in_hot(in_hot):
+        if not isinstance(self._in_hot(in_hot), _HotDown):
             self._after_change(record)
             return
         self.cold.create(record)
@@ -340,7 +345,7 @@ class TieredBackend:
             )
             self.index.accessed(record.key, record.last_access)
 
-        if self._in_hot(in_hot):
+        if not isinstance(self._in_hot(in_hot), _HotDown):
             self._after_change(record)
             return
         self.cold.save(
@@ -390,18 +395,11 @@ class TieredBackend:
 
     def touch(self, key: str, *, last_access: float, idle_expires_at: float) -> bool:
         """See `Backend.touch`: in the hot tier; also the cold one under write-through."""
-        if self.health.should_try():
-            try:
-                touched = self._touch_hot(key, last_access, idle_expires_at)
-            except BackendError as exc:
-                self._hot_failed(exc)
-            else:
-                self._hot_answered()
-                if touched and self.write_through:
-                    self.cold.touch(
-                        key, last_access=last_access, idle_expires_at=idle_expires_at
-                    )
-                return touched
+        in_hot = self._in_hot(lambda: self._touch_hot(key, last_access, idle_expires_at))
+        if not isinstance(in_hot, _HotDown):
+            if in_hot and self.write_through:
+                self.cold.touch(key, last_access=last_access, idle_expires_at=idle_expires_at)
+            return in_hot
         touched = self.cold.touch(
             key, last_access=last_access, idle_expires_at=idle_expires_at
         )
@@ -436,24 +434,22 @@ class TieredBackend:
         The cold tombstone is written before the delete is acknowledged, under either
         policy: a hot tier lost later must not bring the session back from the cold one.
         """
-        if self.health.should_try():
-            try:
-                current = self._ensure_hot(key)
-                if current is not None and not current.tombstone:
-                    self._newest(current)  # a stale hot copy must not decide a delete
-                deleted = self.hot.delete(
-                    key,
-                    tombstone_expires_at=tombstone_expires_at,
-                    expected_version=expected_version,
-                )
-                tombstone = self.hot.get(key)
-            except BackendError as exc:
-                self._hot_failed(exc)
-            else:
-                self._hot_answered()
-                if tombstone is not None and tombstone.tombstone:
-                    self._delete_cold(tombstone, tombstone_expires_at)
-                return deleted
+
+        def in_hot() -> tuple[SessionRecord | None, SessionRecord | None]:
+            current = self._ensure_hot(key)
+            if current is not None and not current.tombstone:
+                self._newest(current)  # a stale hot copy must not decide a delete
+            deleted = self.hot.delete(
+                key, tombstone_expires_at=tombstone_expires_at, expected_version=expected_version
+            )
+            return deleted, self.hot.get(key)
+
+        done = self._in_hot(in_hot)
+        if not isinstance(done, _HotDown):
+            deleted, tombstone = done
+            if tombstone is not None and tombstone.tombstone:
+                self._delete_cold(tombstone, tombstone_expires_at)
+            return deleted
         deleted = self.cold.delete(
             key, tombstone_expires_at=tombstone_expires_at, expected_version=expected_version
         )
