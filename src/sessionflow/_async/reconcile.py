@@ -55,11 +55,7 @@ async def copy_records(
     target: AsyncBackend, records: Sequence[SessionRecord]
 ) -> list[GuardedResult]:
     """`copy_record` for many records, through the target's batch write."""
-    results = await target.put_guarded_many(records)
-    for record, result in zip(records, results, strict=True):
-        if isinstance(result, GuardedWrite):
-            await _carry_expiry(target, record, result)
-    return results
+    return await _carry_expiries(target, records, await target.put_guarded_many(records))
 
 
 async def copy_each(
@@ -70,7 +66,14 @@ async def copy_each(
     For jobs that run all day (the tier's sweeper and flusher): on DynamoDB a conditional
     put costs one write unit, where `copy_records`' transactions cost two per item.
     """
-    results = await put_guarded_each(target, records, limit=limit)
+    return await _carry_expiries(
+        target, records, await put_guarded_each(target, records, limit=limit)
+    )
+
+
+async def _carry_expiries(
+    target: AsyncBackend, records: Sequence[SessionRecord], results: list[GuardedResult]
+) -> list[GuardedResult]:
     for record, result in zip(records, results, strict=True):
         if isinstance(result, GuardedWrite):
             await _carry_expiry(target, record, result)

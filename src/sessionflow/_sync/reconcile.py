@@ -56,11 +56,7 @@ def copy_records(
     target: Backend, records: Sequence[SessionRecord]
 ) -> list[GuardedResult]:
     """`copy_record` for many records, through the target's batch write."""
-    results = target.put_guarded_many(records)
-    for record, result in zip(records, results, strict=True):
-        if isinstance(result, GuardedWrite):
-            _carry_expiry(target, record, result)
-    return results
+    return _carry_expiries(target, records, target.put_guarded_many(records))
 
 
 def copy_each(
@@ -71,7 +67,14 @@ def copy_each(
     For jobs that run all day (the tier's sweeper and flusher): on DynamoDB a conditional
     put costs one write unit, where `copy_records`' transactions cost two per item.
     """
-    results = put_guarded_each(target, records, limit=limit)
+    return _carry_expiries(
+        target, records, put_guarded_each(target, records, limit=limit)
+    )
+
+
+def _carry_expiries(
+    target: Backend, records: Sequence[SessionRecord], results: list[GuardedResult]
+) -> list[GuardedResult]:
     for record, result in zip(records, results, strict=True):
         if isinstance(result, GuardedWrite):
             _carry_expiry(target, record, result)
