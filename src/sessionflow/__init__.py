@@ -53,7 +53,10 @@ from sessionflow._tier import Durability, HotTierHealth, Lifecycle, SweepReport,
 
 if TYPE_CHECKING:
     from sessionflow._async.backends.dynamodb import AsyncDynamoDBBackend
-    from sessionflow._async.backends.instrumented import AsyncInstrumentedBackend
+    from sessionflow._async.backends.instrumented import (
+        AsyncInstrumentedBackend,
+        AsyncInstrumentedEvictable,
+    )
     from sessionflow._async.backends.redis import AsyncRedisBackend
     from sessionflow._async.redis_control import AsyncRedisControlPlane
     from sessionflow._async.redis_tier_index import AsyncRedisTierIndex
@@ -66,7 +69,7 @@ if TYPE_CHECKING:
         TierCollector,
     )
     from sessionflow._sync.backends.dynamodb import DynamoDBBackend
-    from sessionflow._sync.backends.instrumented import InstrumentedBackend
+    from sessionflow._sync.backends.instrumented import InstrumentedBackend, InstrumentedEvictable
     from sessionflow._sync.backends.redis import RedisBackend
     from sessionflow._sync.redis_control import RedisControlPlane
     from sessionflow._sync.redis_tier_index import RedisTierIndex
@@ -80,7 +83,9 @@ _LAZY = {
     "DynamoDBBackend": "sessionflow._sync.backends.dynamodb",
     "dynamodb_client_config": "sessionflow._dynamodb_client",
     "AsyncInstrumentedBackend": "sessionflow._async.backends.instrumented",
+    "AsyncInstrumentedEvictable": "sessionflow._async.backends.instrumented",
     "InstrumentedBackend": "sessionflow._sync.backends.instrumented",
+    "InstrumentedEvictable": "sessionflow._sync.backends.instrumented",
     "BackendMetrics": "sessionflow._metrics",
     "CapacityCollector": "sessionflow._metrics",
     "StoreStatsCollector": "sessionflow._metrics",
@@ -105,6 +110,7 @@ __all__ = [
     "AsyncControlPlane",
     "AsyncDynamoDBBackend",
     "AsyncInstrumentedBackend",
+    "AsyncInstrumentedEvictable",
     "AsyncMemoryBackend",
     "AsyncMemoryControlPlane",
     "AsyncMemoryTierIndex",
@@ -130,6 +136,7 @@ __all__ = [
     "DynamoDBBackend",
     "HotTierHealth",
     "InstrumentedBackend",
+    "InstrumentedEvictable",
     "InvalidAttribute",
     "InvalidSessionId",
     "Lifecycle",

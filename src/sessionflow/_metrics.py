@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
@@ -27,6 +28,7 @@ from sessionflow._stages import Stage
 from sessionflow._tier import TierStats
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Span, Tracer
     from prometheus_client.metrics_core import Metric
 
     from sessionflow._dynamodb_layout import CapacityMeter
@@ -73,24 +75,42 @@ class BackendMetrics:
             cls._default = cls()
         return cls._default
 
-    def observe(self, backend: str, operation: str) -> Observation:
-        """Return a context manager that times one call and records its outcome."""
-        return Observation(self, backend, operation)
+    def observe(self, backend: str, operation: str, tracer: Tracer | None = None) -> Observation:
+        """Return a context manager that times one call and records its outcome.
+
+        With a `tracer`, the call is also an OpenTelemetry span.
+        """
+        return Observation(self, backend, operation, tracer)
 
 
 class Observation:
     """Times one backend call; `outcome` may be set inside, errors are classified on exit."""
 
-    __slots__ = ("_backend", "_metrics", "_operation", "_started", "outcome")
+    __slots__ = ("_backend", "_metrics", "_operation", "_span", "_started", "_tracer", "outcome")
 
-    def __init__(self, metrics: BackendMetrics, backend: str, operation: str) -> None:
+    def __init__(
+        self, metrics: BackendMetrics, backend: str, operation: str, tracer: Tracer | None = None
+    ) -> None:
         self._metrics = metrics
         self._backend = backend
         self._operation = operation
+        self._tracer = tracer
+        self._span: AbstractContextManager[Span] | None = None
         self.outcome = "ok"
         self._started = 0.0
 
     def __enter__(self) -> Self:
+        if self._tracer is not None:
+            self._span = self._tracer.start_as_current_span(
+                f"sessionflow {self._operation}",
+                attributes={
+                    "sessionflow.backend": self._backend,
+                    "sessionflow.operation": self._operation,
+                },
+                record_exception=False,  # messages may name a key hint; the type is enough
+                set_status_on_exception=False,
+            )
+            self._span.__enter__()
         self._started = time.perf_counter()
         return self
 
@@ -107,6 +127,24 @@ class Observation:
         self._metrics.latency.labels(self._backend, self._operation, self.outcome).observe(
             time.perf_counter() - self._started
         )
+        if self._span is not None:
+            _end_span(self._span, self.outcome, exc_type, exc, tb)
+
+
+def _end_span(
+    span_context: AbstractContextManager[Span],
+    outcome: str,
+    exc_type: type[BaseException] | None,
+    exc: BaseException | None,
+    tb: TracebackType | None,
+) -> None:
+    from opentelemetry.trace import Status, StatusCode, get_current_span  # noqa: PLC0415
+
+    span = get_current_span()
+    span.set_attribute("sessionflow.outcome", outcome)
+    if outcome == "error" and exc_type is not None:
+        span.set_status(Status(StatusCode.ERROR, exc_type.__name__))
+    span_context.__exit__(exc_type, exc, tb)
 
 
 class StoreStatsCollector(Collector):
@@ -225,8 +263,9 @@ class TierCollector(Collector):
     """Exports a tiered backend's `TierStats`: hits per tier, promotions, demotions, flushes.
 
     The hot/cold ratio is `sessionflow_tier_sessions{tier="hot"}` over the cold count
-    (from the last lifecycle count). Per-tier latency comes from wrapping each tier in an
-    `AsyncInstrumentedBackend` named ``hot`` and ``cold``.
+    (from the last lifecycle count). Per-tier latency comes from wrapping the hot tier in an
+    `AsyncInstrumentedEvictable` named ``hot`` and the cold one in an
+    `AsyncInstrumentedBackend` named ``cold``.
     """
 
     def __init__(self, stats: TierStats) -> None:

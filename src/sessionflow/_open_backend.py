@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sessionflow._async.backends.base import AsyncBackend
@@ -190,3 +191,51 @@ class _ColdStore:
         self.dynamodb_endpoint = config.dynamodb_endpoint
         self.dynamodb_table = config.dynamodb_table
         self.dynamodb_region = config.dynamodb_region
+
+
+@dataclass
+class ConfiguredStore:
+    """The backend a service settings file describes, and the composite behind it (if any)."""
+
+    backend: AsyncBackend
+    name: str
+    """``tiered``, ``migrating`` or the backend kind: the metrics' ``backend`` label."""
+    migration: AsyncMigration | None = None
+    tiered: AsyncTieredBackend | None = None
+
+
+async def open_configured(
+    config: StoreSettings,
+    stack: AsyncExitStack,
+    *,
+    migration: MigrationConfig | None = None,
+    tier: TierConfig | None = None,
+    region: str | None = None,
+    migration_stats: MigrationStats | None = None,
+    tier_stats: TierStats | None = None,
+) -> ConfiguredStore:
+    """Open what a settings file names: the hybrid tier, a migrating fleet member, or a store.
+
+    The service and the load tester's ``config:`` targets both serve through this.
+    """
+    if migration is not None and tier is not None:
+        raise ConfigError("a service serves through a migration or a tier, not both")
+    if tier is not None:
+        tiered = await stack.enter_async_context(open_tier(tier, region=region, stats=tier_stats))
+        return ConfiguredStore(tiered, "tiered", tiered=tiered)
+    if migration is None:
+        return ConfiguredStore(await open_backend(config, stack), config.backend)
+    from sessionflow._async.backends.migrating import AsyncMigratingBackend  # noqa: PLC0415
+
+    job = await stack.enter_async_context(open_migration(migration, stats=migration_stats))
+    backend = await stack.enter_async_context(
+        AsyncMigratingBackend(
+            job.old,
+            job.new,
+            job.control,
+            stage_ttl=migration.stage_ttl,
+            compare_sample=migration.compare_sample,
+            stats=migration_stats,
+        )
+    )
+    return ConfiguredStore(backend, "migrating", migration=job)

@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 
 from sessionflow import __version__
+from sessionflow._cli_bench import bench_app
+from sessionflow._cli_cost import cost_app
 from sessionflow._cli_migrate import migrate_app
 from sessionflow._cli_tier import tier_app
 
@@ -22,6 +24,8 @@ app = typer.Typer(
 console = Console()
 app.add_typer(migrate_app)
 app.add_typer(tier_app)
+app.add_typer(bench_app)
+app.add_typer(cost_app)
 
 
 class DynamoDBChoice(StrEnum):

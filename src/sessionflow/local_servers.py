@@ -14,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -551,3 +552,59 @@ class MotoDynamoDB(_LocalServer):
         if self._server is not None:
             self._server.stop()
             self._server = None
+
+
+class PrometheusServer(_Process):
+    """A Prometheus server scraping loopback targets every `scrape_interval` seconds.
+
+    For checking the Grafana dashboard's queries against what sessionflow exports: its
+    HTTP API evaluates PromQL exactly as Grafana's Prometheus datasource would.
+    """
+
+    def __init__(
+        self, targets: list[str], *, scrape_interval: float = 1.0, port: int | None = None
+    ) -> None:
+        super().__init__("prometheus")
+        binary = shutil.which("prometheus")
+        if binary is None:
+            raise ConfigError("prometheus not found: install it (Debian: apt install prometheus)")
+        self.binary = binary
+        self.targets = targets
+        self.scrape_interval = scrape_interval
+        self.port = port or free_port()
+
+    @property
+    def url(self) -> str:
+        """The base URL of its HTTP API."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Self:
+        """Write its configuration, start it and wait until it reports ready."""
+        interval = f"{int(self.scrape_interval * 1000)}ms"
+        targets = ", ".join(f"'{target}'" for target in self.targets)
+        config = self.directory / "prometheus.yml"
+        config.write_text(
+            f"global:\n  scrape_interval: {interval}\n  evaluation_interval: {interval}\n"
+            f"scrape_configs:\n  - job_name: sessionflow\n    static_configs:\n"
+            f"      - targets: [{targets}]\n"
+        )
+        self._spawn(
+            [
+                self.binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={self.directory / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+            ]
+        )
+        deadline = time.monotonic() + _READY_TIMEOUT
+        while True:
+            self._check_alive()
+            try:
+                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as answer:  # noqa: S310 - loopback
+                    if answer.status == 200:  # noqa: PLR2004
+                        return self
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"prometheus did not start:\n{self.log_tail()}")
+            time.sleep(0.1)

@@ -24,7 +24,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from sessionflow import __version__
 from sessionflow._async.backends.base import AsyncBackend
 from sessionflow._async.backends.instrumented import AsyncInstrumentedBackend
-from sessionflow._async.backends.migrating import AsyncMigratingBackend
 from sessionflow._async.migration import AsyncMigration
 from sessionflow._async.store import AsyncSessionStore
 from sessionflow._errors import (
@@ -48,7 +47,7 @@ from sessionflow._metrics import (
 )
 from sessionflow._migration_config import MigrationConfig
 from sessionflow._migration_stats import MigrationStats
-from sessionflow._open_backend import open_backend, open_migration, open_tier
+from sessionflow._open_backend import open_configured
 from sessionflow._service_config import ServiceConfig
 from sessionflow._service_tier import TierHandle, tier_routes
 from sessionflow._session import Session
@@ -423,28 +422,20 @@ def build_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            name: str = config.backend
-            if tier is not None and tier_handle is not None:
-                tiered = await stack.enter_async_context(
-                    open_tier(tier, region=tier_handle.region, stats=tier_stats)
-                )
-                backend: AsyncBackend = tiered
-                tier_handle.backend, name = tiered, "tiered"
-            elif migration is None or handle is None:
-                backend = await open_backend(config, stack)
-            else:
-                job = await stack.enter_async_context(open_migration(migration, stats=stats))
-                backend = await stack.enter_async_context(
-                    AsyncMigratingBackend(
-                        job.old,
-                        job.new,
-                        job.control,
-                        stage_ttl=migration.stage_ttl,
-                        compare_sample=migration.compare_sample,
-                        stats=stats,
-                    )
-                )
-                handle.migration, name = job, "migrating"
+            opened = await open_configured(
+                config,
+                stack,
+                migration=migration,
+                tier=tier,
+                region=None if tier_handle is None else tier_handle.region,
+                migration_stats=stats,
+                tier_stats=tier_stats,
+            )
+            if tier_handle is not None:
+                tier_handle.backend = opened.tiered
+            if handle is not None:
+                handle.migration = opened.migration
+            backend, name = opened.backend, opened.name
             store.backend = AsyncInstrumentedBackend(backend, name=name, metrics=metrics)
             yield
 

@@ -6,12 +6,17 @@ from __future__ import annotations
 import re
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry, generate_latest
 
 from sessionflow import (
     InstrumentedBackend,
     MemoryBackend,
     SessionStore,
+    BackendError,
     BackendMetrics,
     ManualClock,
     SessionRecord,
@@ -105,3 +110,59 @@ def test_no_session_id_or_hash_ever_becomes_a_label(
     labels = set(re.findall(r'="([^"]*)"', exposition))
     assert all(len(value) < 32 for value in labels), labels
     assert "user-1" not in exposition
+
+
+def test_calls_become_opentelemetry_spans_without_session_ids(
+    registry: CollectorRegistry, clock: ManualClock
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    inner = MemoryBackend(clock)
+    backend = InstrumentedBackend(
+        inner, name="primary", metrics=BackendMetrics(registry), tracer=provider.get_tracer("t")
+    )
+    store = SessionStore(backend, clock=clock)
+    session = store.create({"a": 1})
+    assert store.get(session.id) is not None
+    record = inner.get(session.key)
+    assert record is not None
+    with pytest.raises(VersionConflict):
+        backend.save(record, expected_version=99, changed={"a"}, removed=())
+    spans = exporter.get_finished_spans()
+    assert [span.name for span in spans] == [
+        "sessionflow create",
+        "sessionflow get",
+        "sessionflow save",
+    ]
+    assert [span.attributes["sessionflow.outcome"] for span in spans] == ["ok", "hit", "conflict"]
+    assert all(span.attributes["sessionflow.backend"] == "primary" for span in spans)
+    assert all(span.status.status_code is not StatusCode.ERROR for span in spans)
+    text = repr([(span.attributes, span.events) for span in spans])
+    assert session.id not in text
+    assert session.key not in text
+
+
+class BrokenBackend(MemoryBackend):
+    def get(self, key: str) -> SessionRecord | None:
+        raise BackendError(f"store unreachable reading {key[:8]}")
+
+
+def test_a_failed_call_is_an_error_span_named_by_exception_type_only(
+    registry: CollectorRegistry, clock: ManualClock
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    backend = InstrumentedBackend(
+        BrokenBackend(clock), name="primary", metrics=BackendMetrics(registry),
+        tracer=provider.get_tracer("t"),
+    )  # fmt: skip
+    key = storage_key(new_session_id())
+    with pytest.raises(BackendError):
+        backend.get(key)
+    (span,) = exporter.get_finished_spans()
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == "BackendError"
+    assert span.attributes["sessionflow.outcome"] == "error"
+    assert key[:8] not in repr((span.attributes, span.events, span.status.description))

@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING
 
-from sessionflow._sync.backends.base import Backend
+from sessionflow._sync.backends.base import Backend, Evictable
 from sessionflow._errors import CorruptRecord
 from sessionflow._metrics import BackendMetrics
 from sessionflow._record import SessionRecord
 from sessionflow._scan import GuardedResult, GuardedWrite, ScanPage
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 
 class InstrumentedBackend:
@@ -23,30 +27,39 @@ class InstrumentedBackend:
         inner: the backend to wrap.
         name: the ``backend`` label, e.g. ``"redis"`` or ``"dynamodb-eu"``.
         metrics: the instruments; share one `BackendMetrics` per registry.
+        tracer: an OpenTelemetry tracer (the ``otel`` extra): each call becomes a span
+            ``sessionflow <operation>`` with the backend, operation and outcome as
+            attributes (never a session id or hash).
     """
 
     def __init__(
-        self, inner: Backend, *, name: str, metrics: BackendMetrics | None = None
+        self,
+        inner: Backend,
+        *,
+        name: str,
+        metrics: BackendMetrics | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.inner = inner
         self.name = name
         self.metrics = metrics or BackendMetrics.default()
+        self.tracer = tracer
 
     def create(self, record: SessionRecord) -> None:
         """See `Backend.create`."""
-        with self.metrics.observe(self.name, "create"):
+        with self.metrics.observe(self.name, "create", self.tracer):
             self.inner.create(record)
 
     def get(self, key: str) -> SessionRecord | None:
         """See `Backend.get`."""
-        with self.metrics.observe(self.name, "get") as observation:
+        with self.metrics.observe(self.name, "get", self.tracer) as observation:
             record = self.inner.get(key)
             observation.outcome = "miss" if record is None else "hit"
             return record
 
     def get_many(self, keys: Sequence[str]) -> list[SessionRecord | CorruptRecord | None]:
         """See `Backend.get_many`."""
-        with self.metrics.observe(self.name, "get_many"):
+        with self.metrics.observe(self.name, "get_many", self.tracer):
             return self.inner.get_many(keys)
 
     def save(
@@ -58,14 +71,14 @@ class InstrumentedBackend:
         removed: Collection[str],
     ) -> None:
         """See `Backend.save`."""
-        with self.metrics.observe(self.name, "save"):
+        with self.metrics.observe(self.name, "save", self.tracer):
             self.inner.save(
                 record, expected_version=expected_version, changed=changed, removed=removed
             )
 
     def touch(self, key: str, *, last_access: float, idle_expires_at: float) -> bool:
         """See `Backend.touch`."""
-        with self.metrics.observe(self.name, "touch") as observation:
+        with self.metrics.observe(self.name, "touch", self.tracer) as observation:
             touched = self.inner.touch(
                 key, last_access=last_access, idle_expires_at=idle_expires_at
             )
@@ -80,7 +93,7 @@ class InstrumentedBackend:
         expected_version: int | None = None,
     ) -> SessionRecord | None:
         """See `Backend.delete`."""
-        with self.metrics.observe(self.name, "delete") as observation:
+        with self.metrics.observe(self.name, "delete", self.tracer) as observation:
             old = self.inner.delete(
                 key, tombstone_expires_at=tombstone_expires_at, expected_version=expected_version
             )
@@ -89,12 +102,12 @@ class InstrumentedBackend:
 
     def user_keys(self, user_id: str) -> list[str]:
         """See `Backend.user_keys`."""
-        with self.metrics.observe(self.name, "user_keys"):
+        with self.metrics.observe(self.name, "user_keys", self.tracer):
             return self.inner.user_keys(user_id)
 
     def forget_user_keys(self, user_id: str, keys: Collection[str]) -> None:
         """See `Backend.forget_user_keys`."""
-        with self.metrics.observe(self.name, "forget_user_keys"):
+        with self.metrics.observe(self.name, "forget_user_keys", self.tracer):
             self.inner.forget_user_keys(user_id, keys)
 
     def scan(
@@ -106,17 +119,47 @@ class InstrumentedBackend:
         workers: int = 1,
     ) -> ScanPage:
         """See `Backend.scan`."""
-        with self.metrics.observe(self.name, "scan"):
+        with self.metrics.observe(self.name, "scan", self.tracer):
             return self.inner.scan(cursor, count=count, worker=worker, workers=workers)
 
     def put_guarded(self, record: SessionRecord) -> GuardedWrite:
         """See `Backend.put_guarded`."""
-        with self.metrics.observe(self.name, "put_guarded") as observation:
+        with self.metrics.observe(self.name, "put_guarded", self.tracer) as observation:
             verdict = self.inner.put_guarded(record)
             observation.outcome = verdict.value
             return verdict
 
     def put_guarded_many(self, records: Sequence[SessionRecord]) -> list[GuardedResult]:
         """See `Backend.put_guarded_many`."""
-        with self.metrics.observe(self.name, "put_guarded_many"):
+        with self.metrics.observe(self.name, "put_guarded_many", self.tracer):
             return self.inner.put_guarded_many(records)
+
+
+class InstrumentedEvictable(InstrumentedBackend):
+    """The metrics wrapper for a hybrid tier's hot store: `evict` is timed too.
+
+    Wrap the hot tier in this (named ``hot``) and the cold tier in an
+    `InstrumentedBackend` (named ``cold``) to get per-tier latency.
+    """
+
+    def __init__(
+        self,
+        inner: Evictable,
+        *,
+        name: str,
+        metrics: BackendMetrics | None = None,
+        tracer: Tracer | None = None,
+    ) -> None:
+        super().__init__(inner, name=name, metrics=metrics, tracer=tracer)
+        self.evictable = inner
+
+    def evict(self, key: str, *, version: int, last_access: float) -> bool:
+        """See `Evictable.evict`."""
+        with self.metrics.observe(self.name, "evict", self.tracer) as observation:
+            evicted = self.evictable.evict(key, version=version, last_access=last_access)
+            observation.outcome = "ok" if evicted else "miss"
+            return evicted
+
+    def instance(self) -> str:
+        """See `Evictable.instance` (not timed: it is a health probe)."""
+        return self.evictable.instance()

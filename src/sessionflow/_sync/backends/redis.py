@@ -343,6 +343,14 @@ class RedisBackend:
             info = self._client.info("server")
         return str(info["run_id"])
 
+    def memory_usage(self, keys: Sequence[str]) -> list[int]:
+        """Bytes Redis holds for each of these sessions (``MEMORY USAGE``; 0 if absent).
+
+        For sizing: the key, its value and their allocation overhead, not the indexes.
+        """
+        with _redis_errors("memory usage"):
+            return [int(self._client.memory_usage(self.redis_key(key)) or 0) for key in keys]
+
     def put_guarded_many(self, records: Sequence[SessionRecord]) -> list[GuardedResult]:
         """See `Backend.put_guarded_many`: one compare-and-set per record, 8 at a time."""
         return put_guarded_each(self, records, limit=8)
