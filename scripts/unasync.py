@@ -27,6 +27,7 @@ SUBSTITUTIONS = [
     (r"\.aclose\(", ".close("),
     (r"\bdef aclose\(", "def close("),
     (r"\benter_async_context\b", "enter_context"),
+    (r"\bpush_async_callback\b", "callback"),
     (r"\basync_sleep\b", "sync_sleep"),
     (r"\basync_run_all\b", "sync_run_all"),
     (r"\basync_map_limited\b", "sync_map_limited"),

@@ -40,9 +40,12 @@ LEAF_BACKENDS = ["memory", "instrumented", "redis", "redis-pipelined", "redis-cl
 MIGRATING_BACKENDS = [f"migrating-{stage}" for stage in Stage] + [
     f"redis-to-dynamodb-{stage}" for stage in Stage
 ]
-TIERED_BACKENDS = [f"tiered-{d}" for d in Durability] + [
-    f"redis-dynamodb-tiered-{d}" for d in Durability
-]
+# "...-background": cold reads answered before their promotion finishes (write-back).
+TIERED_BACKENDS = (
+    [f"tiered-{d}" for d in Durability]
+    + [f"redis-dynamodb-tiered-{d}" for d in Durability]
+    + ["tiered-background", "redis-dynamodb-tiered-background"]
+)
 BACKENDS = LEAF_BACKENDS + MIGRATING_BACKENDS + TIERED_BACKENDS
 POLICY = SessionPolicy(idle_timeout=600, absolute_timeout=3600, touch_interval=30)
 
@@ -157,3 +160,23 @@ backend = "dynamodb"
 dynamodb_endpoint = "{servers.dynamodb.endpoint_url}"
 dynamodb_table = "t{name}"
 """
+
+
+def tier_settings(servers: Servers, *, durability: str, **service: object) -> dict[str, object]:
+    """A service settings mapping that serves through one region's tier on the test servers."""
+    return {
+        "backend": "memory",
+        **service,
+        "session_config": {
+            "hot_storage": {
+                "regions": ["eu-west-1"],
+                "redis_urls": {"eu-west-1": servers.redis.url},
+                "redis_prefix": f"tier{uuid.uuid4().hex[:8]}",
+            },
+            "cold_storage": {
+                "dynamodb_table": TABLE,
+                "dynamodb_endpoint": servers.dynamodb.endpoint_url,
+            },
+            "sync": {"durability": durability},
+        },
+    }

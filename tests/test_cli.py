@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-
 import httpx
 from typer.testing import CliRunner
 
@@ -14,6 +9,7 @@ from sessionflow import Backend, __version__
 from sessionflow._demo import run_story
 from sessionflow.cli import app
 from sessionflow.local_servers import free_port
+from tests.clients import running_service
 
 runner = CliRunner()
 
@@ -53,27 +49,7 @@ def test_serve_refuses_a_bad_config_with_a_one_line_reason(tmp_path) -> None:
 
 
 def test_serve_runs_the_service_until_stopped() -> None:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sessionflow.cli", "serve", "--port", str(port)],
-        env={**os.environ, "SESSIONFLOW_BACKEND": "memory"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                assert process.poll() is None, process.stdout.read().decode()
-                assert time.monotonic() < deadline, "the service did not start"
-                time.sleep(0.1)
-        assert response.text == "ok\n"
-        created = httpx.post(f"http://127.0.0.1:{port}/v1/sessions", json={}, timeout=5)
+    with running_service(free_port()) as url:
+        assert httpx.get(f"{url}/healthz", timeout=5).text == "ok\n"
+        created = httpx.post(f"{url}/v1/sessions", json={}, timeout=5)
         assert created.status_code == 201
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        process.stdout.close()

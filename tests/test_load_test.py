@@ -5,14 +5,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import subprocess
-import sys
-import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 import yaml
@@ -27,7 +22,8 @@ from sessionflow._load_targets import StoreTarget, TargetError, TargetSpec
 from sessionflow._load_test import redact, run_load_test
 from sessionflow.cli import app
 from sessionflow.local_servers import free_port
-from tests.conftest import TABLE
+from tests.clients import running_service
+from tests.conftest import tier_settings
 
 runner = CliRunner()
 READS = Mix({"read": 1})
@@ -278,28 +274,8 @@ async def test_redis_and_dynamodb_side_by_side(servers, tmp_path) -> None:
 
 @pytest.fixture
 def service_url() -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sessionflow.cli", "serve", "--port", str(port)],
-        env={**os.environ, "SESSIONFLOW_BACKEND": "memory"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{url}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                assert process.poll() is None
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+    with running_service(free_port()) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 async def test_the_service_over_http(service_url: str) -> None:
@@ -389,25 +365,7 @@ async def test_a_settings_file_target_runs_through_the_hybrid_tier(
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "local")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
     settings = tmp_path / "tier.yaml"
-    settings.write_text(
-        yaml.safe_dump(
-            {
-                "backend": "memory",
-                "session_config": {
-                    "hot_storage": {
-                        "regions": ["eu-west-1"],
-                        "redis_urls": {"eu-west-1": servers.redis.url},
-                        "redis_prefix": f"load{uuid.uuid4().hex[:8]}",
-                    },
-                    "cold_storage": {
-                        "dynamodb_table": TABLE,
-                        "dynamodb_endpoint": servers.dynamodb.endpoint_url,
-                    },
-                    "sync": {"durability": "write-through"},
-                },
-            }
-        )
-    )
+    settings.write_text(yaml.safe_dump(tier_settings(servers, durability="write-through")))
     report = await run_load_test(
         [TargetSpec.parse(f"tier=config:{settings}")], [Phase("p", 1, 60)],
         PRESETS["smoke"].mix, description="tier", seed_sessions=200,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import httpx
@@ -14,7 +13,7 @@ from sessionflow._migration_config import MigrationConfig
 from sessionflow._service_config import ServiceConfig
 from sessionflow._tier_config import TierConfig
 from sessionflow.service import build_app
-from tests.conftest import TABLE, Servers
+from tests.conftest import Servers, tier_settings
 
 TOKEN = "a-long-admin-token-for-tests"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -26,24 +25,7 @@ def settings_file(tmp_path: Path, servers: Servers, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
     path = tmp_path / "service.yaml"
     path.write_text(
-        yaml.safe_dump(
-            {
-                "backend": "memory",
-                "admin_token": TOKEN,
-                "session_config": {
-                    "hot_storage": {
-                        "regions": ["eu-west-1"],
-                        "redis_urls": {"eu-west-1": servers.redis.url},
-                        "redis_prefix": f"svc{uuid.uuid4().hex[:8]}",
-                    },
-                    "cold_storage": {
-                        "dynamodb_table": TABLE,
-                        "dynamodb_endpoint": servers.dynamodb.endpoint_url,
-                    },
-                    "sync": {"durability": "write-back"},
-                },
-            }
-        )
+        yaml.safe_dump(tier_settings(servers, durability="write-back", admin_token=TOKEN))
     )
     return path
 

@@ -87,6 +87,7 @@ def test_the_adr_configuration_loads(tmp_path: Path) -> None:
         ({"hot_storage": {"regions": "us-east-1"}}, "list of region names"),
         ({"hot_storage": {"redis_urls": {"us-east-1": "redis://x"}}}, "no URL for region"),
         ({"replication": {}}, "unknown section"),
+        ({"sync": {"background_promotions": "yes"}}, "must be true or false"),
     ],
 )
 def test_bad_configuration_is_refused_with_its_path(change: dict, message: str) -> None:
@@ -183,3 +184,10 @@ def test_tier_commands_fail_with_one_line_and_an_exit_code(tmp_path: Path) -> No
     result = runner.invoke(app, ["tier", "flush", "-c", str(unreachable)])
     assert result.exit_code == 3
     assert "unreachable" in result.output
+
+
+def test_background_promotions_are_a_sync_setting() -> None:
+    data = json.loads(json.dumps(ADR_EXAMPLE))
+    assert TierConfig.from_mapping(data).background_promotions is False
+    data["sync"]["background_promotions"] = True
+    assert TierConfig.from_mapping(data).background_promotions is True

@@ -54,3 +54,46 @@ def sync_map_limited(function: Callable[[_T], _R], items: Sequence[_T], limit: i
         return [function(item) for item in items]
     with ThreadPoolExecutor(max_workers=min(limit, len(items))) as pool:
         return list(pool.map(function, items))
+
+
+class AsyncBackgroundWork:
+    """Work started now and finished after the caller returned (the tier's promotions).
+
+    `settle` waits for everything started so far; a failure is the work's own to handle.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self, work: Callable[[], Awaitable[None]]) -> None:
+        """Run `work` in the background."""
+        task = asyncio.get_running_loop().create_task(_awaited(work))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @property
+    def pending(self) -> int:
+        """How many pieces of work have not finished."""
+        return len(self._tasks)
+
+    async def settle(self) -> None:
+        """Wait until every piece of work started so far (and any they started) is done."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+async def _awaited(work: Callable[[], Awaitable[None]]) -> None:
+    await work()
+
+
+class BackgroundWork:
+    """The sync flavour of `AsyncBackgroundWork`: work runs at once, in the caller's thread."""
+
+    pending = 0
+
+    def start(self, work: Callable[[], None]) -> None:
+        """Run `work` now (a sync caller has no event loop to leave it to)."""
+        work()
+
+    def settle(self) -> None:
+        """Nothing to wait for: work finished when it was started."""

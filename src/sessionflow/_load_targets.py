@@ -27,6 +27,7 @@ from sessionflow._async.backends.base import AsyncBackend
 from sessionflow._async.store import AsyncSessionStore
 from sessionflow._errors import ConfigError, SessionflowError
 from sessionflow._ids import storage_key
+from sessionflow._migration_config import StoreConfig
 from sessionflow._policy import SessionPolicy
 
 HTTP_CONNECTIONS = 200
@@ -273,20 +274,28 @@ async def open_target(
     return StoreTarget(await open_backend(_settings(spec.spec, kind, stack), stack), policy)
 
 
-@dataclass
-class _Settings:
-    backend: str
-    redis_url: str = ""
-    redis_prefix: str = "sf-load"
-    redis_auto_pipeline: bool = True
-    dynamodb_endpoint: str | None = None
-    dynamodb_table: str = "sessionflow-load"
-    dynamodb_region: str = "us-east-1"
+LOAD_PREFIX = "sf-load"
+LOAD_TABLE = "sessionflow-load"
 
 
-def _settings(spec: str, kind: str, stack: AsyncExitStack) -> _Settings:
-    if kind in ("memory", "local-redis"):
-        return _Settings("memory" if kind == "memory" else "local")
+def _settings(spec: str, kind: str, stack: AsyncExitStack) -> StoreConfig:
+    """Return the store a spec names (servers it asks for start here, stop with `stack`)."""
+    if kind == "memory":
+        return StoreConfig("memory")
+    if kind == "local-redis":
+        from sessionflow.local_servers import RedisServer  # noqa: PLC0415
+
+        spec = stack.enter_context(RedisServer()).url
+        kind = "redis"
+    if kind == "redis":
+        return StoreConfig(
+            "redis", redis_url=spec, redis_prefix=LOAD_PREFIX, redis_auto_pipeline=True
+        )
+    if kind == "redis-cluster":
+        url = "redis://" + spec.split("://", 1)[1]
+        return StoreConfig(
+            "redis-cluster", redis_url=url, redis_prefix=LOAD_PREFIX, redis_auto_pipeline=True
+        )
     if kind == "local-dynamodb":
         from sessionflow.local_servers import DUMMY_AWS, DynamoDBLocal  # noqa: PLC0415
 
@@ -294,11 +303,9 @@ def _settings(spec: str, kind: str, stack: AsyncExitStack) -> _Settings:
         # DynamoDB Local accepts any credentials; boto3 only needs some to sign with.
         os.environ.setdefault("AWS_ACCESS_KEY_ID", DUMMY_AWS["aws_access_key_id"])
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", DUMMY_AWS["aws_secret_access_key"])
-        return _Settings("dynamodb", dynamodb_endpoint=server.endpoint_url)
-    if kind == "redis":
-        return _Settings("redis", redis_url=spec)
-    if kind == "redis-cluster":
-        return _Settings("redis-cluster", redis_url="redis://" + spec.split("://", 1)[1])
+        return StoreConfig(
+            "dynamodb", dynamodb_endpoint=server.endpoint_url, dynamodb_table=LOAD_TABLE
+        )
     parts = urlsplit(spec)
-    table = parts.path.strip("/") or _Settings.dynamodb_table
-    return _Settings("dynamodb", dynamodb_endpoint=f"http://{parts.netloc}", dynamodb_table=table)
+    table = parts.path.strip("/") or LOAD_TABLE
+    return StoreConfig("dynamodb", dynamodb_endpoint=f"http://{parts.netloc}", dynamodb_table=table)

@@ -167,7 +167,7 @@ async def open_tier(
         ]
         cold = await open_backend(_ColdStore(config), stack)
         assert isinstance(cold, AsyncDynamoDBBackend)  # noqa: S101 - _ColdStore names DynamoDB
-        yield AsyncTieredBackend(
+        tiered = AsyncTieredBackend(
             AsyncRedisBackend(client, prefix=config.redis_prefix),
             cold,
             AsyncRedisTierIndex(client, prefix=config.redis_prefix),
@@ -176,7 +176,12 @@ async def open_tier(
             active_window=config.active_window,
             stats=stats,
             peers=peers,
+            background_promotions=config.background_promotions,
         )
+        try:
+            yield tiered
+        finally:
+            await tiered.settle()  # promotions in flight finish before the clients close
 
 
 class _ColdStore:

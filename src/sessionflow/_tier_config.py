@@ -19,6 +19,7 @@ session_config:
     cross_region_delay: 30
     durability: write-back      # or write-through
     active_window: 300
+    background_promotions: false  # true: answer cold reads before promoting them
 """
 
 from __future__ import annotations
@@ -41,7 +42,14 @@ _SECTIONS = {
         "dynamodb_endpoint",
         "dynamodb_region",
     },
-    "sync": {"batch_size", "sync_interval", "cross_region_delay", "durability", "active_window"},
+    "sync": {
+        "batch_size",
+        "sync_interval",
+        "cross_region_delay",
+        "durability",
+        "active_window",
+        "background_promotions",
+    },
 }
 
 
@@ -67,6 +75,7 @@ class TierConfig:
     cross_region_delay: float = 30.0
     durability: Durability = Durability.WRITE_BACK
     active_window: float = 300.0
+    background_promotions: bool = False
 
     def __post_init__(self) -> None:
         for name in (
@@ -166,6 +175,10 @@ def _coerce(name: str, raw: Any, source: str) -> Any:  # noqa: ANN401
     where = f"{source}: {_PATHS.get(name, name)}"
     if name == "durability":
         return parse_durability(str(raw))
+    if name == "background_promotions":
+        if not isinstance(raw, bool):
+            raise ConfigError(f"{where} must be true or false, not {raw!r}")
+        return raw
     if name == "regions":
         if not isinstance(raw, list) or not all(isinstance(r, str) and r for r in raw):
             raise ConfigError(f"{where} must be a list of region names")

@@ -97,8 +97,13 @@ async def _async_tiered(
     stack: AsyncExitStack,
     dynamodb_client: Any,
 ) -> AsyncBackend:
-    """``tiered-<policy>`` on memory tiers; ``redis-dynamodb-tiered-<policy>`` on the servers."""
-    durability = Durability(kind.rpartition("tiered-")[2])
+    """``tiered-<policy>`` on memory tiers; ``redis-dynamodb-tiered-<policy>`` on the servers.
+
+    ``<policy>`` ``background`` is write-back with promotions after the answer.
+    """
+    policy = kind.rpartition("tiered-")[2]
+    background = policy == "background"
+    durability = Durability.WRITE_BACK if background else Durability(policy)
     if kind.startswith("tiered-"):
         hot: Any = AsyncMemoryBackend(clock)
         cold: Any = AsyncMemoryBackend(clock)
@@ -110,4 +115,8 @@ async def _async_tiered(
             "dynamodb", servers, clock, prefix, stack=stack, dynamodb_client=dynamodb_client
         )
         index = AsyncRedisTierIndex(client, prefix=prefix)
-    return AsyncTieredBackend(hot, cold, index, durability=durability, clock=clock)
+    tiered = AsyncTieredBackend(
+        hot, cold, index, durability=durability, clock=clock, background_promotions=background
+    )
+    stack.push_async_callback(tiered.settle)  # before the clients close
+    return tiered

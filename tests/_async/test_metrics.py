@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -114,12 +115,10 @@ async def test_no_session_id_or_hash_ever_becomes_a_label(
 async def test_calls_become_opentelemetry_spans_without_session_ids(
     registry: CollectorRegistry, clock: ManualClock
 ) -> None:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    exporter, tracer = _tracer()
     inner = AsyncMemoryBackend(clock)
     backend = AsyncInstrumentedBackend(
-        inner, name="primary", metrics=BackendMetrics(registry), tracer=provider.get_tracer("t")
+        inner, name="primary", metrics=BackendMetrics(registry), tracer=tracer
     )
     store = AsyncSessionStore(backend, clock=clock)
     session = await store.create({"a": 1})
@@ -142,6 +141,13 @@ async def test_calls_become_opentelemetry_spans_without_session_ids(
     assert session.key not in text
 
 
+def _tracer() -> tuple[InMemorySpanExporter, Any]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return exporter, provider.get_tracer("tests")
+
+
 class BrokenBackend(AsyncMemoryBackend):
     async def get(self, key: str) -> SessionRecord | None:
         raise BackendError(f"store unreachable reading {key[:8]}")
@@ -150,12 +156,10 @@ class BrokenBackend(AsyncMemoryBackend):
 async def test_a_failed_call_is_an_error_span_named_by_exception_type_only(
     registry: CollectorRegistry, clock: ManualClock
 ) -> None:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    exporter, tracer = _tracer()
     backend = AsyncInstrumentedBackend(
         BrokenBackend(clock), name="primary", metrics=BackendMetrics(registry),
-        tracer=provider.get_tracer("t"),
+        tracer=tracer,
     )  # fmt: skip
     key = storage_key(new_session_id())
     with pytest.raises(BackendError):

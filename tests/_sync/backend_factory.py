@@ -98,8 +98,13 @@ def _async_tiered(
     stack: ExitStack,
     dynamodb_client: Any,
 ) -> Backend:
-    """``tiered-<policy>`` on memory tiers; ``redis-dynamodb-tiered-<policy>`` on the servers."""
-    durability = Durability(kind.rpartition("tiered-")[2])
+    """``tiered-<policy>`` on memory tiers; ``redis-dynamodb-tiered-<policy>`` on the servers.
+
+    ``<policy>`` ``background`` is write-back with promotions after the answer.
+    """
+    policy = kind.rpartition("tiered-")[2]
+    background = policy == "background"
+    durability = Durability.WRITE_BACK if background else Durability(policy)
     if kind.startswith("tiered-"):
         hot: Any = MemoryBackend(clock)
         cold: Any = MemoryBackend(clock)
@@ -111,4 +116,8 @@ def _async_tiered(
             "dynamodb", servers, clock, prefix, stack=stack, dynamodb_client=dynamodb_client
         )
         index = RedisTierIndex(client, prefix=prefix)
-    return TieredBackend(hot, cold, index, durability=durability, clock=clock)
+    tiered = TieredBackend(
+        hot, cold, index, durability=durability, clock=clock, background_promotions=background
+    )
+    stack.callback(tiered.settle)  # before the clients close
+    return tiered

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -115,12 +116,10 @@ def test_no_session_id_or_hash_ever_becomes_a_label(
 def test_calls_become_opentelemetry_spans_without_session_ids(
     registry: CollectorRegistry, clock: ManualClock
 ) -> None:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    exporter, tracer = _tracer()
     inner = MemoryBackend(clock)
     backend = InstrumentedBackend(
-        inner, name="primary", metrics=BackendMetrics(registry), tracer=provider.get_tracer("t")
+        inner, name="primary", metrics=BackendMetrics(registry), tracer=tracer
     )
     store = SessionStore(backend, clock=clock)
     session = store.create({"a": 1})
@@ -143,6 +142,13 @@ def test_calls_become_opentelemetry_spans_without_session_ids(
     assert session.key not in text
 
 
+def _tracer() -> tuple[InMemorySpanExporter, Any]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return exporter, provider.get_tracer("tests")
+
+
 class BrokenBackend(MemoryBackend):
     def get(self, key: str) -> SessionRecord | None:
         raise BackendError(f"store unreachable reading {key[:8]}")
@@ -151,12 +157,10 @@ class BrokenBackend(MemoryBackend):
 def test_a_failed_call_is_an_error_span_named_by_exception_type_only(
     registry: CollectorRegistry, clock: ManualClock
 ) -> None:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    exporter, tracer = _tracer()
     backend = InstrumentedBackend(
         BrokenBackend(clock), name="primary", metrics=BackendMetrics(registry),
-        tracer=provider.get_tracer("t"),
+        tracer=tracer,
     )  # fmt: skip
     key = storage_key(new_session_id())
     with pytest.raises(BackendError):

@@ -743,3 +743,63 @@ def test_a_redis_instance_is_its_run_id_and_a_cluster_names_every_master(
     with RedisCluster(host="127.0.0.1", port=servers.cluster_port) as cluster:
         masters = (RedisBackend(cluster).instance()).split(",")
         assert len(set(masters)) == 3
+
+
+# The async tier answers a cold read before promoting it; the sync one promotes first.
+ANSWERS_FIRST = "Async" in TieredBackend.__name__
+
+
+def _background_tier(clock: ManualClock, hot: Any = None):
+    backend, store = _tier(clock, Durability.WRITE_BACK, hot=hot)
+    backend.background_promotions = True
+    cold_store = SessionStore(backend.cold, policy=POLICY, clock=clock)
+    return backend, store, cold_store
+
+
+def test_a_background_promotion_answers_first_and_promotes_after(
+    clock: ManualClock,
+) -> None:
+    backend, _, cold_store = _background_tier(clock)
+    session = cold_store.create({"cart": ["sku-1"]})
+
+    record = backend.get(session.key)
+
+    assert record is not None
+    assert record.version == session.version
+    assert (backend.stats.promotions == 0) is ANSWERS_FIRST
+    backend.settle()
+    assert backend.stats.promotions == 1
+    assert backend.lifecycle(session.key) is Lifecycle.HOT
+
+
+def test_a_save_racing_a_background_promotion_is_kept(clock: ManualClock) -> None:
+    backend, store, cold_store = _background_tier(clock)
+    session = cold_store.create({"n": 1, "other": "x"})
+
+    loaded = store.get(session.id)  # promotion still in flight (async)
+    assert loaded is not None
+    loaded["n"] = 2
+    store.save(loaded)  # finds no hot copy yet: promotes itself, then saves
+    backend.settle()  # the first promotion lands on a newer hot copy: refused
+
+    again = store.get(session.id)
+    assert again is not None
+    assert (again["n"], again["other"]) == (2, "x")
+    assert (backend.hot.get(session.key)).version == again.version  # type: ignore[union-attr]
+
+
+def test_a_background_promotion_that_fails_never_reaches_the_caller(
+    clock: ManualClock,
+) -> None:
+    hot = _SwitchableHot(MemoryBackend(clock))
+    backend, store, cold_store = _background_tier(clock, hot=hot)
+    session = cold_store.create({"n": 1})
+
+    record = backend.get(session.key)
+    hot.down = True  # Redis goes away before the promotion runs (async)
+    backend.settle()
+    hot.down = False
+
+    assert record is not None
+    assert backend.stats.hot_outages == (1 if ANSWERS_FIRST else 0)
+    assert (store.get(session.id)) is not None  # served all along

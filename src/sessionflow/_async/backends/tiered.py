@@ -31,7 +31,7 @@ from sessionflow._async.backends.base import AsyncBackend, AsyncEvictable, put_g
 from sessionflow._async.reconcile import copy_each, copy_record
 from sessionflow._async.tier_index import AsyncTierIndex
 from sessionflow._clock import Clock, SystemClock
-from sessionflow._concurrency import async_together
+from sessionflow._concurrency import AsyncBackgroundWork, async_together
 from sessionflow._errors import (
     BackendError,
     ConfigError,
@@ -91,6 +91,12 @@ class AsyncTieredBackend:
             cold write that landed meanwhile (another region, a backfill into the tier) is
             carried over. Turning it off saves one cold read per promotion and is safe only
             when nothing but this tier writes the cold tier (docs/tiering.md).
+        background_promotions: answer a read served by the cold tier as soon as the cold
+            copy is read, and promote it (copy, re-read, index) after the answer. A read
+            then costs what the cold read costs; the next request of the session finds it
+            hot, or promotes it itself if it comes first (promotions are guarded, so two
+            are harmless). `settle` waits for promotions in flight. Sync backends promote
+            before answering whatever this says.
     """
 
     def __init__(
@@ -107,6 +113,7 @@ class AsyncTieredBackend:
         peers: Sequence[AsyncEvictable] = (),
         health: HotTierHealth | None = None,
         recheck_promotions: bool = True,
+        background_promotions: bool = False,
     ) -> None:
         if not isinstance(hot, AsyncEvictable):
             raise ConfigError("the hot tier must support evict (Redis or memory backends do)")
@@ -123,6 +130,8 @@ class AsyncTieredBackend:
         self.peers = tuple(peers)
         self.health = health or HotTierHealth()
         self.recheck_promotions = recheck_promotions
+        self.background_promotions = background_promotions
+        self._background = AsyncBackgroundWork()
         # Keys changed in the cold tier alone while the hot tier was down (insertion order).
         self._changed_while_down: dict[str, None] = {}
 
@@ -152,11 +161,27 @@ class AsyncTieredBackend:
         self.stats.cold_hits += 1
         if cold.tombstone or cold.expires_at <= self.clock.now():
             return cold
+        if self.background_promotions:
+            self._background.start(lambda: self._promote_quietly(cold))
+            return cold
         try:
             return await self._promote(cold)
         except BackendError as exc:  # the hot tier failed between the read and the copy
             self._hot_failed(exc)
             return cold
+
+    async def _promote_quietly(self, record: SessionRecord) -> None:
+        """Promote after the read was answered: failures are counted, never raised."""
+        try:
+            await self._promote(record)
+        except BackendError as exc:
+            self._hot_failed(exc)
+        except Exception as exc:  # noqa: BLE001 - no caller is left to raise to
+            logger.warning("promotion of %s left undone: %s", key_hint(record.key), exc)
+
+    async def settle(self) -> None:
+        """Wait for promotions started in the background (see `background_promotions`)."""
+        await self._background.settle()
 
     async def get_many(self, keys: Sequence[str]) -> list[SessionRecord | CorruptRecord | None]:
         """See `AsyncBackend.get_many`."""

@@ -32,7 +32,7 @@ from sessionflow._sync.backends.base import Backend, Evictable, put_guarded_each
 from sessionflow._sync.reconcile import copy_each, copy_record
 from sessionflow._sync.tier_index import TierIndex
 from sessionflow._clock import Clock, SystemClock
-from sessionflow._concurrency import sync_together
+from sessionflow._concurrency import BackgroundWork, sync_together
 from sessionflow._errors import (
     BackendError,
     ConfigError,
@@ -92,6 +92,12 @@ class TieredBackend:
             cold write that landed meanwhile (another region, a backfill into the tier) is
             carried over. Turning it off saves one cold read per promotion and is safe only
             when nothing but this tier writes the cold tier (docs/tiering.md).
+        background_promotions: answer a read served by the cold tier as soon as the cold
+            copy is read, and promote it (copy, re-read, index) after the answer. A read
+            then costs what the cold read costs; the next request of the session finds it
+            hot, or promotes it itself if it comes first (promotions are guarded, so two
+            are harmless). `settle` waits for promotions in flight. Sync backends promote
+            before answering whatever this says.
     """
 
     def __init__(
@@ -108,6 +114,7 @@ class TieredBackend:
         peers: Sequence[Evictable] = (),
         health: HotTierHealth | None = None,
         recheck_promotions: bool = True,
+        background_promotions: bool = False,
     ) -> None:
         if not isinstance(hot, Evictable):
             raise ConfigError("the hot tier must support evict (Redis or memory backends do)")
@@ -124,6 +131,8 @@ class TieredBackend:
         self.peers = tuple(peers)
         self.health = health or HotTierHealth()
         self.recheck_promotions = recheck_promotions
+        self.background_promotions = background_promotions
+        self._background = BackgroundWork()
         # Keys changed in the cold tier alone while the hot tier was down (insertion order).
         self._changed_while_down: dict[str, None] = {}
 
@@ -153,11 +162,27 @@ class TieredBackend:
         self.stats.cold_hits += 1
         if cold.tombstone or cold.expires_at <= self.clock.now():
             return cold
+        if self.background_promotions:
+            self._background.start(lambda: self._promote_quietly(cold))
+            return cold
         try:
             return self._promote(cold)
         except BackendError as exc:  # the hot tier failed between the read and the copy
             self._hot_failed(exc)
             return cold
+
+    def _promote_quietly(self, record: SessionRecord) -> None:
+        """Promote after the read was answered: failures are counted, never raised."""
+        try:
+            self._promote(record)
+        except BackendError as exc:
+            self._hot_failed(exc)
+        except Exception as exc:  # noqa: BLE001 - no caller is left to raise to
+            logger.warning("promotion of %s left undone: %s", key_hint(record.key), exc)
+
+    def settle(self) -> None:
+        """Wait for promotions started in the background (see `background_promotions`)."""
+        self._background.settle()
 
     def get_many(self, keys: Sequence[str]) -> list[SessionRecord | CorruptRecord | None]:
         """See `Backend.get_many`."""
