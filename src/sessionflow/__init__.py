@@ -14,18 +14,23 @@ from sessionflow._async.backends.memory import AsyncMemoryBackend
 from sessionflow._async.backends.migrating import AsyncMigratingBackend
 from sessionflow._async.backends.tiered import AsyncTieredBackend
 from sessionflow._async.control import AsyncControlPlane, AsyncMemoryControlPlane
+from sessionflow._async.conversations.base import AsyncConversationBackend
+from sessionflow._async.conversations.memory import AsyncMemoryConversations
 from sessionflow._async.store import AsyncSessionStore
 from sessionflow._async.tier_index import AsyncMemoryTierIndex, AsyncTierIndex
 from sessionflow._clock import Clock, ManualClock, SystemClock
 from sessionflow._codec import Codec
 from sessionflow._control import ProcessBeat, RepairDepth, RepairItem, StageRecord
+from sessionflow._conversation import Conversation, ConversationPage
 from sessionflow._cookies import CookieSettings
 from sessionflow._errors import (
     BackendError,
     CodecError,
     ConfigError,
+    ConversationTooLarge,
     CorruptRecord,
     InvalidAttribute,
+    InvalidConversation,
     InvalidSessionId,
     MigrationRefused,
     SessionExists,
@@ -47,6 +52,8 @@ from sessionflow._sync.backends.memory import MemoryBackend
 from sessionflow._sync.backends.migrating import MigratingBackend
 from sessionflow._sync.backends.tiered import TieredBackend
 from sessionflow._sync.control import ControlPlane, MemoryControlPlane
+from sessionflow._sync.conversations.base import ConversationBackend
+from sessionflow._sync.conversations.memory import MemoryConversations
 from sessionflow._sync.store import SessionStore
 from sessionflow._sync.tier_index import MemoryTierIndex, TierIndex
 from sessionflow._tier import Durability, HotTierHealth, Lifecycle, SweepReport, TierStats
@@ -58,6 +65,8 @@ if TYPE_CHECKING:
         AsyncInstrumentedEvictable,
     )
     from sessionflow._async.backends.redis import AsyncRedisBackend
+    from sessionflow._async.conversations.dynamodb import AsyncDynamoDBConversations
+    from sessionflow._async.conversations.redis import AsyncRedisConversations
     from sessionflow._async.redis_control import AsyncRedisControlPlane
     from sessionflow._async.redis_tier_index import AsyncRedisTierIndex
     from sessionflow._dynamodb_client import dynamodb_client_config
@@ -71,6 +80,8 @@ if TYPE_CHECKING:
     from sessionflow._sync.backends.dynamodb import DynamoDBBackend
     from sessionflow._sync.backends.instrumented import InstrumentedBackend, InstrumentedEvictable
     from sessionflow._sync.backends.redis import RedisBackend
+    from sessionflow._sync.conversations.dynamodb import DynamoDBConversations
+    from sessionflow._sync.conversations.redis import RedisConversations
     from sessionflow._sync.redis_control import RedisControlPlane
     from sessionflow._sync.redis_tier_index import RedisTierIndex
 
@@ -95,6 +106,10 @@ _LAZY = {
     "AsyncRedisTierIndex": "sessionflow._async.redis_tier_index",
     "RedisTierIndex": "sessionflow._sync.redis_tier_index",
     "TierCollector": "sessionflow._metrics",
+    "AsyncRedisConversations": "sessionflow._async.conversations.redis",
+    "RedisConversations": "sessionflow._sync.conversations.redis",
+    "AsyncDynamoDBConversations": "sessionflow._async.conversations.dynamodb",
+    "DynamoDBConversations": "sessionflow._sync.conversations.dynamodb",
 }
 
 
@@ -108,15 +123,19 @@ def __getattr__(name: str) -> Any:  # noqa: ANN401 - module-level lazy attribute
 __all__ = [
     "AsyncBackend",
     "AsyncControlPlane",
+    "AsyncConversationBackend",
     "AsyncDynamoDBBackend",
+    "AsyncDynamoDBConversations",
     "AsyncInstrumentedBackend",
     "AsyncInstrumentedEvictable",
     "AsyncMemoryBackend",
     "AsyncMemoryControlPlane",
+    "AsyncMemoryConversations",
     "AsyncMemoryTierIndex",
     "AsyncMigratingBackend",
     "AsyncRedisBackend",
     "AsyncRedisControlPlane",
+    "AsyncRedisConversations",
     "AsyncRedisTierIndex",
     "AsyncSessionStore",
     "AsyncTierIndex",
@@ -130,19 +149,26 @@ __all__ = [
     "CodecError",
     "ConfigError",
     "ControlPlane",
+    "Conversation",
+    "ConversationBackend",
+    "ConversationPage",
+    "ConversationTooLarge",
     "CookieSettings",
     "CorruptRecord",
     "Durability",
     "DynamoDBBackend",
+    "DynamoDBConversations",
     "HotTierHealth",
     "InstrumentedBackend",
     "InstrumentedEvictable",
     "InvalidAttribute",
+    "InvalidConversation",
     "InvalidSessionId",
     "Lifecycle",
     "ManualClock",
     "MemoryBackend",
     "MemoryControlPlane",
+    "MemoryConversations",
     "MemoryTierIndex",
     "MigratingBackend",
     "MigrationCollector",
@@ -151,6 +177,7 @@ __all__ = [
     "ProcessBeat",
     "RedisBackend",
     "RedisControlPlane",
+    "RedisConversations",
     "RedisTierIndex",
     "RepairDepth",
     "RepairItem",

@@ -95,3 +95,11 @@ class MigrationRefused(SessionflowError):  # noqa: N818
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class InvalidConversation(SessionflowError, ValueError):  # noqa: N818
+    """An owner or opponent id, a timestamp or metadata a conversation list cannot store."""
+
+
+class ConversationTooLarge(InvalidConversation):
+    """Metadata larger than a conversation entry may carry; nothing was written."""

@@ -1,0 +1,1 @@
+"""Conversation-list backends (the async source; `_sync` is generated)."""

@@ -1,0 +1,259 @@
+"""Conversation lists in DynamoDB: the messaging write-up's table design.
+
+Partition key ``owner_id``, sort key ``opponent_id``, the last message time in ``ts``,
+metadata as JSON in ``meta``, the version in ``v``, and a local secondary index
+``by_time`` (``owner_id``, ``ts``) that lists an owner's conversations newest first
+(`Query` with ``ScanIndexForward=False`` and ``Limit``, paginated by exclusive start key).
+A tombstone keeps its item with ``deleted`` set; queries filter it out.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import orjson
+from botocore.exceptions import BotoCoreError, ClientError
+
+from sessionflow._concurrency import async_map_limited
+from sessionflow._conversation import (
+    DEFAULT_PAGE,
+    Conversation,
+    ConversationPage,
+    check_id,
+    check_limit,
+    check_timestamp,
+    decode_cursor,
+    encode_cursor,
+    encode_metadata,
+)
+from sessionflow._errors import BackendError, CorruptRecord
+
+OWNER, OPPONENT, TIME_INDEX = "owner_id", "opponent_id", "by_time"
+DELETE_CONCURRENCY = 8
+DELETE_PAGE = 100
+
+
+def conversation_table(table_name: str) -> dict[str, Any]:
+    """Return the CreateTable arguments of a conversations table."""
+    return {
+        "TableName": table_name,
+        "AttributeDefinitions": [
+            {"AttributeName": OWNER, "AttributeType": "S"},
+            {"AttributeName": OPPONENT, "AttributeType": "S"},
+            {"AttributeName": "ts", "AttributeType": "N"},
+        ],
+        "KeySchema": [
+            {"AttributeName": OWNER, "KeyType": "HASH"},
+            {"AttributeName": OPPONENT, "KeyType": "RANGE"},
+        ],
+        "LocalSecondaryIndexes": [
+            {
+                "IndexName": TIME_INDEX,
+                "KeySchema": [
+                    {"AttributeName": OWNER, "KeyType": "HASH"},
+                    {"AttributeName": "ts", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+        "BillingMode": "PAY_PER_REQUEST",
+    }
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+@contextmanager
+def _dynamodb_errors() -> Iterator[None]:
+    try:
+        yield
+    except ClientError as exc:
+        raise BackendError(f"DynamoDB refused the request: {_code(exc)}: {exc}") from exc
+    except BotoCoreError as exc:
+        raise BackendError(f"DynamoDB request failed: {exc}") from exc
+
+
+class AsyncDynamoDBConversations:
+    """See `AsyncConversationBackend`; on a DynamoDB table (boto3 / aioboto3 client)."""
+
+    def __init__(self, client: Any, *, table_name: str = "conversations") -> None:  # noqa: ANN401
+        self._client = client
+        self._table = table_name
+
+    async def ensure_table(self, *, wait_seconds: float = 60) -> None:
+        """Create the table and its time index if missing; wait until it is active."""
+        with _dynamodb_errors():
+            try:
+                await self._client.describe_table(TableName=self._table)
+            except ClientError as exc:
+                if _code(exc) != "ResourceNotFoundException":
+                    raise
+                try:
+                    await self._client.create_table(**conversation_table(self._table))
+                except ClientError as create_exc:
+                    if _code(create_exc) != "ResourceInUseException":
+                        raise
+            waiter = self._client.get_waiter("table_exists")
+            await waiter.wait(
+                TableName=self._table,
+                WaiterConfig={"Delay": 1, "MaxAttempts": max(1, int(wait_seconds))},
+            )
+
+    def _key(self, owner: str, opponent: str) -> dict[str, Any]:
+        return {
+            OWNER: {"S": check_id("owner", owner)},
+            OPPONENT: {"S": check_id("opponent", opponent)},
+        }
+
+    async def record(
+        self, owner: str, opponent: str, metadata: Mapping[str, Any], timestamp: float
+    ) -> Conversation:
+        """See `AsyncConversationBackend.record`: one `UpdateItem` (two if time went back)."""
+        key = self._key(owner, opponent)
+        values = {
+            ":m": {"S": encode_metadata(metadata).decode()},
+            ":ts": {"N": repr(check_timestamp(timestamp))},
+            ":one": {"N": "1"},
+            ":zero": {"N": "0"},
+        }
+        update = "SET meta = :m, v = if_not_exists(v, :zero) + :one"
+        with _dynamodb_errors():
+            try:
+                answer = await self._client.update_item(
+                    TableName=self._table,
+                    Key=key,
+                    UpdateExpression=update + ", ts = :ts REMOVE deleted",
+                    ConditionExpression="attribute_not_exists(ts) OR ts <= :ts",
+                    ExpressionAttributeValues=values,
+                    ReturnValues="ALL_NEW",
+                )
+            except ClientError as exc:
+                if _code(exc) != "ConditionalCheckFailedException":
+                    raise
+                del values[":ts"]  # an older message: the entry keeps its later time
+                answer = await self._client.update_item(
+                    TableName=self._table,
+                    Key=key,
+                    UpdateExpression=update + " REMOVE deleted",
+                    ExpressionAttributeValues=values,
+                    ReturnValues="ALL_NEW",
+                )
+        return _entry(answer["Attributes"])
+
+    async def get(
+        self, owner: str, opponent: str, *, include_deleted: bool = False
+    ) -> Conversation | None:
+        """See `AsyncConversationBackend.get` (a consistent read)."""
+        with _dynamodb_errors():
+            answer = await self._client.get_item(
+                TableName=self._table, Key=self._key(owner, opponent), ConsistentRead=True
+            )
+        item = answer.get("Item")
+        if item is None:
+            return None
+        entry = _entry(item)
+        return None if entry.deleted and not include_deleted else entry
+
+    async def list(
+        self, owner: str, *, limit: int = DEFAULT_PAGE, cursor: str | None = None
+    ) -> ConversationPage:
+        """See `AsyncConversationBackend.list`: the time index, newest first, tombstones out."""
+        check_limit(limit)
+        query: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": TIME_INDEX,
+            "KeyConditionExpression": f"{OWNER} = :o",
+            "FilterExpression": "attribute_not_exists(deleted)",
+            "ExpressionAttributeValues": {":o": {"S": check_id("owner", owner)}},
+            "ScanIndexForward": False,
+            "ConsistentRead": True,
+        }
+        start = None
+        if cursor is not None:
+            position = decode_cursor(cursor, "t", "o")
+            start = {
+                OWNER: {"S": owner},
+                OPPONENT: {"S": str(position["o"])},
+                "ts": {"N": str(position["t"])},
+            }
+        items: builtins.list[Conversation] = []
+        with _dynamodb_errors():
+            while len(items) <= limit:
+                page = await self._client.query(
+                    **query,
+                    Limit=limit + 1 - len(items),
+                    **({"ExclusiveStartKey": start} if start else {}),
+                )
+                items += [_entry(item) for item in page.get("Items", [])]
+                start = page.get("LastEvaluatedKey")
+                if start is None:
+                    break
+        more = len(items) > limit
+        items = items[:limit]
+        next_cursor = None
+        if more:
+            last = items[-1]
+            next_cursor = encode_cursor({"t": repr(last.timestamp), "o": last.opponent})
+        return ConversationPage(items, next_cursor)
+
+    async def delete(self, owner: str, opponent: str) -> bool:
+        """See `AsyncConversationBackend.delete`: a conditional update into a tombstone."""
+        with _dynamodb_errors():
+            try:
+                await self._client.update_item(
+                    TableName=self._table,
+                    Key=self._key(owner, opponent),
+                    UpdateExpression="SET v = v + :one, deleted = :yes REMOVE meta",
+                    ConditionExpression="attribute_exists(v) AND attribute_not_exists(deleted)",
+                    ExpressionAttributeValues={":one": {"N": "1"}, ":yes": {"BOOL": True}},
+                )
+            except ClientError as exc:
+                if _code(exc) == "ConditionalCheckFailedException":
+                    return False
+                raise
+        return True
+
+    async def delete_all(self, owner: str) -> int:
+        """See `AsyncConversationBackend.delete_all`: a page of keys at a time."""
+        query: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": f"{OWNER} = :o",
+            "FilterExpression": "attribute_not_exists(deleted)",
+            "ExpressionAttributeValues": {":o": {"S": check_id("owner", owner)}},
+            "ProjectionExpression": OPPONENT,
+            "Limit": DELETE_PAGE,
+        }
+        deleted = 0
+        start = None
+        while True:
+            with _dynamodb_errors():
+                page = await self._client.query(
+                    **query, **({"ExclusiveStartKey": start} if start else {})
+                )
+            opponents = [item[OPPONENT]["S"] for item in page.get("Items", [])]
+            done = await async_map_limited(
+                lambda opponent: self.delete(owner, opponent), opponents, DELETE_CONCURRENCY
+            )
+            deleted += sum(done)
+            start = page.get("LastEvaluatedKey")
+            if start is None:
+                return deleted
+
+
+def _entry(item: Mapping[str, Any]) -> Conversation:
+    try:
+        deleted = bool(item.get("deleted", {}).get("BOOL", False))
+        return Conversation(
+            item[OWNER]["S"],
+            item[OPPONENT]["S"],
+            float(item["ts"]["N"]),
+            int(item["v"]["N"]),
+            {} if deleted else orjson.loads(item["meta"]["S"]),
+            deleted=deleted,
+        )
+    except (KeyError, ValueError, TypeError, orjson.JSONDecodeError) as exc:
+        raise CorruptRecord("conversation", f"not a conversation entry: {exc}") from exc

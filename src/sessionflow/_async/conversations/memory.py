@@ -1,0 +1,92 @@
+"""Conversation lists in a dict: for tests and as either side of a migration drill."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from sessionflow._conversation import (
+    DEFAULT_PAGE,
+    Conversation,
+    ConversationPage,
+    check_id,
+    check_limit,
+    check_timestamp,
+    decode_cursor,
+    encode_cursor,
+    encode_metadata,
+)
+
+
+class AsyncMemoryConversations:
+    """See `AsyncConversationBackend`; entries live in this process only."""
+
+    def __init__(self) -> None:
+        self._owners: dict[str, dict[str, Conversation]] = {}
+
+    async def record(
+        self, owner: str, opponent: str, metadata: Mapping[str, Any], timestamp: float
+    ) -> Conversation:
+        """See `AsyncConversationBackend.record`."""
+        entries = self._owners.setdefault(check_id("owner", owner), {})
+        encoded = encode_metadata(metadata)
+        when = check_timestamp(timestamp)
+        old = entries.get(check_id("opponent", opponent))
+        entry = Conversation(
+            owner,
+            opponent,
+            when if old is None else max(old.timestamp, when),
+            1 if old is None else old.version + 1,
+            orjson.loads(encoded),
+        )
+        entries[opponent] = entry
+        return entry
+
+    async def get(
+        self, owner: str, opponent: str, *, include_deleted: bool = False
+    ) -> Conversation | None:
+        """See `AsyncConversationBackend.get`."""
+        entry = self._owners.get(check_id("owner", owner), {}).get(check_id("opponent", opponent))
+        if entry is None or (entry.deleted and not include_deleted):
+            return None
+        return entry
+
+    async def list(
+        self, owner: str, *, limit: int = DEFAULT_PAGE, cursor: str | None = None
+    ) -> ConversationPage:
+        """See `AsyncConversationBackend.list`."""
+        check_limit(limit)
+        live = sorted(
+            (e for e in self._owners.get(check_id("owner", owner), {}).values() if not e.deleted),
+            key=lambda e: (e.timestamp, e.opponent),
+            reverse=True,
+        )
+        if cursor is not None:
+            after = decode_cursor(cursor, "t", "o")
+            last = (float(after["t"]), str(after["o"]))
+            live = [e for e in live if (e.timestamp, e.opponent) < last]
+        page = live[:limit]
+        more = len(live) > limit
+        return ConversationPage(
+            page,
+            encode_cursor({"t": page[-1].timestamp, "o": page[-1].opponent}) if more else None,
+        )
+
+    async def delete(self, owner: str, opponent: str) -> bool:
+        """See `AsyncConversationBackend.delete`."""
+        entries = self._owners.get(check_id("owner", owner), {})
+        entry = entries.get(check_id("opponent", opponent))
+        if entry is None or entry.deleted:
+            return False
+        entries[opponent] = Conversation(
+            owner, opponent, entry.timestamp, entry.version + 1, {}, deleted=True
+        )
+        return True
+
+    async def delete_all(self, owner: str) -> int:
+        """See `AsyncConversationBackend.delete_all`."""
+        opponents = builtins.list(self._owners.get(check_id("owner", owner), {}))
+        return sum([await self.delete(owner, opponent) for opponent in opponents])
