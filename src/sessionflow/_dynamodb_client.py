@@ -1,8 +1,14 @@
-"""The botocore settings sessionflow recommends for DynamoDB clients."""
+"""The botocore settings sessionflow recommends for DynamoDB clients, and its error mapping."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from sessionflow._errors import BackendError
 
 
 def dynamodb_client_config(
@@ -24,3 +30,19 @@ def dynamodb_client_config(
         read_timeout=read_timeout,
         max_pool_connections=max_pool_connections,
     )
+
+
+def error_code(exc: ClientError) -> str:
+    """Return the error code DynamoDB answered with (``ConditionalCheckFailedException``...)."""
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+@contextmanager
+def dynamodb_errors() -> Iterator[None]:
+    """Turn botocore's errors into `BackendError` (with DynamoDB's code when it answered)."""
+    try:
+        yield
+    except ClientError as exc:
+        raise BackendError(f"DynamoDB refused the request: {error_code(exc)}: {exc}") from exc
+    except BotoCoreError as exc:
+        raise BackendError(f"DynamoDB request failed: {exc}") from exc

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from sessionflow import _dynamodb_layout as layout
 from sessionflow._codec import DYNAMODB_ITEM_LIMIT
 from sessionflow._concurrency import async_sleep
+from sessionflow._dynamodb_client import dynamodb_errors, error_code
 from sessionflow._errors import (
     BackendError,
     ConfigError,
@@ -34,10 +34,6 @@ _CONTENTION_RETRIES = 5
 _CONTENDED = frozenset({"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"})
 
 
-def _error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 def _record_found(failure: Mapping[str, Any]) -> SessionRecord | None:
     """Return the record a failed condition found (ReturnValuesOnConditionCheckFailure=ALL_OLD).
 
@@ -53,16 +49,6 @@ def _kept(found: SessionRecord | None, record: SessionRecord) -> GuardedWrite:
     if found is not None and found.tombstone and not record.tombstone:
         return GuardedWrite.TOMBSTONE_KEPT
     return GuardedWrite.NEWER_KEPT
-
-
-@contextmanager
-def _dynamodb_errors() -> Iterator[None]:
-    try:
-        yield
-    except ClientError as exc:
-        raise BackendError(f"DynamoDB refused the request: {_error_code(exc)}: {exc}") from exc
-    except BotoCoreError as exc:
-        raise BackendError(f"DynamoDB request failed: {exc}") from exc
 
 
 class AsyncDynamoDBBackend:
@@ -99,7 +85,7 @@ class AsyncDynamoDBBackend:
 
     async def approximate_count(self) -> int:
         """Return the table's item count as DynamoDB reports it (refreshed about every 6 h)."""
-        with _dynamodb_errors():
+        with dynamodb_errors():
             response = await self._client.describe_table(TableName=self._table)
         return int(response["Table"].get("ItemCount", 0))
 
@@ -110,11 +96,11 @@ class AsyncDynamoDBBackend:
         itself does not read it. `streams=False` leaves it out (DynamoDB Local slows down
         as stream records pile up, which matters for benchmarks and long local runs).
         """
-        with _dynamodb_errors():
+        with dynamodb_errors():
             try:
                 await self._client.describe_table(TableName=self._table)
             except ClientError as exc:
-                if _error_code(exc) != "ResourceNotFoundException":
+                if error_code(exc) != "ResourceNotFoundException":
                     raise
                 try:
                     await self._client.create_table(
@@ -122,7 +108,7 @@ class AsyncDynamoDBBackend:
                     )
                 except ClientError as create_exc:
                     # Another process created it meanwhile: wait for it like our own.
-                    if _error_code(create_exc) != "ResourceInUseException":
+                    if error_code(create_exc) != "ResourceInUseException":
                         raise
             waiter = self._client.get_waiter("table_exists")
             await waiter.wait(
@@ -149,7 +135,7 @@ class AsyncDynamoDBBackend:
     async def create(self, record: SessionRecord) -> None:
         """See `AsyncBackend.create`."""
         item = self._item(record)
-        with _dynamodb_errors():
+        with dynamodb_errors():
             try:
                 response = await self._client.put_item(
                     TableName=self._table,
@@ -158,14 +144,14 @@ class AsyncDynamoDBBackend:
                     ReturnConsumedCapacity="TOTAL",
                 )
             except ClientError as exc:
-                if _error_code(exc) == "ConditionalCheckFailedException":
+                if error_code(exc) == "ConditionalCheckFailedException":
                     raise SessionExists("a record with this key exists") from exc
                 raise
         self.capacity.record("create", response)
 
     async def get(self, key: str) -> SessionRecord | None:
         """See `AsyncBackend.get`."""
-        with _dynamodb_errors():
+        with dynamodb_errors():
             response = await self._client.get_item(
                 TableName=self._table,
                 Key=layout.key_of(key),
@@ -188,7 +174,7 @@ class AsyncDynamoDBBackend:
                 }
             }
             for attempt in range(_BATCH_RETRIES + 1):
-                with _dynamodb_errors():
+                with dynamodb_errors():
                     response = await self._client.batch_get_item(
                         RequestItems=pending, ReturnConsumedCapacity="TOTAL"
                     )
@@ -217,7 +203,7 @@ class AsyncDynamoDBBackend:
     ) -> None:
         """See `AsyncBackend.save`: a put conditional on the version read and no tombstone."""
         item = self._item(record)
-        with _dynamodb_errors():
+        with dynamodb_errors():
             try:
                 response = await self._client.put_item(
                     TableName=self._table,
@@ -229,7 +215,7 @@ class AsyncDynamoDBBackend:
                     ReturnConsumedCapacity="TOTAL",
                 )
             except ClientError as exc:
-                if _error_code(exc) != "ConditionalCheckFailedException":
+                if error_code(exc) != "ConditionalCheckFailedException":
                     raise
                 self._raise_failed_condition(exc)
         self.capacity.record("save", response)
@@ -245,7 +231,7 @@ class AsyncDynamoDBBackend:
 
     async def touch(self, key: str, *, last_access: float, idle_expires_at: float) -> bool:
         """See `AsyncBackend.touch`. The store keeps idle expiry at or before absolute expiry."""
-        with _dynamodb_errors():
+        with dynamodb_errors():
             try:
                 response = await self._client.update_item(
                     TableName=self._table,
@@ -261,7 +247,7 @@ class AsyncDynamoDBBackend:
                     ReturnConsumedCapacity="TOTAL",
                 )
             except ClientError as exc:
-                if _error_code(exc) != "ConditionalCheckFailedException":
+                if error_code(exc) != "ConditionalCheckFailedException":
                     raise
                 current = _record_found(exc.response)
                 # Still live but already expiring later than this touch asks: nothing to do.
@@ -288,7 +274,7 @@ class AsyncDynamoDBBackend:
         if expected_version is not None:
             condition = layout.DELETE_CONDITION_VERSIONED
             values[":expected"] = {"N": str(expected_version)}
-        with _dynamodb_errors():
+        with dynamodb_errors():
             try:
                 response = await self._client.update_item(
                     TableName=self._table,
@@ -302,7 +288,7 @@ class AsyncDynamoDBBackend:
                     ReturnConsumedCapacity="TOTAL",
                 )
             except ClientError as exc:
-                if _error_code(exc) != "ConditionalCheckFailedException":
+                if error_code(exc) != "ConditionalCheckFailedException":
                     raise
                 current = _record_found(exc.response)
                 if current is not None and not current.tombstone:
@@ -334,7 +320,7 @@ class AsyncDynamoDBBackend:
             }
             if start is not None:
                 request["ExclusiveStartKey"] = start
-            with _dynamodb_errors():
+            with dynamodb_errors():
                 response = await self._client.query(**request)
             self.capacity.record("user_keys", response)
             keys += [str(item[layout.PARTITION_KEY]["S"]) for item in response.get("Items", [])]
@@ -365,7 +351,7 @@ class AsyncDynamoDBBackend:
             request["Segment"], request["TotalSegments"] = worker, workers
         if cursor is not None:
             request["ExclusiveStartKey"] = json.loads(cursor)
-        with _dynamodb_errors():
+        with dynamodb_errors():
             response = await self._client.scan(**request)
         self.capacity.record("scan", response)
         records: list[SessionRecord | CorruptRecord] = []
@@ -395,11 +381,11 @@ class AsyncDynamoDBBackend:
     async def put_guarded(self, record: SessionRecord) -> GuardedWrite:
         """See `AsyncBackend.put_guarded`: a put conditional on an older version or none."""
         request = self._guarded_put(record)
-        with _dynamodb_errors():
+        with dynamodb_errors():
             try:
                 response = await self._client.put_item(**request, ReturnConsumedCapacity="TOTAL")
             except ClientError as exc:
-                if _error_code(exc) != "ConditionalCheckFailedException":
+                if error_code(exc) != "ConditionalCheckFailedException":
                     raise
                 return _kept(_record_found(exc.response), record)
         self.capacity.record("put_guarded", response)
@@ -444,14 +430,14 @@ class AsyncDynamoDBBackend:
     ) -> None:
         conflicts = 0
         while batch:
-            with _dynamodb_errors():
+            with dynamodb_errors():
                 try:
                     response = await self._client.transact_write_items(
                         TransactItems=cast("Any", [{"Put": put} for _, put in batch]),
                         ReturnConsumedCapacity="TOTAL",
                     )
                 except ClientError as exc:
-                    if _error_code(exc) != "TransactionCanceledException":
+                    if error_code(exc) != "TransactionCanceledException":
                         raise
                     reasons = exc.response.get("CancellationReasons", [])
                 else:

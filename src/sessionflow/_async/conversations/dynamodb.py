@@ -10,12 +10,11 @@ A tombstone keeps its item with ``deleted`` set; queries filter it out.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from sessionflow._concurrency import async_map_limited
 from sessionflow._conversation import (
@@ -29,7 +28,8 @@ from sessionflow._conversation import (
     encode_cursor,
     encode_metadata,
 )
-from sessionflow._errors import BackendError, CorruptRecord
+from sessionflow._dynamodb_client import dynamodb_errors, error_code
+from sessionflow._errors import CorruptRecord
 
 OWNER, OPPONENT, TIME_INDEX = "owner_id", "opponent_id", "by_time"
 DELETE_CONCURRENCY = 8
@@ -63,20 +63,6 @@ def conversation_table(table_name: str) -> dict[str, Any]:
     }
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-@contextmanager
-def _dynamodb_errors() -> Iterator[None]:
-    try:
-        yield
-    except ClientError as exc:
-        raise BackendError(f"DynamoDB refused the request: {_code(exc)}: {exc}") from exc
-    except BotoCoreError as exc:
-        raise BackendError(f"DynamoDB request failed: {exc}") from exc
-
-
 class AsyncDynamoDBConversations:
     """See `AsyncConversationBackend`; on a DynamoDB table (boto3 / aioboto3 client)."""
 
@@ -86,16 +72,16 @@ class AsyncDynamoDBConversations:
 
     async def ensure_table(self, *, wait_seconds: float = 60) -> None:
         """Create the table and its time index if missing; wait until it is active."""
-        with _dynamodb_errors():
+        with dynamodb_errors():
             try:
                 await self._client.describe_table(TableName=self._table)
             except ClientError as exc:
-                if _code(exc) != "ResourceNotFoundException":
+                if error_code(exc) != "ResourceNotFoundException":
                     raise
                 try:
                     await self._client.create_table(**conversation_table(self._table))
                 except ClientError as create_exc:
-                    if _code(create_exc) != "ResourceInUseException":
+                    if error_code(create_exc) != "ResourceInUseException":
                         raise
             waiter = self._client.get_waiter("table_exists")
             await waiter.wait(
@@ -121,7 +107,7 @@ class AsyncDynamoDBConversations:
             ":zero": {"N": "0"},
         }
         update = "SET meta = :m, v = if_not_exists(v, :zero) + :one"
-        with _dynamodb_errors():
+        with dynamodb_errors():
             try:
                 answer = await self._client.update_item(
                     TableName=self._table,
@@ -132,7 +118,7 @@ class AsyncDynamoDBConversations:
                     ReturnValues="ALL_NEW",
                 )
             except ClientError as exc:
-                if _code(exc) != "ConditionalCheckFailedException":
+                if error_code(exc) != "ConditionalCheckFailedException":
                     raise
                 del values[":ts"]  # an older message: the entry keeps its later time
                 answer = await self._client.update_item(
@@ -148,7 +134,7 @@ class AsyncDynamoDBConversations:
         self, owner: str, opponent: str, *, include_deleted: bool = False
     ) -> Conversation | None:
         """See `AsyncConversationBackend.get` (a consistent read)."""
-        with _dynamodb_errors():
+        with dynamodb_errors():
             answer = await self._client.get_item(
                 TableName=self._table, Key=self._key(owner, opponent), ConsistentRead=True
             )
@@ -181,7 +167,7 @@ class AsyncDynamoDBConversations:
                 "ts": {"N": str(position["t"])},
             }
         items: builtins.list[Conversation] = []
-        with _dynamodb_errors():
+        with dynamodb_errors():
             while len(items) <= limit:
                 page = await self._client.query(
                     **query,
@@ -202,7 +188,7 @@ class AsyncDynamoDBConversations:
 
     async def delete(self, owner: str, opponent: str) -> bool:
         """See `AsyncConversationBackend.delete`: a conditional update into a tombstone."""
-        with _dynamodb_errors():
+        with dynamodb_errors():
             try:
                 await self._client.update_item(
                     TableName=self._table,
@@ -212,7 +198,7 @@ class AsyncDynamoDBConversations:
                     ExpressionAttributeValues={":one": {"N": "1"}, ":yes": {"BOOL": True}},
                 )
             except ClientError as exc:
-                if _code(exc) == "ConditionalCheckFailedException":
+                if error_code(exc) == "ConditionalCheckFailedException":
                     return False
                 raise
         return True
@@ -230,7 +216,7 @@ class AsyncDynamoDBConversations:
         deleted = 0
         start = None
         while True:
-            with _dynamodb_errors():
+            with dynamodb_errors():
                 page = await self._client.query(
                     **query, **({"ExclusiveStartKey": start} if start else {})
                 )

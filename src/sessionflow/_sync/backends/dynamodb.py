@@ -4,15 +4,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from sessionflow import _dynamodb_layout as layout
 from sessionflow._codec import DYNAMODB_ITEM_LIMIT
 from sessionflow._concurrency import sync_sleep
+from sessionflow._dynamodb_client import dynamodb_errors, error_code
 from sessionflow._errors import (
     BackendError,
     ConfigError,
@@ -35,10 +35,6 @@ _CONTENTION_RETRIES = 5
 _CONTENDED = frozenset({"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"})
 
 
-def _error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 def _record_found(failure: Mapping[str, Any]) -> SessionRecord | None:
     """Return the record a failed condition found (ReturnValuesOnConditionCheckFailure=ALL_OLD).
 
@@ -54,16 +50,6 @@ def _kept(found: SessionRecord | None, record: SessionRecord) -> GuardedWrite:
     if found is not None and found.tombstone and not record.tombstone:
         return GuardedWrite.TOMBSTONE_KEPT
     return GuardedWrite.NEWER_KEPT
-
-
-@contextmanager
-def _dynamodb_errors() -> Iterator[None]:
-    try:
-        yield
-    except ClientError as exc:
-        raise BackendError(f"DynamoDB refused the request: {_error_code(exc)}: {exc}") from exc
-    except BotoCoreError as exc:
-        raise BackendError(f"DynamoDB request failed: {exc}") from exc
 
 
 class DynamoDBBackend:
@@ -100,7 +86,7 @@ class DynamoDBBackend:
 
     def approximate_count(self) -> int:
         """Return the table's item count as DynamoDB reports it (refreshed about every 6 h)."""
-        with _dynamodb_errors():
+        with dynamodb_errors():
             response = self._client.describe_table(TableName=self._table)
         return int(response["Table"].get("ItemCount", 0))
 
@@ -111,11 +97,11 @@ class DynamoDBBackend:
         itself does not read it. `streams=False` leaves it out (DynamoDB Local slows down
         as stream records pile up, which matters for benchmarks and long local runs).
         """
-        with _dynamodb_errors():
+        with dynamodb_errors():
             try:
                 self._client.describe_table(TableName=self._table)
             except ClientError as exc:
-                if _error_code(exc) != "ResourceNotFoundException":
+                if error_code(exc) != "ResourceNotFoundException":
                     raise
                 try:
                     self._client.create_table(
@@ -123,7 +109,7 @@ class DynamoDBBackend:
                     )
                 except ClientError as create_exc:
                     # Another process created it meanwhile: wait for it like our own.
-                    if _error_code(create_exc) != "ResourceInUseException":
+                    if error_code(create_exc) != "ResourceInUseException":
                         raise
             waiter = self._client.get_waiter("table_exists")
             waiter.wait(
@@ -150,7 +136,7 @@ class DynamoDBBackend:
     def create(self, record: SessionRecord) -> None:
         """See `Backend.create`."""
         item = self._item(record)
-        with _dynamodb_errors():
+        with dynamodb_errors():
             try:
                 response = self._client.put_item(
                     TableName=self._table,
@@ -159,14 +145,14 @@ class DynamoDBBackend:
                     ReturnConsumedCapacity="TOTAL",
                 )
             except ClientError as exc:
-                if _error_code(exc) == "ConditionalCheckFailedException":
+                if error_code(exc) == "ConditionalCheckFailedException":
                     raise SessionExists("a record with this key exists") from exc
                 raise
         self.capacity.record("create", response)
 
     def get(self, key: str) -> SessionRecord | None:
         """See `Backend.get`."""
-        with _dynamodb_errors():
+        with dynamodb_errors():
             response = self._client.get_item(
                 TableName=self._table,
                 Key=layout.key_of(key),
@@ -189,7 +175,7 @@ class DynamoDBBackend:
                 }
             }
             for attempt in range(_BATCH_RETRIES + 1):
-                with _dynamodb_errors():
+                with dynamodb_errors():
                     response = self._client.batch_get_item(
                         RequestItems=pending, ReturnConsumedCapacity="TOTAL"
                     )
@@ -218,7 +204,7 @@ class DynamoDBBackend:
     ) -> None:
         """See `Backend.save`: a put conditional on the version read and no tombstone."""
         item = self._item(record)
-        with _dynamodb_errors():
+        with dynamodb_errors():
             try:
                 response = self._client.put_item(
                     TableName=self._table,
@@ -230,7 +216,7 @@ class DynamoDBBackend:
                     ReturnConsumedCapacity="TOTAL",
                 )
             except ClientError as exc:
-                if _error_code(exc) != "ConditionalCheckFailedException":
+                if error_code(exc) != "ConditionalCheckFailedException":
                     raise
                 self._raise_failed_condition(exc)
         self.capacity.record("save", response)
@@ -246,7 +232,7 @@ class DynamoDBBackend:
 
     def touch(self, key: str, *, last_access: float, idle_expires_at: float) -> bool:
         """See `Backend.touch`. The store keeps idle expiry at or before absolute expiry."""
-        with _dynamodb_errors():
+        with dynamodb_errors():
             try:
                 response = self._client.update_item(
                     TableName=self._table,
@@ -262,7 +248,7 @@ class DynamoDBBackend:
                     ReturnConsumedCapacity="TOTAL",
                 )
             except ClientError as exc:
-                if _error_code(exc) != "ConditionalCheckFailedException":
+                if error_code(exc) != "ConditionalCheckFailedException":
                     raise
                 current = _record_found(exc.response)
                 # Still live but already expiring later than this touch asks: nothing to do.
@@ -289,7 +275,7 @@ class DynamoDBBackend:
         if expected_version is not None:
             condition = layout.DELETE_CONDITION_VERSIONED
             values[":expected"] = {"N": str(expected_version)}
-        with _dynamodb_errors():
+        with dynamodb_errors():
             try:
                 response = self._client.update_item(
                     TableName=self._table,
@@ -303,7 +289,7 @@ class DynamoDBBackend:
                     ReturnConsumedCapacity="TOTAL",
                 )
             except ClientError as exc:
-                if _error_code(exc) != "ConditionalCheckFailedException":
+                if error_code(exc) != "ConditionalCheckFailedException":
                     raise
                 current = _record_found(exc.response)
                 if current is not None and not current.tombstone:
@@ -335,7 +321,7 @@ class DynamoDBBackend:
             }
             if start is not None:
                 request["ExclusiveStartKey"] = start
-            with _dynamodb_errors():
+            with dynamodb_errors():
                 response = self._client.query(**request)
             self.capacity.record("user_keys", response)
             keys += [str(item[layout.PARTITION_KEY]["S"]) for item in response.get("Items", [])]
@@ -366,7 +352,7 @@ class DynamoDBBackend:
             request["Segment"], request["TotalSegments"] = worker, workers
         if cursor is not None:
             request["ExclusiveStartKey"] = json.loads(cursor)
-        with _dynamodb_errors():
+        with dynamodb_errors():
             response = self._client.scan(**request)
         self.capacity.record("scan", response)
         records: list[SessionRecord | CorruptRecord] = []
@@ -396,11 +382,11 @@ class DynamoDBBackend:
     def put_guarded(self, record: SessionRecord) -> GuardedWrite:
         """See `Backend.put_guarded`: a put conditional on an older version or none."""
         request = self._guarded_put(record)
-        with _dynamodb_errors():
+        with dynamodb_errors():
             try:
                 response = self._client.put_item(**request, ReturnConsumedCapacity="TOTAL")
             except ClientError as exc:
-                if _error_code(exc) != "ConditionalCheckFailedException":
+                if error_code(exc) != "ConditionalCheckFailedException":
                     raise
                 return _kept(_record_found(exc.response), record)
         self.capacity.record("put_guarded", response)
@@ -445,14 +431,14 @@ class DynamoDBBackend:
     ) -> None:
         conflicts = 0
         while batch:
-            with _dynamodb_errors():
+            with dynamodb_errors():
                 try:
                     response = self._client.transact_write_items(
                         TransactItems=cast("Any", [{"Put": put} for _, put in batch]),
                         ReturnConsumedCapacity="TOTAL",
                     )
                 except ClientError as exc:
-                    if _error_code(exc) != "TransactionCanceledException":
+                    if error_code(exc) != "TransactionCanceledException":
                         raise
                     reasons = exc.response.get("CancellationReasons", [])
                 else:

@@ -11,12 +11,11 @@ A tombstone keeps its item with ``deleted`` set; queries filter it out.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from sessionflow._concurrency import sync_map_limited
 from sessionflow._conversation import (
@@ -30,7 +29,8 @@ from sessionflow._conversation import (
     encode_cursor,
     encode_metadata,
 )
-from sessionflow._errors import BackendError, CorruptRecord
+from sessionflow._dynamodb_client import dynamodb_errors, error_code
+from sessionflow._errors import CorruptRecord
 
 OWNER, OPPONENT, TIME_INDEX = "owner_id", "opponent_id", "by_time"
 DELETE_CONCURRENCY = 8
@@ -64,20 +64,6 @@ def conversation_table(table_name: str) -> dict[str, Any]:
     }
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-@contextmanager
-def _dynamodb_errors() -> Iterator[None]:
-    try:
-        yield
-    except ClientError as exc:
-        raise BackendError(f"DynamoDB refused the request: {_code(exc)}: {exc}") from exc
-    except BotoCoreError as exc:
-        raise BackendError(f"DynamoDB request failed: {exc}") from exc
-
-
 class DynamoDBConversations:
     """See `ConversationBackend`; on a DynamoDB table (boto3 / aioboto3 client)."""
 
@@ -87,16 +73,16 @@ class DynamoDBConversations:
 
     def ensure_table(self, *, wait_seconds: float = 60) -> None:
         """Create the table and its time index if missing; wait until it is active."""
-        with _dynamodb_errors():
+        with dynamodb_errors():
             try:
                 self._client.describe_table(TableName=self._table)
             except ClientError as exc:
-                if _code(exc) != "ResourceNotFoundException":
+                if error_code(exc) != "ResourceNotFoundException":
                     raise
                 try:
                     self._client.create_table(**conversation_table(self._table))
                 except ClientError as create_exc:
-                    if _code(create_exc) != "ResourceInUseException":
+                    if error_code(create_exc) != "ResourceInUseException":
                         raise
             waiter = self._client.get_waiter("table_exists")
             waiter.wait(
@@ -122,7 +108,7 @@ class DynamoDBConversations:
             ":zero": {"N": "0"},
         }
         update = "SET meta = :m, v = if_not_exists(v, :zero) + :one"
-        with _dynamodb_errors():
+        with dynamodb_errors():
             try:
                 answer = self._client.update_item(
                     TableName=self._table,
@@ -133,7 +119,7 @@ class DynamoDBConversations:
                     ReturnValues="ALL_NEW",
                 )
             except ClientError as exc:
-                if _code(exc) != "ConditionalCheckFailedException":
+                if error_code(exc) != "ConditionalCheckFailedException":
                     raise
                 del values[":ts"]  # an older message: the entry keeps its later time
                 answer = self._client.update_item(
@@ -149,7 +135,7 @@ class DynamoDBConversations:
         self, owner: str, opponent: str, *, include_deleted: bool = False
     ) -> Conversation | None:
         """See `ConversationBackend.get` (a consistent read)."""
-        with _dynamodb_errors():
+        with dynamodb_errors():
             answer = self._client.get_item(
                 TableName=self._table, Key=self._key(owner, opponent), ConsistentRead=True
             )
@@ -182,7 +168,7 @@ class DynamoDBConversations:
                 "ts": {"N": str(position["t"])},
             }
         items: builtins.list[Conversation] = []
-        with _dynamodb_errors():
+        with dynamodb_errors():
             while len(items) <= limit:
                 page = self._client.query(
                     **query,
@@ -203,7 +189,7 @@ class DynamoDBConversations:
 
     def delete(self, owner: str, opponent: str) -> bool:
         """See `ConversationBackend.delete`: a conditional update into a tombstone."""
-        with _dynamodb_errors():
+        with dynamodb_errors():
             try:
                 self._client.update_item(
                     TableName=self._table,
@@ -213,7 +199,7 @@ class DynamoDBConversations:
                     ExpressionAttributeValues={":one": {"N": "1"}, ":yes": {"BOOL": True}},
                 )
             except ClientError as exc:
-                if _code(exc) == "ConditionalCheckFailedException":
+                if error_code(exc) == "ConditionalCheckFailedException":
                     return False
                 raise
         return True
@@ -231,7 +217,7 @@ class DynamoDBConversations:
         deleted = 0
         start = None
         while True:
-            with _dynamodb_errors():
+            with dynamodb_errors():
                 page = self._client.query(
                     **query, **({"ExclusiveStartKey": start} if start else {})
                 )
