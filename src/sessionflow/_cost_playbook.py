@@ -14,8 +14,6 @@ from typing import Any
 
 from sessionflow._cost_model import PriceTable
 
-CENT = 0.005
-
 
 @dataclass(frozen=True)
 class StatedLine:

@@ -21,7 +21,6 @@ from sessionflow._errors import ConfigError
 OPERATIONS = ("create", "read", "update", "touch", "delete", "regenerate")
 """Session operations a load test can send; ``read`` is the "validate session" of ADR-0010."""
 
-WRITE_OPERATIONS = frozenset({"create", "update", "touch", "delete", "regenerate"})
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}

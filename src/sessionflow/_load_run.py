@@ -297,6 +297,7 @@ class LoadRun:
             raise ValueError("a load test needs at least one phase")
         self.target = target
         self.phases = list(phases)
+        self._last_second = max(int(sum(p.duration for p in self.phases)) - 1, 0)
         self.mix = mix
         self.seed_sessions = seed_sessions
         self.payload_bytes = payload_bytes
@@ -438,8 +439,7 @@ class LoadRun:
             window = self._phase_at(done - self._run_started)
             if window is not None:
                 window.completed += 1
-        last_second = max(int(sum(p.duration for p in self.phases)) - 1, 0)
-        second = min(int(due - self._run_started), last_second)
+        second = min(int(due - self._run_started), self._last_second)
         answered = None if cause is not None else int(done - self._run_started)
         self._timeline.add(second, latency_us, failed=cause is not None, answered=answered)
 

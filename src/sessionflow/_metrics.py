@@ -86,7 +86,16 @@ class BackendMetrics:
 class Observation:
     """Times one backend call; `outcome` may be set inside, errors are classified on exit."""
 
-    __slots__ = ("_backend", "_metrics", "_operation", "_span", "_started", "_tracer", "outcome")
+    __slots__ = (
+        "_backend",
+        "_metrics",
+        "_operation",
+        "_scope",
+        "_span",
+        "_started",
+        "_tracer",
+        "outcome",
+    )
 
     def __init__(
         self, metrics: BackendMetrics, backend: str, operation: str, tracer: Tracer | None = None
@@ -95,13 +104,14 @@ class Observation:
         self._backend = backend
         self._operation = operation
         self._tracer = tracer
-        self._span: AbstractContextManager[Span] | None = None
+        self._scope: AbstractContextManager[Span] | None = None
+        self._span: Span | None = None
         self.outcome = "ok"
         self._started = 0.0
 
     def __enter__(self) -> Self:
         if self._tracer is not None:
-            self._span = self._tracer.start_as_current_span(
+            self._scope = self._tracer.start_as_current_span(
                 f"sessionflow {self._operation}",
                 attributes={
                     "sessionflow.backend": self._backend,
@@ -110,7 +120,7 @@ class Observation:
                 record_exception=False,  # messages may name a key hint; the type is enough
                 set_status_on_exception=False,
             )
-            self._span.__enter__()
+            self._span = self._scope.__enter__()
         self._started = time.perf_counter()
         return self
 
@@ -127,24 +137,22 @@ class Observation:
         self._metrics.latency.labels(self._backend, self._operation, self.outcome).observe(
             time.perf_counter() - self._started
         )
-        if self._span is not None:
-            _end_span(self._span, self.outcome, exc_type, exc, tb)
+        if self._scope is not None and self._span is not None:
+            _end_span(self._scope, self._span, self.outcome, (exc_type, exc, tb))
 
 
 def _end_span(
-    span_context: AbstractContextManager[Span],
+    scope: AbstractContextManager[Span],
+    span: Span,
     outcome: str,
-    exc_type: type[BaseException] | None,
-    exc: BaseException | None,
-    tb: TracebackType | None,
+    raised: tuple[type[BaseException] | None, BaseException | None, TracebackType | None],
 ) -> None:
-    from opentelemetry.trace import Status, StatusCode, get_current_span  # noqa: PLC0415
+    from opentelemetry.trace import Status, StatusCode  # noqa: PLC0415
 
-    span = get_current_span()
     span.set_attribute("sessionflow.outcome", outcome)
-    if outcome == "error" and exc_type is not None:
-        span.set_status(Status(StatusCode.ERROR, exc_type.__name__))
-    span_context.__exit__(exc_type, exc, tb)
+    if outcome == "error" and raised[0] is not None:
+        span.set_status(Status(StatusCode.ERROR, raised[0].__name__))
+    scope.__exit__(*raised)
 
 
 class StoreStatsCollector(Collector):
