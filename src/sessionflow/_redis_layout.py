@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Collection, ItemsView, Iterator, Mapping
+from typing import Any
 
-from sessionflow._errors import CorruptRecord
+from sessionflow._errors import ConfigError, CorruptRecord
 from sessionflow._ids import key_hint
 from sessionflow._record import SessionRecord, tombstone_record
 
@@ -271,3 +272,11 @@ def parse_hash(key: str, fields: Mapping[bytes, bytes]) -> SessionRecord:
 def pairs_to_mapping(flat: list[bytes]) -> dict[bytes, bytes]:
     """Turn a flat HGETALL reply from a script into a mapping."""
     return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def check_client(client: Any, prefix: str) -> None:  # noqa: ANN401 - a redis-py client
+    """Refuse a client that decodes replies and a prefix that would break the hash tags."""
+    if client.get_connection_kwargs().get("decode_responses"):
+        raise ConfigError("the Redis client must be created with decode_responses=False")
+    if not prefix or "{" in prefix or "}" in prefix:
+        raise ConfigError("the Redis key prefix must be non-empty and free of braces")

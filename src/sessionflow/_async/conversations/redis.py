@@ -31,7 +31,8 @@ from sessionflow._conversation import (
     encode_cursor,
     encode_metadata,
 )
-from sessionflow._errors import BackendError, ConfigError, CorruptRecord
+from sessionflow._errors import BackendError, CorruptRecord
+from sessionflow._redis_layout import check_client
 
 DELETE_CHUNK = 500
 
@@ -79,10 +80,7 @@ class AsyncRedisConversations:
     """See `AsyncConversationBackend`; on a Redis server or Cluster (redis-py client)."""
 
     def __init__(self, client: Any, *, prefix: str = "sf") -> None:  # noqa: ANN401 - redis-py
-        if client.get_connection_kwargs().get("decode_responses"):
-            raise ConfigError("the Redis client must be created with decode_responses=False")
-        if not prefix or "{" in prefix or "}" in prefix:
-            raise ConfigError("the Redis key prefix must be non-empty and free of braces")
+        check_client(client, prefix)
         self._client = client
         self._prefix = prefix
         self._record = client.register_script(_RECORD)

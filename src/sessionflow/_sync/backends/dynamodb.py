@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, cast
 from botocore.exceptions import ClientError
 
 from sessionflow import _dynamodb_layout as layout
+from sessionflow._sync.dynamodb_tables import create_table_if_missing
 from sessionflow._codec import DYNAMODB_ITEM_LIMIT
 from sessionflow._concurrency import sync_sleep
 from sessionflow._dynamodb_client import dynamodb_errors, error_code
@@ -97,25 +98,12 @@ class DynamoDBBackend:
         itself does not read it. `streams=False` leaves it out (DynamoDB Local slows down
         as stream records pile up, which matters for benchmarks and long local runs).
         """
+        create_table_if_missing(
+            self._client,
+            layout.table_definition(self._table, streams=streams),
+            wait_seconds=wait_seconds,
+        )
         with dynamodb_errors():
-            try:
-                self._client.describe_table(TableName=self._table)
-            except ClientError as exc:
-                if error_code(exc) != "ResourceNotFoundException":
-                    raise
-                try:
-                    self._client.create_table(
-                        **layout.table_definition(self._table, streams=streams)
-                    )
-                except ClientError as create_exc:
-                    # Another process created it meanwhile: wait for it like our own.
-                    if error_code(create_exc) != "ResourceInUseException":
-                        raise
-            waiter = self._client.get_waiter("table_exists")
-            waiter.wait(
-                TableName=self._table,
-                WaiterConfig={"Delay": 1, "MaxAttempts": max(1, int(wait_seconds))},
-            )
             ttl = self._client.describe_time_to_live(TableName=self._table)
             if ttl["TimeToLiveDescription"].get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
                 self._client.update_time_to_live(

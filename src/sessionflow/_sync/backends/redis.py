@@ -16,7 +16,6 @@ from sessionflow._sync.backends.base import put_guarded_each
 from sessionflow._coalescing import ReadCoalescer
 from sessionflow._errors import (
     BackendError,
-    ConfigError,
     CorruptRecord,
     SessionExists,
     SessionflowError,
@@ -86,10 +85,7 @@ class RedisBackend:
         prefix: str = "sf",
         auto_pipeline: bool = False,
     ) -> None:
-        if client.get_connection_kwargs().get("decode_responses"):
-            raise ConfigError("the Redis client must be created with decode_responses=False")
-        if not prefix or "{" in prefix or "}" in prefix:
-            raise ConfigError("the Redis key prefix must be non-empty and free of braces")
+        layout.check_client(client, prefix)
         self._client = client
         self._prefix = prefix
         self._key_start = f"{prefix}:{{"

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from botocore.exceptions import ClientError
 
+from sessionflow._sync.dynamodb_tables import create_table_if_missing
 from sessionflow._concurrency import sync_map_limited
 from sessionflow._conversation import (
     DEFAULT_PAGE,
@@ -73,22 +74,9 @@ class DynamoDBConversations:
 
     def ensure_table(self, *, wait_seconds: float = 60) -> None:
         """Create the table and its time index if missing; wait until it is active."""
-        with dynamodb_errors():
-            try:
-                self._client.describe_table(TableName=self._table)
-            except ClientError as exc:
-                if error_code(exc) != "ResourceNotFoundException":
-                    raise
-                try:
-                    self._client.create_table(**conversation_table(self._table))
-                except ClientError as create_exc:
-                    if error_code(create_exc) != "ResourceInUseException":
-                        raise
-            waiter = self._client.get_waiter("table_exists")
-            waiter.wait(
-                TableName=self._table,
-                WaiterConfig={"Delay": 1, "MaxAttempts": max(1, int(wait_seconds))},
-            )
+        create_table_if_missing(
+            self._client, conversation_table(self._table), wait_seconds=wait_seconds
+        )
 
     def _key(self, owner: str, opponent: str) -> dict[str, Any]:
         return {
