@@ -11,24 +11,45 @@ import pytest
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
+from sessionflow._async.control import AsyncMemoryControlPlane
 from sessionflow._async.conversations.base import AsyncConversationBackend
 from sessionflow._async.conversations.dynamodb import AsyncDynamoDBConversations
 from sessionflow._async.conversations.memory import AsyncMemoryConversations
+from sessionflow._async.conversations.migrating import AsyncMigratingConversations
 from sessionflow._async.conversations.redis import AsyncRedisConversations
 from sessionflow._conversation import MAX_METADATA_BYTES
 from sessionflow._errors import ConfigError, ConversationTooLarge, InvalidConversation
+from sessionflow._stages import Stage
 from tests.clients import async_dynamodb_client_at
 
 KINDS = ["memory", "redis", "redis-cluster", "dynamodb"]
+# The migrating store keeps the same contract at every stage (Redis to DynamoDB).
+MIGRATING_KINDS = [f"migrating@{stage.value}" for stage in Stage]
 TABLE = "conversations-tests"
 
 
-@pytest.fixture(params=KINDS)
+@pytest.fixture(params=KINDS + MIGRATING_KINDS)
 async def conversations(request: pytest.FixtureRequest, servers) -> AsyncIterator[Any]:
     kind = request.param
     prefix = f"c{uuid.uuid4().hex[:8]}"
     async with AsyncExitStack() as stack:
-        if kind == "memory":
+        if kind.startswith("migrating@"):
+            client = await stack.enter_async_context(AsyncRedis(port=servers.redis.port))
+            ddb = await stack.enter_async_context(
+                async_dynamodb_client_at(servers.dynamodb.endpoint_url)
+            )
+            new = AsyncDynamoDBConversations(ddb, table_name=TABLE)
+            await new.ensure_table()
+            migrating = await stack.enter_async_context(
+                AsyncMigratingConversations(
+                    AsyncRedisConversations(client, prefix=prefix),
+                    new,
+                    AsyncMemoryControlPlane(Stage(kind.partition("@")[2])),
+                    compare_sample=1.0,
+                )
+            )
+            yield migrating
+        elif kind == "memory":
             yield AsyncMemoryConversations()
         elif kind == "redis":
             client = await stack.enter_async_context(AsyncRedis(port=servers.redis.port))

@@ -12,24 +12,45 @@ import pytest
 from redis import Redis as Redis
 from redis.cluster import RedisCluster as RedisCluster
 
+from sessionflow._sync.control import MemoryControlPlane
 from sessionflow._sync.conversations.base import ConversationBackend
 from sessionflow._sync.conversations.dynamodb import DynamoDBConversations
 from sessionflow._sync.conversations.memory import MemoryConversations
+from sessionflow._sync.conversations.migrating import MigratingConversations
 from sessionflow._sync.conversations.redis import RedisConversations
 from sessionflow._conversation import MAX_METADATA_BYTES
 from sessionflow._errors import ConfigError, ConversationTooLarge, InvalidConversation
+from sessionflow._stages import Stage
 from tests.clients import sync_dynamodb_client_at
 
 KINDS = ["memory", "redis", "redis-cluster", "dynamodb"]
+# The migrating store keeps the same contract at every stage (Redis to DynamoDB).
+MIGRATING_KINDS = [f"migrating@{stage.value}" for stage in Stage]
 TABLE = "conversations-tests"
 
 
-@pytest.fixture(params=KINDS)
+@pytest.fixture(params=KINDS + MIGRATING_KINDS)
 def conversations(request: pytest.FixtureRequest, servers) -> Iterator[Any]:
     kind = request.param
     prefix = f"c{uuid.uuid4().hex[:8]}"
     with ExitStack() as stack:
-        if kind == "memory":
+        if kind.startswith("migrating@"):
+            client = stack.enter_context(Redis(port=servers.redis.port))
+            ddb = stack.enter_context(
+                sync_dynamodb_client_at(servers.dynamodb.endpoint_url)
+            )
+            new = DynamoDBConversations(ddb, table_name=TABLE)
+            new.ensure_table()
+            migrating = stack.enter_context(
+                MigratingConversations(
+                    RedisConversations(client, prefix=prefix),
+                    new,
+                    MemoryControlPlane(Stage(kind.partition("@")[2])),
+                    compare_sample=1.0,
+                )
+            )
+            yield migrating
+        elif kind == "memory":
             yield MemoryConversations()
         elif kind == "redis":
             client = stack.enter_context(Redis(port=servers.redis.port))

@@ -12,18 +12,20 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, Self, TypeVar
 
 from sessionflow._async.backends.base import AsyncBackend
 from sessionflow._async.backends.migrating import AsyncMigratingBackend
 from sessionflow._async.control import AsyncControlPlane
+from sessionflow._async.conversations.base import AsyncMigratableConversations
+from sessionflow._async.conversations.records import AsyncConversationRecords
 from sessionflow._async.reconcile import (
     copy_record,
     copy_records,
     reconcile_key,
     reconcile_records,
 )
-from sessionflow._async.store import AsyncSessionStore
+from sessionflow._async.validation import probe_for
 from sessionflow._clock import Clock, SystemClock
 from sessionflow._codec import Codec, encoded_size
 from sessionflow._concurrency import async_map_limited, async_sleep
@@ -48,7 +50,6 @@ from sessionflow._migration_reports import (
     difference,
 )
 from sessionflow._migration_stats import MigrationStats
-from sessionflow._policy import SessionPolicy
 from sessionflow._record import SessionRecord
 from sessionflow._scan import GuardedResult, GuardedWrite
 from sessionflow._stages import FleetState, Stage, refusal
@@ -103,7 +104,24 @@ class AsyncMigration:
         self.stats = stats or MigrationStats()
         self.heartbeat_max_age = heartbeat_max_age
         self.verify_threshold = verify_threshold
-        self.max_record_bytes = max_record_bytes or Codec().max_session_bytes
+        self.max_record_bytes = (
+            max_record_bytes or getattr(old, "max_record_bytes", None) or Codec().max_session_bytes
+        )
+
+    @classmethod
+    def for_conversations(
+        cls,
+        old: AsyncMigratableConversations,
+        new: AsyncMigratableConversations,
+        control: AsyncControlPlane,
+        **options: Any,  # noqa: ANN401 - the keyword arguments of the constructor
+    ) -> Self:
+        """Return the migration of conversation lists from `old` to `new`.
+
+        The same engine over both stores' record views (`AsyncConversationRecords`);
+        entries with metadata over the conversation limit are quarantined by jobs.
+        """
+        return cls(AsyncConversationRecords(old), AsyncConversationRecords(new), control, **options)
 
     # -- status and stage changes --------------------------------------------------------
 
@@ -528,32 +546,31 @@ class AsyncMigration:
     # -- validation ---------------------------------------------------------------------
 
     async def validate(self) -> list[ValidationStep]:
-        """Create, read, update and delete a session through the current stage; check both.
+        """Create, read, update and delete an item through the current stage; check both.
 
-        What the playbook's validation script does by hand after a rollback. The session
-        is a throwaway one and is deleted at the end.
+        What the playbook's validation script does by hand after a rollback. The item (a
+        session, or a conversation entry of a throwaway owner) is deleted at the end.
         """
         steps: list[ValidationStep] = []
-        backend = AsyncMigratingBackend(
-            self.old, self.new, self.control, stage_ttl=0, compare_sample=0, heartbeat=False
+        probe, backend = probe_for(
+            AsyncMigratingBackend(
+                self.old, self.new, self.control, stage_ttl=0, compare_sample=0, heartbeat=False
+            ),
+            self.clock,
         )
-        store = AsyncSessionStore(backend, policy=SessionPolicy(), clock=self.clock)
         stage = await backend.stage()
         try:
-            session = await store.create({"validation": "created"})
+            key = await probe.create()
             await backend.drain()
-            steps.append(await self._check_both("create", session.key, stage, 1))
-            read = await store.get(session.id, touch=False)
-            ok = read is not None and read["validation"] == "created"
+            steps.append(await self._check_both("create", key, stage, 1))
+            ok = await probe.read()
             steps.append(ValidationStep("read", ok, "" if ok else "read back differs"))
-            assert read is not None  # noqa: S101 - checked just above
-            read["validation"] = "updated"
-            await store.save(read)
+            await probe.update()
             await backend.drain()
-            steps.append(await self._check_both("update", session.key, stage, 2))
-            await store.delete(session.id)
+            steps.append(await self._check_both("update", key, stage, 2))
+            await probe.delete()
             await backend.drain()
-            steps.append(await self._check_deleted(session.key, stage))
+            steps.append(await self._check_deleted(key, stage))
         except SessionflowError as exc:
             steps.append(ValidationStep("error", ok=False, detail=f"{type(exc).__name__}: {exc}"))
         finally:

@@ -13,18 +13,20 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, Self, TypeVar
 
 from sessionflow._sync.backends.base import Backend
 from sessionflow._sync.backends.migrating import MigratingBackend
 from sessionflow._sync.control import ControlPlane
+from sessionflow._sync.conversations.base import MigratableConversations
+from sessionflow._sync.conversations.records import ConversationRecords
 from sessionflow._sync.reconcile import (
     copy_record,
     copy_records,
     reconcile_key,
     reconcile_records,
 )
-from sessionflow._sync.store import SessionStore
+from sessionflow._sync.validation import probe_for
 from sessionflow._clock import Clock, SystemClock
 from sessionflow._codec import Codec, encoded_size
 from sessionflow._concurrency import sync_map_limited, sync_sleep
@@ -49,7 +51,6 @@ from sessionflow._migration_reports import (
     difference,
 )
 from sessionflow._migration_stats import MigrationStats
-from sessionflow._policy import SessionPolicy
 from sessionflow._record import SessionRecord
 from sessionflow._scan import GuardedResult, GuardedWrite
 from sessionflow._stages import FleetState, Stage, refusal
@@ -104,7 +105,24 @@ class Migration:
         self.stats = stats or MigrationStats()
         self.heartbeat_max_age = heartbeat_max_age
         self.verify_threshold = verify_threshold
-        self.max_record_bytes = max_record_bytes or Codec().max_session_bytes
+        self.max_record_bytes = (
+            max_record_bytes or getattr(old, "max_record_bytes", None) or Codec().max_session_bytes
+        )
+
+    @classmethod
+    def for_conversations(
+        cls,
+        old: MigratableConversations,
+        new: MigratableConversations,
+        control: ControlPlane,
+        **options: Any,  # noqa: ANN401 - the keyword arguments of the constructor
+    ) -> Self:
+        """Return the migration of conversation lists from `old` to `new`.
+
+        The same engine over both stores' record views (`ConversationRecords`);
+        entries with metadata over the conversation limit are quarantined by jobs.
+        """
+        return cls(ConversationRecords(old), ConversationRecords(new), control, **options)
 
     # -- status and stage changes --------------------------------------------------------
 
@@ -529,32 +547,31 @@ class Migration:
     # -- validation ---------------------------------------------------------------------
 
     def validate(self) -> list[ValidationStep]:
-        """Create, read, update and delete a session through the current stage; check both.
+        """Create, read, update and delete an item through the current stage; check both.
 
-        What the playbook's validation script does by hand after a rollback. The session
-        is a throwaway one and is deleted at the end.
+        What the playbook's validation script does by hand after a rollback. The item (a
+        session, or a conversation entry of a throwaway owner) is deleted at the end.
         """
         steps: list[ValidationStep] = []
-        backend = MigratingBackend(
-            self.old, self.new, self.control, stage_ttl=0, compare_sample=0, heartbeat=False
+        probe, backend = probe_for(
+            MigratingBackend(
+                self.old, self.new, self.control, stage_ttl=0, compare_sample=0, heartbeat=False
+            ),
+            self.clock,
         )
-        store = SessionStore(backend, policy=SessionPolicy(), clock=self.clock)
         stage = backend.stage()
         try:
-            session = store.create({"validation": "created"})
+            key = probe.create()
             backend.drain()
-            steps.append(self._check_both("create", session.key, stage, 1))
-            read = store.get(session.id, touch=False)
-            ok = read is not None and read["validation"] == "created"
+            steps.append(self._check_both("create", key, stage, 1))
+            ok = probe.read()
             steps.append(ValidationStep("read", ok, "" if ok else "read back differs"))
-            assert read is not None  # noqa: S101 - checked just above
-            read["validation"] = "updated"
-            store.save(read)
+            probe.update()
             backend.drain()
-            steps.append(self._check_both("update", session.key, stage, 2))
-            store.delete(session.id)
+            steps.append(self._check_both("update", key, stage, 2))
+            probe.delete()
             backend.drain()
-            steps.append(self._check_deleted(session.key, stage))
+            steps.append(self._check_deleted(key, stage))
         except SessionflowError as exc:
             steps.append(ValidationStep("error", ok=False, detail=f"{type(exc).__name__}: {exc}"))
         finally:

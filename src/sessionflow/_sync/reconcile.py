@@ -6,6 +6,11 @@ a tombstone on either side wins; otherwise the higher version wins; at equal ver
 new store's copy wins if the contents differ (only a half-failed fenced write leaves such
 an orphan, always in the old store), and the later idle expiry wins if only expiry differs.
 Records that expired are left alone: they read as no session on both sides.
+
+Stores whose deletes are not final (conversation entries come back with a later message)
+order two copies by version alone: the higher version wins, tombstone or not, and at equal
+versions the new store's copy wins if they differ. A tombstone's version is above every
+live version before it, so a stale copy still cannot undo a delete.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 
-from sessionflow._sync.backends.base import Backend, put_guarded_each
+from sessionflow._sync.backends.base import Backend, deletes_are_final, put_guarded_each
 from sessionflow._errors import CorruptRecord
 from sessionflow._record import SessionRecord
 from sessionflow._scan import GuardedResult, GuardedWrite
@@ -98,7 +103,7 @@ def reconcile_key(old: Backend, new: Backend, key: str, *, now: float) -> Outcom
     return reconcile_records(old, new, old_record, new_record, now=now)
 
 
-def reconcile_records(  # noqa: PLR0911 - one return per rule, in order
+def reconcile_records(
     old: Backend,
     new: Backend,
     old_record: SessionRecord | None,
@@ -107,6 +112,20 @@ def reconcile_records(  # noqa: PLR0911 - one return per rule, in order
     now: float,
 ) -> Outcome:
     """Like `reconcile_key`, for records already read from both stores."""
+    if not deletes_are_final(old):
+        return _reconcile_by_version(old, new, old_record, new_record)
+    return _reconcile_deletes_final(old, new, old_record, new_record, now=now)
+
+
+def _reconcile_deletes_final(  # noqa: PLR0911 - one return per rule, in order
+    old: Backend,
+    new: Backend,
+    old_record: SessionRecord | None,
+    new_record: SessionRecord | None,
+    *,
+    now: float,
+) -> Outcome:
+    """Reconcile by the rule for stores whose deletes are final (sessions)."""
     tombstones = [r for r in (old_record, new_record) if r is not None and r.tombstone]
     if tombstones:
         tomb = max(tombstones, key=lambda r: r.version)
@@ -154,3 +173,39 @@ def _copy(
 ) -> Outcome:
     copy_record(new if to_new else old, record)
     return Outcome.COPIED_TO_NEW if to_new else Outcome.COPIED_TO_OLD
+
+
+def _reconcile_by_version(
+    old: Backend,
+    new: Backend,
+    old_record: SessionRecord | None,
+    new_record: SessionRecord | None,
+) -> Outcome:
+    """Reconcile by the rule for stores whose deletes are not final: higher version wins."""
+    if old_record is None and new_record is None:
+        return Outcome.IN_SYNC
+    old_version = -1 if old_record is None else old_record.version
+    new_version = -1 if new_record is None else new_record.version
+    if old_version != new_version:
+        to_new = old_version > new_version
+        source = old_record if to_new else new_record
+        assert source is not None  # noqa: S101 - the higher version exists
+        copy_record(new if to_new else old, source)
+        if source.tombstone:
+            return Outcome.DELETED_IN_NEW if to_new else Outcome.DELETED_IN_OLD
+        return Outcome.COPIED_TO_NEW if to_new else Outcome.COPIED_TO_OLD
+    assert old_record is not None  # noqa: S101 - equal versions: both exist
+    assert new_record is not None  # noqa: S101
+    if old_record.tombstone == new_record.tombstone and (
+        old_record.tombstone or same_content(old_record, new_record)
+    ):
+        return Outcome.IN_SYNC
+    # Two writers wrote one version, one per store (possible only around cutover): the
+    # new store's copy is the one that was acknowledged last. Replace the old one exactly.
+    old.save(
+        new_record,
+        expected_version=old_record.version,
+        changed=set(new_record.attributes),
+        removed=set(old_record.attributes) - set(new_record.attributes),
+    )
+    return Outcome.DELETED_IN_OLD if new_record.tombstone else Outcome.COPIED_TO_OLD

@@ -18,7 +18,7 @@ import socket
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from typing import Self, TypeVar
 
-from sessionflow._async.backends.base import AsyncBackend, put_guarded_each
+from sessionflow._async.backends.base import AsyncBackend, deletes_are_final, put_guarded_each
 from sessionflow._async.control import AsyncControlPlane
 from sessionflow._async.reconcile import copy_record, reconcile_key, reconcile_records
 from sessionflow._clock import Clock, SystemClock
@@ -47,10 +47,14 @@ def default_process_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-def winner(old: SessionRecord | None, new: SessionRecord | None) -> SessionRecord | None:
+def winner(
+    old: SessionRecord | None, new: SessionRecord | None, *, deletes_final: bool = True
+) -> SessionRecord | None:
     """Return the record a read gives when both stores are consulted (the reconcile rule)."""
     if old is None or new is None:
         return old or new
+    if not deletes_final:
+        return old if old.version > new.version else new
     if old.tombstone or new.tombstone:
         tombs = [r for r in (old, new) if r.tombstone]
         return max(tombs, key=lambda r: r.version)
@@ -104,6 +108,7 @@ class AsyncMigratingBackend:
         self.heartbeat = heartbeat
         self.clock = clock or SystemClock()
         self.stats = stats or MigrationStats()
+        self._deletes_final = deletes_are_final(old)
         self._stage: Stage | None = None
         self._stage_read_at = float("-inf")
         self.mirror = AsyncMirror(
@@ -155,7 +160,9 @@ class AsyncMigratingBackend:
         stage = await self.stage()
         if stage is Stage.CUTOVER:
             return winner(
-                await self._read(self.old, "old", key), await self._read(self.new, "new", key)
+                await self._read(self.old, "old", key),
+                await self._read(self.new, "new", key),
+                deletes_final=self._deletes_final,
             )
         primary, secondary, name, other = self._sides(stage)
         record = await self._read(primary, name, key)
@@ -190,7 +197,7 @@ class AsyncMigratingBackend:
             if isinstance(old, CorruptRecord) or isinstance(new, CorruptRecord):
                 merged.append(new if isinstance(new, CorruptRecord) else old)
             else:
-                merged.append(winner(old, new))
+                merged.append(winner(old, new, deletes_final=self._deletes_final))
         return merged
 
     async def user_keys(self, user_id: str) -> list[str]:

@@ -12,6 +12,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from sessionflow import _redis_layout as layout
 from sessionflow._async.backends.base import put_guarded_each
+from sessionflow._async.redis_nodes import cluster_primaries
 from sessionflow._coalescing import AsyncReadCoalescer
 from sessionflow._errors import (
     BackendError,
@@ -280,7 +281,7 @@ class AsyncRedisBackend:
         pattern = f"{self._prefix}:{{*"
         with _redis_errors(pattern):
             if isinstance(self._client, AsyncRedisCluster):
-                nodes = await self._primaries()
+                nodes = await cluster_primaries(self._client)
                 if node_index >= len(nodes):  # the cluster shrank since the checkpoint
                     return ScanPage([], None)
                 cluster: Any = self._client  # the sync client's methods are untyped
@@ -311,14 +312,6 @@ class AsyncRedisBackend:
                 sizes = await cluster.dbsize(target_nodes=AsyncRedisCluster.PRIMARIES)
                 return int(sizes if isinstance(sizes, int) else sum(sizes.values()))
             return int(await self._client.dbsize())
-
-    async def _primaries(self) -> list[Any]:
-        cluster: Any = self._client  # the sync client's methods are untyped
-        nodes = cluster.get_primaries()
-        if not nodes:  # an async cluster client learns its nodes on its first command
-            await cluster.ping()
-            nodes = cluster.get_primaries()
-        return sorted(nodes, key=lambda node: str(node.name))
 
     async def evict(self, key: str, *, version: int, last_access: float) -> bool:
         """See `AsyncEvictable.evict`: a Lua check of version and last access, then DEL."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping
+import itertools
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 
+from sessionflow._async.conversations.base import put_entries_each
 from sessionflow._conversation import (
     DEFAULT_PAGE,
     Conversation,
@@ -19,6 +21,9 @@ from sessionflow._conversation import (
     encode_cursor,
     encode_metadata,
 )
+from sessionflow._conversation_records import entry_verdict, owner_share_key
+from sessionflow._errors import CorruptRecord
+from sessionflow._scan import GuardedResult, GuardedWrite, check_share, in_share
 
 
 class AsyncMemoryConversations:
@@ -90,3 +95,45 @@ class AsyncMemoryConversations:
         """See `AsyncConversationBackend.delete_all`."""
         opponents = builtins.list(self._owners.get(check_id("owner", owner), {}))
         return sum([await self.delete(owner, opponent) for opponent in opponents])
+
+    async def get_entries(
+        self, pairs: Sequence[tuple[str, str]]
+    ) -> builtins.list[Conversation | CorruptRecord | None]:
+        """See `AsyncMigratableConversations.get_entries`."""
+        return [self._owners.get(owner, {}).get(opponent) for owner, opponent in pairs]
+
+    async def put_entry(self, entry: Conversation, *, replaces: int | None = None) -> GuardedWrite:
+        """See `AsyncMigratableConversations.put_entry`."""
+        entries = self._owners.setdefault(check_id("owner", entry.owner), {})
+        verdict = entry_verdict(entries.get(entry.opponent), entry, replaces)
+        if verdict is GuardedWrite.WRITTEN:
+            entries[check_id("opponent", entry.opponent)] = entry
+        return verdict
+
+    async def put_entries(self, entries: Sequence[Conversation]) -> builtins.list[GuardedResult]:
+        """See `AsyncMigratableConversations.put_entries`."""
+        return await put_entries_each(self, entries, limit=1)
+
+    async def scan_entries(
+        self, cursor: str | None = None, *, count: int = 500, worker: int = 0, workers: int = 1
+    ) -> tuple[builtins.list[Conversation | CorruptRecord], str | None]:
+        """See `AsyncMigratableConversations.scan_entries`: owners, then opponents, sorted."""
+        check_share(worker, workers)
+        after = ("", "") if cursor is None else tuple(orjson.loads(cursor))
+        owners = sorted(
+            owner
+            for owner in self._owners
+            if owner >= after[0] and in_share(owner_share_key(owner), worker, workers)
+        )
+        found = (
+            (owner, opponent)
+            for owner in owners
+            for opponent in sorted(self._owners[owner])
+            if (owner, opponent) > after
+        )
+        page = builtins.list(itertools.islice(found, count + 1))
+        entries: builtins.list[Conversation | CorruptRecord] = [
+            self._owners[owner][opponent] for owner, opponent in page[:count]
+        ]
+        more = len(page) > count
+        return entries, orjson.dumps(page[count - 1]).decode() if more else None

@@ -13,13 +13,14 @@ Writes are Lua scripts, atomic per owner.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import orjson
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
+from sessionflow._async.redis_nodes import cluster_primaries
 from sessionflow._conversation import (
     DEFAULT_PAGE,
     Conversation,
@@ -31,10 +32,14 @@ from sessionflow._conversation import (
     encode_cursor,
     encode_metadata,
 )
-from sessionflow._errors import BackendError, CorruptRecord
+from sessionflow._conversation_records import owner_share_key
+from sessionflow._errors import BackendError, CorruptRecord, SessionflowError
 from sessionflow._redis_layout import check_client
+from sessionflow._scan import GuardedResult, GuardedWrite, check_share, in_share
 
 DELETE_CHUNK = 500
+SCAN_KEYS = 100
+"""Owner hashes a scan step asks each node for; a page's cursor carries those still to read."""
 
 # KEYS: set, hash. ARGV: opponent, metadata JSON, timestamp. Returns {version, timestamp}.
 _RECORD = """
@@ -68,6 +73,33 @@ return deleted
 """
 
 
+# KEYS: set, hash. ARGV: opponent, version, time, deleted 0/1, metadata JSON, replaces
+# ('' for a guarded copy). Returns the verdict's name, or 'corrupt'.
+_PUT_ENTRY = """
+local current = redis.call('HGET', KEYS[2], ARGV[1])
+local found, dead = 0, '0'
+if current then
+  local v, d = string.match(current, '^(%d+):[^:]+:([01]):')
+  if not v then return 'corrupt' end
+  found, dead = tonumber(v), d
+end
+local version = tonumber(ARGV[2])
+if ARGV[6] ~= '' then
+  if found ~= tonumber(ARGV[6]) then return 'newer_kept' end
+elseif current and found >= version then
+  if dead == '1' and ARGV[4] == '0' then return 'tombstone_kept' end
+  return 'newer_kept'
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. ':' .. ARGV[3] .. ':' .. ARGV[4] .. ':' .. ARGV[5])
+if ARGV[4] == '0' then
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+else
+  redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return 'written'
+"""
+
+
 @contextmanager
 def _redis_errors() -> Iterator[None]:
     try:
@@ -85,6 +117,7 @@ class AsyncRedisConversations:
         self._prefix = prefix
         self._record = client.register_script(_RECORD)
         self._delete = client.register_script(_DELETE)
+        self._put_entry = client.register_script(_PUT_ENTRY)
 
     def keys(self, owner: str) -> tuple[str, str]:
         """Return the sorted set and the hash that hold `owner`'s entries."""
@@ -177,6 +210,170 @@ class AsyncRedisConversations:
                 if not chunk:
                     return deleted
                 deleted += int(await self._delete(keys=keys, args=chunk))
+
+    async def get_entries(
+        self, pairs: Sequence[tuple[str, str]]
+    ) -> builtins.list[Conversation | CorruptRecord | None]:
+        """See `AsyncMigratableConversations.get_entries`: one pipeline (per node on a Cluster)."""
+        if not pairs:
+            return []
+        with _redis_errors():
+            async with self._client.pipeline(transaction=False) as pipe:
+                for owner, opponent in pairs:
+                    pipe.hget(self.keys(owner)[1], opponent)
+                replies: builtins.list[Any] = await pipe.execute(raise_on_error=False)
+        found: builtins.list[Conversation | CorruptRecord | None] = []
+        for (owner, opponent), reply in zip(pairs, replies, strict=True):
+            if isinstance(reply, ResponseError):
+                found.append(CorruptRecord(f"{owner}/{opponent}", f"wrong type: {reply}"))
+            elif isinstance(reply, Exception):
+                raise BackendError(f"Redis failed: {reply}") from reply
+            elif reply is None:
+                found.append(None)
+            else:
+                found.append(_decoded_or_error(owner, opponent, reply))
+        return found
+
+    async def put_entry(self, entry: Conversation, *, replaces: int | None = None) -> GuardedWrite:
+        """See `AsyncMigratableConversations.put_entry`: one Lua script on the owner's slot."""
+        keys, args = self._put_call(entry, replaces)
+        with _redis_errors():
+            reply = await self._put_entry(keys=keys, args=args)
+        verdict = _verdict(entry, reply)
+        if isinstance(verdict, CorruptRecord):
+            raise verdict
+        return verdict
+
+    async def put_entries(self, entries: Sequence[Conversation]) -> builtins.list[GuardedResult]:
+        """See `AsyncMigratableConversations.put_entries`: every script in one pipeline.
+
+        One round trip for the batch (one per node on a Cluster); scripts run in order.
+        """
+        results: builtins.list[GuardedResult] = []
+        calls: builtins.list[tuple[int, tuple[tuple[str, str], builtins.list[Any]]]] = []
+        for index, entry in enumerate(entries):
+            try:
+                calls.append((index, self._put_call(entry, None)))
+                results.append(GuardedWrite.WRITTEN)
+            except SessionflowError as exc:  # refused before it reached Redis
+                results.append(exc)
+        if not calls:
+            return results
+        with _redis_errors():
+            async with self._client.pipeline(transaction=False) as pipe:
+                for _, (keys, args) in calls:
+                    pipe.execute_command("EVAL", _PUT_ENTRY, len(keys), *keys, *args)
+                replies: builtins.list[Any] = await pipe.execute(raise_on_error=False)
+        for (index, _), reply in zip(calls, replies, strict=True):
+            if isinstance(reply, Exception):
+                raise BackendError(f"Redis failed: {reply}") from reply
+            results[index] = _verdict(entries[index], reply)
+        return results
+
+    def _put_call(
+        self, entry: Conversation, replaces: int | None
+    ) -> tuple[tuple[str, str], builtins.list[Any]]:
+        """Return the keys and arguments of `_PUT_ENTRY` for `entry`; refuse bad entries."""
+        metadata = b"{}" if entry.deleted else encode_metadata(entry.metadata)
+        args: builtins.list[Any] = [
+            check_id("opponent", entry.opponent),
+            str(entry.version),
+            repr(check_timestamp(entry.timestamp)),
+            "1" if entry.deleted else "0",
+            metadata,
+            "" if replaces is None else str(replaces),
+        ]
+        return self.keys(check_id("owner", entry.owner)), args
+
+    async def scan_entries(
+        self, cursor: str | None = None, *, count: int = 500, worker: int = 0, workers: int = 1
+    ) -> tuple[builtins.list[Conversation | CorruptRecord], str | None]:
+        """See `AsyncMigratableConversations.scan_entries`: SCAN for owners, HSCAN each.
+
+        Node by node on a Cluster. An owner's hash is read `count` fields at a time
+        (HSCAN), never whole, so an owner with millions of entries costs a page of memory.
+        The cursor holds the node, its SCAN cursor, the owners found and not yet read, and
+        the HSCAN cursor of the first of them.
+        """
+        check_share(worker, workers)
+        position: dict[str, Any] = (
+            {"node": 0, "scan": 0, "pending": [], "field": 0}
+            if cursor is None
+            else orjson.loads(cursor)
+        )
+        entries: builtins.list[Conversation | CorruptRecord] = []
+        with _redis_errors():
+            nodes = await cluster_primaries(self._client)
+            node_count = len(nodes) or 1
+            while len(entries) < count:
+                if position["pending"]:
+                    entries += await self._read_owner(position, count - len(entries))
+                elif position["node"] >= node_count:
+                    return entries, None
+                else:
+                    await self._find_owners(position, nodes, worker, workers)
+        done = not position["pending"] and position["node"] >= node_count
+        return entries, None if done else orjson.dumps(position).decode()
+
+    async def _find_owners(
+        self, position: dict[str, Any], nodes: builtins.list[Any], worker: int, workers: int
+    ) -> None:
+        pattern = f"{self._prefix}:conv:{{*}}:data"
+        if nodes:
+            cluster: Any = self._client  # the sync client's methods are untyped
+            cursors, names = await cluster.execute_command(
+                "SCAN", position["scan"], "MATCH", pattern, "COUNT", SCAN_KEYS,
+                target_nodes=nodes[position["node"]],
+            )  # fmt: skip
+            following = int(next(iter(cursors.values())))
+        else:
+            following, names = await self._client.scan(
+                position["scan"], match=pattern, count=SCAN_KEYS
+            )
+        start = len(f"{self._prefix}:conv:{{")
+        owners = [name.decode()[start : -len("}:data")] for name in names]
+        position["pending"] = sorted(
+            owner for owner in owners if in_share(owner_share_key(owner), worker, workers)
+        )
+        position["field"] = 0
+        if int(following) == 0:
+            position["node"], position["scan"] = position["node"] + 1, 0
+        else:
+            position["scan"] = int(following)
+
+    async def _read_owner(
+        self, position: dict[str, Any], count: int
+    ) -> builtins.list[Conversation | CorruptRecord]:
+        owner = position["pending"][0]
+        try:
+            following, fields = await self._client.hscan(
+                self.keys(owner)[1], position["field"], count=count
+            )
+        except ResponseError as exc:  # not a hash: the whole key is one bad record
+            position["pending"].pop(0)
+            return [CorruptRecord(owner, f"wrong type: {exc}")]
+        if int(following) == 0:
+            position["pending"].pop(0)
+            position["field"] = 0
+        else:
+            position["field"] = int(following)
+        return [
+            _decoded_or_error(owner, opponent.decode(errors="replace"), raw)
+            for opponent, raw in fields.items()
+        ]
+
+
+def _verdict(entry: Conversation, reply: bytes) -> GuardedWrite | CorruptRecord:
+    if reply == b"corrupt":
+        return CorruptRecord(f"{entry.owner}/{entry.opponent}", "not a conversation entry")
+    return GuardedWrite(reply.decode())
+
+
+def _decoded_or_error(owner: str, opponent: str, raw: bytes) -> Conversation | CorruptRecord:
+    try:
+        return _decode(owner, opponent, raw)
+    except CorruptRecord as exc:
+        return exc
 
 
 def _decode(owner: str, opponent: str, raw: bytes) -> Conversation:

@@ -118,6 +118,16 @@ class Backend(Protocol):
         ...
 
 
+def deletes_are_final(backend: Backend) -> bool:
+    """Return True if a tombstone in `backend` is final (sessions), False if not.
+
+    A store whose records may come back after a delete at a higher version (conversation
+    entries, when the pair exchange a message again) sets ``deletes_are_final = False``;
+    the engine then orders two copies by version alone (see `reconcile`).
+    """
+    return bool(getattr(backend, "deletes_are_final", True))
+
+
 @runtime_checkable
 class Evictable(Backend, Protocol):
     """A backend that can drop a live record without leaving a tombstone: a hot tier."""

@@ -19,7 +19,7 @@ import socket
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Self, TypeVar
 
-from sessionflow._sync.backends.base import Backend, put_guarded_each
+from sessionflow._sync.backends.base import Backend, deletes_are_final, put_guarded_each
 from sessionflow._sync.control import ControlPlane
 from sessionflow._sync.reconcile import copy_record, reconcile_key, reconcile_records
 from sessionflow._clock import Clock, SystemClock
@@ -48,10 +48,14 @@ def default_process_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-def winner(old: SessionRecord | None, new: SessionRecord | None) -> SessionRecord | None:
+def winner(
+    old: SessionRecord | None, new: SessionRecord | None, *, deletes_final: bool = True
+) -> SessionRecord | None:
     """Return the record a read gives when both stores are consulted (the reconcile rule)."""
     if old is None or new is None:
         return old or new
+    if not deletes_final:
+        return old if old.version > new.version else new
     if old.tombstone or new.tombstone:
         tombs = [r for r in (old, new) if r.tombstone]
         return max(tombs, key=lambda r: r.version)
@@ -105,6 +109,7 @@ class MigratingBackend:
         self.heartbeat = heartbeat
         self.clock = clock or SystemClock()
         self.stats = stats or MigrationStats()
+        self._deletes_final = deletes_are_final(old)
         self._stage: Stage | None = None
         self._stage_read_at = float("-inf")
         self.mirror = Mirror(
@@ -156,7 +161,9 @@ class MigratingBackend:
         stage = self.stage()
         if stage is Stage.CUTOVER:
             return winner(
-                self._read(self.old, "old", key), self._read(self.new, "new", key)
+                self._read(self.old, "old", key),
+                self._read(self.new, "new", key),
+                deletes_final=self._deletes_final,
             )
         primary, secondary, name, other = self._sides(stage)
         record = self._read(primary, name, key)
@@ -191,7 +198,7 @@ class MigratingBackend:
             if isinstance(old, CorruptRecord) or isinstance(new, CorruptRecord):
                 merged.append(new if isinstance(new, CorruptRecord) else old)
             else:
-                merged.append(winner(old, new))
+                merged.append(winner(old, new, deletes_final=self._deletes_final))
         return merged
 
     def user_keys(self, user_id: str) -> list[str]:

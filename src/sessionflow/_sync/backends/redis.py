@@ -13,6 +13,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from sessionflow import _redis_layout as layout
 from sessionflow._sync.backends.base import put_guarded_each
+from sessionflow._sync.redis_nodes import cluster_primaries
 from sessionflow._coalescing import ReadCoalescer
 from sessionflow._errors import (
     BackendError,
@@ -281,7 +282,7 @@ class RedisBackend:
         pattern = f"{self._prefix}:{{*"
         with _redis_errors(pattern):
             if isinstance(self._client, RedisCluster):
-                nodes = self._primaries()
+                nodes = cluster_primaries(self._client)
                 if node_index >= len(nodes):  # the cluster shrank since the checkpoint
                     return ScanPage([], None)
                 cluster: Any = self._client  # the sync client's methods are untyped
@@ -312,14 +313,6 @@ class RedisBackend:
                 sizes = cluster.dbsize(target_nodes=RedisCluster.PRIMARIES)
                 return int(sizes if isinstance(sizes, int) else sum(sizes.values()))
             return int(self._client.dbsize())
-
-    def _primaries(self) -> list[Any]:
-        cluster: Any = self._client  # the sync client's methods are untyped
-        nodes = cluster.get_primaries()
-        if not nodes:  # an async cluster client learns its nodes on its first command
-            cluster.ping()
-            nodes = cluster.get_primaries()
-        return sorted(nodes, key=lambda node: str(node.name))
 
     def evict(self, key: str, *, version: int, last_access: float) -> bool:
         """See `Evictable.evict`: a Lua check of version and last access, then DEL."""

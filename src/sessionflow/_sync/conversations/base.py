@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from sessionflow._concurrency import sync_map_limited
 from sessionflow._conversation import DEFAULT_PAGE, Conversation, ConversationPage
+from sessionflow._errors import BackendError, CorruptRecord, SessionflowError
+from sessionflow._scan import GuardedResult, GuardedWrite
 
 
 @runtime_checkable
@@ -46,3 +49,63 @@ class ConversationBackend(Protocol):
     def delete_all(self, owner: str) -> int:
         """Delete every entry of `owner` in bounded chunks; return how many were live."""
         ...
+
+
+@runtime_checkable
+class MigratableConversations(ConversationBackend, Protocol):
+    """What the migration engine needs of a conversation store besides the contract.
+
+    Entries keep the versions they carry: a copy lands with its version, so the two
+    stores of a migration agree on what is newer.
+    """
+
+    def get_entries(
+        self, pairs: Sequence[tuple[str, str]]
+    ) -> list[Conversation | CorruptRecord | None]:
+        """Return the entries (tombstones included) of (owner, opponent) pairs, in order."""
+        ...
+
+    def put_entry(self, entry: Conversation, *, replaces: int | None = None) -> GuardedWrite:
+        """Write `entry` with its version, atomically, if `entry_verdict` allows it.
+
+        `replaces` None: a guarded copy; 0: only if absent; n: only over version n. Raise
+        `CorruptRecord` if an unreadable entry is in the way.
+        """
+        ...
+
+    def put_entries(self, entries: Sequence[Conversation]) -> list[GuardedResult]:
+        """Guarded `put_entry` for many entries, batched where the store can; results in order.
+
+        An entry the store refuses gets its error in its place; a failure of the store
+        itself raises `BackendError` (some entries may have landed: guarded copies can be
+        sent again). Two entries of one pair are written in their order.
+        """
+        ...
+
+    def scan_entries(
+        self, cursor: str | None = None, *, count: int = 500, worker: int = 0, workers: int = 1
+    ) -> tuple[list[Conversation | CorruptRecord], str | None]:
+        """Return the next page of this worker's share of all entries, and the next cursor.
+
+        Like `Backend.scan`: tombstones included, about `count` entries a page even
+        for an owner with millions, cursor None on the last page.
+        """
+        ...
+
+
+def put_entries_each(
+    store: MigratableConversations, entries: Sequence[Conversation], *, limit: int = 16
+) -> list[GuardedResult]:
+    """`put_entries` for a store without batch writes: one `put_entry` each, `limit` at a time."""
+
+    def one(entry: Conversation) -> GuardedResult:
+        try:
+            return store.put_entry(entry)
+        except BackendError:
+            raise
+        except SessionflowError as exc:
+            return exc
+
+    if len({(e.owner, e.opponent) for e in entries}) < len(entries):
+        limit = 1  # a repeated pair must land in order
+    return sync_map_limited(one, entries, limit)
