@@ -1,10 +1,14 @@
-"""A small drill in the suite: Redis to DynamoDB Local under traffic, faults and a rollback."""
+"""Small drills in the suite: Redis to DynamoDB Local under traffic, faults and a rollback.
+
+One moves sessions, one conversation lists: the same walk, faults and ledger check.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from sessionflow.cli import app
@@ -12,13 +16,16 @@ from sessionflow.cli import app
 runner = CliRunner()
 
 
-def test_a_small_drill_loses_nothing_and_writes_its_report(tmp_path: Path) -> None:
+@pytest.mark.parametrize("data", ["sessions", "conversations"])
+def test_a_small_drill_loses_nothing_and_writes_its_report(tmp_path: Path, data: str) -> None:
     report_path = tmp_path / "drill.json"
     result = runner.invoke(
         app,
         [
             "drill",
-            "--sessions",
+            "--data",
+            data,
+            "--items",
             "400",
             "--seconds-per-stage",
             "0.5",
@@ -61,4 +68,7 @@ def test_a_small_drill_loses_nothing_and_writes_its_report(tmp_path: Path) -> No
     phases = {p["phase"] for p in report["phases"]}
     assert {"off", "dualwrite", "shadow", "cutover", "live", "rampdown", "complete"} <= phases
     assert all(p["p99_ms"] is not None for p in report["phases"])
-    assert report["acknowledged_sessions_read_as_missing"] == 0
+    assert report["acknowledged_items_read_as_missing"] == 0
+    assert report["settings"]["data"] == data
+    assert report["validation_ok"] is True
+    assert report["secondary_copies"]["copied"] > 0

@@ -274,7 +274,7 @@ def run_demo(console: Console, *, dynamodb: str = "auto", drill_sessions: int = 
 
     console.rule("migration drill: Redis -> DynamoDB under live traffic")
     settings = DrillSettings(
-        sessions=drill_sessions, seconds_per_stage=1.0, workers=8, rate=150, dynamodb="local"
+        items=drill_sessions, seconds_per_stage=1.0, workers=8, rate=150, dynamodb="local"
     )
     report = run_drill(settings, console.print)
     print_drill_summary(report)

@@ -1,10 +1,12 @@
 """The migration drill: a live fleet moved from Redis to DynamoDB under traffic and faults.
 
-It starts its own servers, seeds sessions in Redis, runs a traffic generator through a
-fleet of migrating processes (each caching the stage on its own), walks every stage with
-a rollback from live to shadow and forward again, pauses and restarts DynamoDB, kills the
+It starts its own servers, seeds items in Redis, runs a traffic generator through a fleet
+of migrating processes (each caching the stage on its own), walks every stage with a
+rollback from live to shadow and forward again, pauses and restarts DynamoDB, kills the
 backfill and resumes it, and finally checks both stores against the generator's ledger of
-acknowledged operations: lost, resurrected and stale-overwritten sessions must all be 0.
+acknowledged operations: lost, resurrected and stale-overwritten items must all be 0.
+The data type is a workload: sessions (`_drill_sessions`) or conversation lists
+(`_drill_conversations`); the walk, the faults and the checks are the same.
 """
 
 from __future__ import annotations
@@ -30,29 +32,27 @@ from hdrh.histogram import HdrHistogram
 
 from sessionflow._async.backends.base import AsyncBackend
 from sessionflow._async.backends.migrating import AsyncMigratingBackend
-from sessionflow._async.migration import AsyncMigration
-from sessionflow._async.store import AsyncSessionStore
-from sessionflow._codec import Codec
-from sessionflow._errors import CorruptRecord, MigrationRefused, SessionflowError
-from sessionflow._migration_reports import checkpoint_name
-from sessionflow._policy import SessionPolicy
-
-POLICY = SessionPolicy(idle_timeout=3600, absolute_timeout=4 * 3600, touch_interval=1)
-OPERATIONS = (
-    ("read", 50),
-    ("update", 20),
-    ("touch", 10),
-    ("create", 8),
-    ("delete", 6),
-    ("regenerate", 6),
+from sessionflow._drill_conversations import ConversationWorkload
+from sessionflow._drill_ledger import (
+    AcknowledgedItemMissing,
+    DrillWorkload,
+    LedgerCheck,
+    check_ledger,
 )
+from sessionflow._drill_sessions import SessionWorkload
+from sessionflow._errors import ConfigError, MigrationRefused, SessionflowError
+from sessionflow._migration_config import StoreConfig
+from sessionflow._migration_reports import checkpoint_name
 
 
 @dataclass
 class DrillSettings:
     """How big and how long the drill is."""
 
-    sessions: int = 50_000
+    items: int = 50_000
+    """Sessions (or conversation entries) seeded in Redis."""
+    data: str = "sessions"
+    """``sessions`` or ``conversations``."""
     seconds_per_stage: float = 4.0
     workers: int = 32
     rate: float = 400.0
@@ -63,16 +63,6 @@ class DrillSettings:
     dynamodb: str = "auto"
     report: Path | None = None
     seed: int = 7
-
-
-@dataclass
-class LedgerEntry:
-    """What the generator was told about one session: its attributes, or that it is gone."""
-
-    attributes: dict[str, Any]
-    deleted: bool = False
-    uncertain: bool = False
-    """An operation on it failed: the outcome is unknown, so it is not checked."""
 
 
 @dataclass
@@ -100,19 +90,18 @@ class Phase:
 
 
 class Traffic:
-    """Concurrent users through the fleet; keeps a ledger of what was acknowledged."""
+    """Concurrent users through the fleet; the workload keeps the ledger of acknowledged writes."""
 
-    def __init__(self, stores: list[AsyncSessionStore], ledger: dict[str, LedgerEntry]) -> None:
-        self.stores = stores
-        self.ledger = ledger
+    def __init__(self, workload: DrillWorkload) -> None:
+        self.workload = workload
         self.phase = Phase("seeded")
         self.phases: list[Phase] = []
         self._stop = asyncio.Event()
         self.missing_reads = 0
         self._interval = 0.0
         self._owned: list[list[str]] = []
-        self._names = [name for name, _ in OPERATIONS]
-        self._weights = [weight for _, weight in OPERATIONS]
+        self._names = [name for name, _ in workload.operations]
+        self._weights = [weight for _, weight in workload.operations]
 
     def start_phase(self, name: str) -> None:
         """Close the current phase and start counting a new one."""
@@ -124,10 +113,10 @@ class Traffic:
     async def run(self, workers: int, rng: random.Random, rate: float) -> None:
         """Run `workers` users until `stop`, together near `rate` operations per second.
 
-        Each user owns a share of the sessions, so the ledger knows every outcome.
+        Each user owns a share of the items, so the ledger knows every outcome.
         """
-        ids = list(self.ledger)
-        self._owned = [ids[w::workers] for w in range(workers)]
+        keys = list(self.workload.ledger)
+        self._owned = [keys[w::workers] for w in range(workers)]
         self._interval = workers / rate
         await asyncio.gather(*(self._user(w, random.Random(rng.random())) for w in range(workers)))
 
@@ -137,129 +126,32 @@ class Traffic:
 
     async def _user(self, worker: int, rng: random.Random) -> None:
         owned = self._owned[worker]
+        workload = self.workload
         await asyncio.sleep(rng.uniform(0, self._interval))
         next_at = time.monotonic()
         while not self._stop.is_set():
             next_at += self._interval
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             operation = rng.choices(self._names, self._weights)[0]
-            store = rng.choice(self.stores)
-            live = [i for i in rng.sample(owned, min(3, len(owned))) if self._usable(i)]
-            if operation != "create" and not live:
-                operation = "create"
+            key = "" if operation == workload.creating else workload.choose(operation, owned, rng)
+            if key is None:
+                operation, key = workload.creating, ""
             began = time.perf_counter()
             try:
-                await self._do(operation, store, owned, live[0] if live else "", rng)
-            except AcknowledgedSessionMissing:
-                self.phase.errors["AcknowledgedSessionMissing"] += 1
+                await workload.operate(
+                    operation, rng.randrange(len(workload.fleet)), key, owned, rng
+                )
+            except AcknowledgedItemMissing:
+                self.phase.errors["AcknowledgedItemMissing"] += 1
                 self.missing_reads += 1
             except SessionflowError as exc:
                 self.phase.errors[type(exc).__name__] += 1
-                if live and operation != "read":
-                    self.ledger[live[0]].uncertain = True
+                if key and operation not in workload.reads:
+                    workload.ledger[key].uncertain = True
             finally:
                 elapsed = int((time.perf_counter() - began) * 1_000_000)
                 self.phase.histogram.record_value(max(1, min(elapsed, 60_000_000)))
                 self.phase.operations[operation] += 1
-
-    def _usable(self, session_id: str) -> bool:
-        entry = self.ledger[session_id]
-        return not entry.deleted and not entry.uncertain
-
-    async def _do(
-        self,
-        operation: str,
-        store: AsyncSessionStore,
-        owned: list[str],
-        session_id: str,
-        rng: random.Random,
-    ) -> None:
-        if operation == "create":
-            attributes = {"n": 0, "cart": [rng.randrange(100)]}
-            created = await store.create(attributes, user_id=f"user{rng.randrange(500)}")
-            self.ledger[created.id] = LedgerEntry(dict(attributes))
-            owned.append(created.id)
-            return
-        entry = self.ledger[session_id]
-        if operation == "delete":
-            await store.delete(session_id)
-            entry.deleted = True
-            return
-        session = await store.get(session_id, touch=operation == "touch")
-        if session is None:
-            raise AcknowledgedSessionMissing("an acknowledged session read as missing")
-        if operation == "update":
-            session["n"] = entry.attributes["n"] + 1
-            await store.save(session)
-            entry.attributes["n"] += 1
-        elif operation == "regenerate":
-            moved = await store.regenerate(session)
-            entry.deleted = True
-            self.ledger[moved.id] = LedgerEntry(dict(entry.attributes))
-            owned.append(moved.id)
-
-
-class AcknowledgedSessionMissing(SessionflowError):  # noqa: N818 - reads as a fact
-    """The traffic generator read no session where its ledger says one is live."""
-
-
-@dataclass
-class LedgerCheck:
-    """The comparison of one store with the ledger."""
-
-    store: str
-    checked: int = 0
-    lost: int = 0
-    resurrected: int = 0
-    stale: int = 0
-    uncertain: int = 0
-    examples: list[str] = field(default_factory=list)
-
-    @property
-    def clean(self) -> bool:
-        """True if nothing was lost, resurrected or overwritten with stale data."""
-        return self.lost == self.resurrected == self.stale == 0
-
-
-async def check_ledger(
-    backend: AsyncBackend, name: str, ledger: dict[str, LedgerEntry], now: float
-) -> LedgerCheck:
-    """Compare every session of the ledger with what `backend` holds."""
-    from sessionflow._ids import storage_key  # noqa: PLC0415 - keeps the module's imports light
-
-    codec = Codec()
-    result = LedgerCheck(name)
-    items = [(storage_key(session_id), entry) for session_id, entry in ledger.items()]
-    for start in range(0, len(items), 500):
-        chunk = items[start : start + 500]
-        records = await backend.get_many([key for key, _ in chunk])
-        for (key, entry), record in zip(chunk, records, strict=True):
-            if entry.uncertain:
-                result.uncertain += 1
-                continue
-            result.checked += 1
-            if isinstance(record, CorruptRecord):
-                result.lost += 1
-                continue
-            alive = record is not None and record.is_live(now)
-            if entry.deleted:
-                if alive:
-                    result.resurrected += 1
-                    _example(result, f"resurrected {key[:12]}")
-                continue
-            if record is None or not alive:
-                result.lost += 1
-                _example(result, f"lost {key[:12]}")
-                continue
-            if codec.decode_fields(record.attributes) != entry.attributes:
-                result.stale += 1
-                _example(result, f"stale {key[:12]}")
-    return result
-
-
-def _example(result: LedgerCheck, text: str) -> None:
-    if len(result.examples) < 10:  # noqa: PLR2004 - a screenful
-        result.examples.append(text)
 
 
 @dataclass
@@ -296,7 +188,7 @@ class Drill:
     def __init__(self, settings: DrillSettings, say: Callable[[str], None]) -> None:
         self.settings = settings
         self.say = say
-        self.ledger: dict[str, LedgerEntry] = {}
+        self.workload = workload_for(settings.data)
         self.report: dict[str, Any] = {"settings": _settings_dict(settings), "events": []}
         self.rng = random.Random(settings.seed)
 
@@ -310,32 +202,33 @@ class Drill:
     async def run(self) -> dict[str, Any]:
         """Run the whole drill; return the report (``passed`` says whether it held)."""
         from sessionflow._async.redis_control import AsyncRedisControlPlane  # noqa: PLC0415
-        from sessionflow._migration_config import StoreConfig  # noqa: PLC0415
-        from sessionflow._open_backend import open_backend, redis_client  # noqa: PLC0415
+        from sessionflow._open_backend import redis_client  # noqa: PLC0415
 
         self._began = time.monotonic()
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "drill")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "drill")
         async with drill_servers(self.settings.dynamodb) as servers, AsyncExitStack() as stack:
             self.servers = servers
-            old_config = StoreConfig("redis", redis_url=servers.redis_url, redis_prefix="drill")
-            new_config = StoreConfig(
-                "dynamodb", dynamodb_endpoint=servers.dynamodb_endpoint, dynamodb_table="drill"
+            old_config, new_config = self.workload.store_configs(
+                servers.redis_url, servers.dynamodb_endpoint
             )
-            self.old = await open_backend(old_config, stack)
-            self.new = await open_backend(new_config, stack)
             client = await stack.enter_async_context(redis_client(servers.redis_url))
             self.control = AsyncRedisControlPlane(client, migration="drill")
-            self.migration = AsyncMigration(self.old, self.new, self.control, heartbeat_max_age=5)
-            self.config_file = self._write_config(servers)
+            self.migration = await self.workload.open(old_config, new_config, self.control, stack)
+            self.config_file = self._write_config(old_config, new_config)
             self.event(
                 f"servers up: Redis, {'DynamoDB Local' if servers.faults_possible else 'moto'}"
             )
-            await self._seed()
+            began = time.monotonic()
+            await self.workload.seed(self.migration, self.settings.items, self.rng)
+            self.event(
+                f"seeded {self.settings.items:,} {self.workload.noun} in Redis",
+                seconds=round(time.monotonic() - began, 2),
+            )
             fleet = [
                 AsyncMigratingBackend(
-                    self.old,
-                    self.new,
+                    self.migration.old,
+                    self.migration.new,
                     self.control,
                     stage_ttl=self.settings.stage_ttl,
                     compare_sample=0.05,
@@ -347,8 +240,8 @@ class Drill:
             for backend in fleet:
                 stack.push_async_callback(backend.aclose)
             self.fleet = fleet
-            stores = [AsyncSessionStore(b, policy=POLICY) for b in fleet]
-            self.traffic = Traffic(stores, self.ledger)
+            self.workload.start_fleet(fleet)
+            self.traffic = Traffic(self.workload)
             traffic = asyncio.create_task(
                 self.traffic.run(self.settings.workers, self.rng, self.settings.rate)
             )
@@ -363,38 +256,21 @@ class Drill:
             await self._final_check()
         return self.report
 
-    def _write_config(self, servers: DrillServers) -> Path:
+    def _write_config(self, old: StoreConfig, new: StoreConfig) -> Path:
+        """Write the migration settings the backfill process reads."""
         path = Path(tempfile.mkdtemp(prefix="sessionflow-drill-")) / "migration.toml"
-        path.write_text(
-            "[migration]\n"
-            'name = "drill"\n'
-            "[migration.old]\n"
-            'backend = "redis"\n'
-            f'redis_url = "{servers.redis_url}"\n'
-            'redis_prefix = "drill"\n'
-            "[migration.new]\n"
-            'backend = "dynamodb"\n'
-            f'dynamodb_endpoint = "{servers.dynamodb_endpoint}"\n'
-            'dynamodb_table = "drill"\n'
-        )
+        lines = ["[migration]", 'name = "drill"', f'data = "{self.workload.data}"']
+        for side, store in (("old", old), ("new", new)):
+            lines.append(f"[migration.{side}]")
+            lines.append(f'backend = "{store.backend}"')
+            if store.backend == "dynamodb":
+                lines.append(f'dynamodb_endpoint = "{store.dynamodb_endpoint}"')
+                lines.append(f'dynamodb_table = "{store.dynamodb_table}"')
+            else:
+                lines.append(f'redis_url = "{store.redis_url}"')
+                lines.append(f'redis_prefix = "{store.redis_prefix}"')
+        path.write_text("\n".join(lines) + "\n")
         return path
-
-    async def _seed(self) -> None:
-        began = time.monotonic()
-        store = AsyncSessionStore(self.old, policy=POLICY)
-        total = self.settings.sessions
-        for start in range(0, total, 500):
-            batch = [
-                {"n": 0, "cart": [self.rng.randrange(100)]} for _ in range(min(500, total - start))
-            ]
-            created = await asyncio.gather(
-                *(store.create(a, user_id=f"user{self.rng.randrange(500)}") for a in batch)
-            )
-            for session, attributes in zip(created, batch, strict=True):
-                self.ledger[session.id] = LedgerEntry(attributes)
-        self.event(
-            f"seeded {total:,} sessions in Redis", seconds=round(time.monotonic() - began, 2)
-        )
 
     async def _repair_forever(self) -> None:
         while True:
@@ -478,7 +354,7 @@ class Drill:
     async def _backfill(self) -> None:
         """Run the backfill as a separate process, kill it midway, then resume it."""
         name = checkpoint_name(0, 1)
-        rate = max(200, self.settings.sessions // 8)
+        rate = max(200, self.settings.items // 8)
         command = [
             sys.executable, "-m", "sessionflow.cli", "migrate", "backfill",
             "-c", str(self.config_file), "--page-size", "200", "--max-rate", str(rate),
@@ -494,7 +370,7 @@ class Drill:
         while time.monotonic() < deadline and process.returncode is None:
             checkpoint = await self.control.read_document(name)
             scanned = int(checkpoint["scanned"]) if checkpoint else 0
-            if scanned >= min(1000, self.settings.sessions // 4):
+            if scanned >= min(1000, self.settings.items // 4):
                 break
             await asyncio.sleep(0.1)
         if process.returncode is None:
@@ -521,9 +397,8 @@ class Drill:
         await asyncio.sleep(0.2)
         await self._settle()
         now = time.time()
-        for name, backend in (("redis", self.old), ("dynamodb", self.new)):
-            result = await check_ledger(backend, name, self.ledger, now)
-            self._record_check(result, "at rampdown")
+        for name, backend in (("redis", self.migration.old), ("dynamodb", self.migration.new)):
+            self._record_check(await self._check(backend, name, now), "at rampdown")
         self.traffic._stop.clear()  # noqa: SLF001 - resume the same users
         self._resume = asyncio.create_task(
             self.traffic.run(self.settings.workers, self.rng, self.settings.rate)
@@ -533,7 +408,7 @@ class Drill:
         await asyncio.gather(self._resume, return_exceptions=True)
         self.traffic.start_phase("done")
         await self._settle()
-        result = await check_ledger(self.new, "dynamodb", self.ledger, time.time())
+        result = await self._check(self.migration.new, "dynamodb", time.time())
         self._record_check(result, "at complete")
         checks = self.report["checks"]
         errors: Counter[str] = Counter()
@@ -542,7 +417,7 @@ class Drill:
         self.report["phases"] = [phase.to_dict() for phase in self.traffic.phases]
         self.report["errors_by_cause"] = dict(errors)
         self.report["operations"] = sum(sum(p.operations.values()) for p in self.traffic.phases)
-        self.report["acknowledged_sessions_read_as_missing"] = self.traffic.missing_reads
+        self.report["acknowledged_items_read_as_missing"] = self.traffic.missing_reads
         self.report["secondary_copies"] = {
             "copied": sum(b.mirror.stats.copied for b in self.fleet),
             "failed": sum(b.mirror.stats.failed for b in self.fleet),
@@ -555,9 +430,19 @@ class Drill:
             and self.traffic.missing_reads == 0
         )
 
+    async def _check(self, backend: AsyncBackend, name: str, now: float) -> LedgerCheck:
+        return await check_ledger(
+            backend,
+            name,
+            self.workload.ledger,
+            record_key=self.workload.record_key,
+            contents=self.workload.contents,
+            now=now,
+        )
+
     def _record_check(self, result: LedgerCheck, when: str) -> None:
         self.event(
-            f"ledger check of {result.store} {when}: {result.checked:,} sessions, "
+            f"ledger check of {result.store} {when}: {result.checked:,} {self.workload.noun}, "
             f"lost {result.lost}, resurrected {result.resurrected}, stale {result.stale} "
             f"({result.uncertain} with a failed operation not checked)"
         )
@@ -575,9 +460,19 @@ class Drill:
         )
 
 
+def workload_for(data: str) -> DrillWorkload:
+    """Return the drill's workload for a data type (``sessions`` or ``conversations``)."""
+    if data == "sessions":
+        return SessionWorkload()
+    if data == "conversations":
+        return ConversationWorkload()
+    raise ConfigError(f"the drill moves sessions or conversations, not {data!r}")
+
+
 def _settings_dict(settings: DrillSettings) -> dict[str, Any]:
     return {
-        "sessions": settings.sessions,
+        "data": settings.data,
+        "items": settings.items,
         "seconds_per_stage": settings.seconds_per_stage,
         "workers": settings.workers,
         "rate": settings.rate,
@@ -604,4 +499,4 @@ def run_drill(settings: DrillSettings, say: Callable[[str], None]) -> dict[str, 
     return report
 
 
-__all__ = ["DrillSettings", "LedgerCheck", "check_ledger", "run_drill"]
+__all__ = ["DrillSettings", "LedgerCheck", "check_ledger", "run_drill", "workload_for"]

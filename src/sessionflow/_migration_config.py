@@ -14,6 +14,9 @@ A TOML or YAML file with a ``[migration]`` table and ``[migration.old]`` /
     [migration.new]
     backend = "dynamodb"
     dynamodb_table = "sessions"
+
+``data = "conversations"`` moves conversation lists (docs/conversations.md) instead of
+sessions, with the same stores' settings and every ``migrate`` command.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from sessionflow._errors import ConfigError
 from sessionflow._service_config import coerce_setting, read_settings_file
 
 StoreKind = Literal["redis", "redis-cluster", "dynamodb", "memory"]
+DataKind = Literal["sessions", "conversations"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,8 @@ class MigrationConfig:
     old: StoreConfig
     new: StoreConfig
     name: str = "sessions"
+    data: DataKind = "sessions"
+    """What the stores hold: sessions, or conversation lists."""
     control_url: str | None = None
     stage_ttl: float = 5.0
     compare_sample: float = 0.01
@@ -71,6 +77,10 @@ class MigrationConfig:
     verify_threshold: float = 0.0001
 
     def __post_init__(self) -> None:
+        if self.data not in get_args(DataKind):
+            raise ConfigError(
+                f"migration.data must be one of {', '.join(get_args(DataKind))}, not {self.data!r}"
+            )
         if self.old == self.new:
             raise ConfigError("migration.old and migration.new name the same store")
         if self.control_redis_url() is None:

@@ -12,6 +12,7 @@ from sessionflow._errors import ConfigError
 
 if TYPE_CHECKING:
     from sessionflow._async.backends.tiered import AsyncTieredBackend
+    from sessionflow._async.conversations.base import AsyncMigratableConversations
     from sessionflow._async.migration import AsyncMigration
     from sessionflow._migration_config import MigrationConfig
     from sessionflow._migration_stats import MigrationStats
@@ -65,7 +66,7 @@ class StoreSettings(Protocol):
 
 
 async def open_backend(config: StoreSettings, stack: AsyncExitStack) -> AsyncBackend:
-    """Open the async backend `config` describes; its clients close with `stack`.
+    """Open the async session backend `config` describes; its clients close with `stack`.
 
     ``local`` starts a Redis server on loopback that stops with `stack`.
     """
@@ -74,42 +75,76 @@ async def open_backend(config: StoreSettings, stack: AsyncExitStack) -> AsyncBac
         from sessionflow._async.backends.memory import AsyncMemoryBackend  # noqa: PLC0415
 
         return AsyncMemoryBackend()
-    if config.backend in ("local", "redis"):
+    if config.backend in ("local", "redis", "redis-cluster"):
         from sessionflow._async.backends.redis import AsyncRedisBackend  # noqa: PLC0415
 
-        url = config.redis_url
-        if config.backend == "local":
-            from sessionflow.local_servers import RedisServer  # noqa: PLC0415
-
-            server = stack.enter_context(RedisServer())
-            url = server.url
-        client = await stack.enter_async_context(redis_client(url))
         return AsyncRedisBackend(
-            client, prefix=config.redis_prefix, auto_pipeline=config.redis_auto_pipeline
+            await _redis_for(config, stack),
+            prefix=config.redis_prefix,
+            auto_pipeline=config.redis_auto_pipeline,
         )
+    from sessionflow._async.backends.dynamodb import AsyncDynamoDBBackend  # noqa: PLC0415
+
+    backend = AsyncDynamoDBBackend(
+        await _dynamodb_for(config, stack), table_name=config.dynamodb_table
+    )
+    await backend.ensure_table()
+    return backend
+
+
+async def open_conversations(
+    config: StoreSettings, stack: AsyncExitStack
+) -> AsyncMigratableConversations:
+    """Open the conversation-list store `config` describes (same settings as sessions)."""
+    if config.backend == "memory":
+        from sessionflow._async.conversations.memory import (  # noqa: PLC0415
+            AsyncMemoryConversations,
+        )
+
+        return AsyncMemoryConversations()
+    if config.backend in ("local", "redis", "redis-cluster"):
+        from sessionflow._async.conversations.redis import (  # noqa: PLC0415
+            AsyncRedisConversations,
+        )
+
+        return AsyncRedisConversations(await _redis_for(config, stack), prefix=config.redis_prefix)
+    from sessionflow._async.conversations.dynamodb import (  # noqa: PLC0415
+        AsyncDynamoDBConversations,
+    )
+
+    store = AsyncDynamoDBConversations(
+        await _dynamodb_for(config, stack), table_name=config.dynamodb_table
+    )
+    await store.ensure_table()
+    return store
+
+
+async def _redis_for(config: StoreSettings, stack: AsyncExitStack) -> Any:  # noqa: ANN401
+    """Open the Redis client `config` names (a local server for ``local``)."""
     if config.backend == "redis-cluster":
         from redis.asyncio.cluster import RedisCluster  # noqa: PLC0415
 
-        from sessionflow._async.backends.redis import AsyncRedisBackend  # noqa: PLC0415
+        return await stack.enter_async_context(RedisCluster.from_url(config.redis_url))
+    url = config.redis_url
+    if config.backend == "local":
+        from sessionflow.local_servers import RedisServer  # noqa: PLC0415
 
-        cluster = await stack.enter_async_context(RedisCluster.from_url(config.redis_url))
-        return AsyncRedisBackend(
-            cluster, prefix=config.redis_prefix, auto_pipeline=config.redis_auto_pipeline
-        )
+        url = stack.enter_context(RedisServer()).url
+    return await stack.enter_async_context(redis_client(url))
+
+
+async def _dynamodb_for(config: StoreSettings, stack: AsyncExitStack) -> Any:  # noqa: ANN401
+    """Open the DynamoDB client `config` names (aioboto3, botocore's standard retries)."""
     import aioboto3  # noqa: PLC0415
 
-    from sessionflow._async.backends.dynamodb import AsyncDynamoDBBackend  # noqa: PLC0415
     from sessionflow._dynamodb_client import dynamodb_client_config  # noqa: PLC0415
 
     session = aioboto3.Session(region_name=config.dynamodb_region)
-    ddb = await stack.enter_async_context(
+    return await stack.enter_async_context(
         session.client(
             "dynamodb", endpoint_url=config.dynamodb_endpoint, config=dynamodb_client_config()
         )
     )
-    backend = AsyncDynamoDBBackend(ddb, table_name=config.dynamodb_table)
-    await backend.ensure_table()
-    return backend
 
 
 @asynccontextmanager
@@ -121,21 +156,30 @@ async def open_migration(
     from sessionflow._async.redis_control import AsyncRedisControlPlane  # noqa: PLC0415
 
     async with AsyncExitStack() as stack:
-        old = await open_backend(config.old, stack)
-        new = await open_backend(config.new, stack)
         url = config.control_redis_url()
         if url is None:  # MigrationConfig refuses such settings; kept for direct callers
             raise ConfigError("a migration needs a Redis for its control record (control_url)")
         client = await stack.enter_async_context(redis_client(url))
         control = AsyncRedisControlPlane(client, migration=config.name)
-        yield AsyncMigration(
-            old,
-            new,
-            control,
-            stats=stats,
-            heartbeat_max_age=config.heartbeat_max_age,
-            verify_threshold=config.verify_threshold,
-        )
+        options: dict[str, Any] = {
+            "stats": stats,
+            "heartbeat_max_age": config.heartbeat_max_age,
+            "verify_threshold": config.verify_threshold,
+        }
+        if config.data == "conversations":
+            yield AsyncMigration.for_conversations(
+                await open_conversations(config.old, stack),
+                await open_conversations(config.new, stack),
+                control,
+                **options,
+            )
+        else:
+            yield AsyncMigration(
+                await open_backend(config.old, stack),
+                await open_backend(config.new, stack),
+                control,
+                **options,
+            )
 
 
 @asynccontextmanager

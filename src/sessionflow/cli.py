@@ -36,6 +36,13 @@ class DynamoDBChoice(StrEnum):
     moto = "moto"
 
 
+class DrillData(StrEnum):
+    """What the drill's fleet keeps in the stores it moves."""
+
+    sessions = "sessions"
+    conversations = "conversations"
+
+
 @app.command()
 def demo(
     dynamodb: DynamoDBChoice = typer.Option(
@@ -105,7 +112,12 @@ def serve(
 
 @app.command()
 def drill(
-    sessions: int = typer.Option(50_000, min=100, help="Sessions seeded in Redis."),
+    items: int = typer.Option(
+        50_000, "--sessions", "--items", min=100, help="Sessions (or entries) seeded in Redis."
+    ),
+    data: DrillData = typer.Option(
+        DrillData.sessions, help="What the fleet keeps: sessions, or conversation lists."
+    ),
     seconds_per_stage: float = typer.Option(4.0, min=0.5, help="Traffic time in each stage."),
     workers: int = typer.Option(32, min=1, help="Concurrent users of the traffic generator."),
     rate: float = typer.Option(400.0, min=1, help="Operations per second, all users together."),
@@ -118,13 +130,15 @@ def drill(
 ) -> None:
     """Move a live fleet from Redis to DynamoDB under traffic and faults; check the ledger.
 
-    Starts its own servers. Exits 1 unless no acknowledged session was lost, resurrected
-    or overwritten with stale data, and the post-rollback validation passed.
+    Starts its own servers. Exits 1 unless no acknowledged session (or conversation entry)
+    was lost, resurrected or overwritten with stale data, and the post-rollback validation
+    passed.
     """
     from sessionflow._drill import DrillSettings, run_drill  # noqa: PLC0415 - fast --help
 
     settings = DrillSettings(
-        sessions=sessions,
+        items=items,
+        data=data.value,
         seconds_per_stage=seconds_per_stage,
         workers=workers,
         rate=rate,

@@ -109,16 +109,6 @@ def probe_for(
     backend: AsyncMigratingBackend, clock: Clock
 ) -> tuple[AsyncValidationProbe, AsyncMigratingBackend]:
     """Return the probe for the data type `backend` moves, and the backend it writes through."""
-    old, new = backend.old, backend.new
-    if isinstance(old, AsyncConversationRecords) and isinstance(new, AsyncConversationRecords):
-        conversations = AsyncMigratingConversations(
-            old.conversations,
-            new.conversations,
-            backend.control,
-            stage_ttl=0,
-            compare_sample=0,
-            heartbeat=False,
-            clock=clock,
-        )
-        return AsyncConversationProbe(conversations), conversations.records
+    if isinstance(backend.old, AsyncConversationRecords):
+        return AsyncConversationProbe(AsyncMigratingConversations.over(backend)), backend
     return AsyncSessionProbe(backend, clock), backend

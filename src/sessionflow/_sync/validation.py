@@ -110,16 +110,6 @@ def probe_for(
     backend: MigratingBackend, clock: Clock
 ) -> tuple[ValidationProbe, MigratingBackend]:
     """Return the probe for the data type `backend` moves, and the backend it writes through."""
-    old, new = backend.old, backend.new
-    if isinstance(old, ConversationRecords) and isinstance(new, ConversationRecords):
-        conversations = MigratingConversations(
-            old.conversations,
-            new.conversations,
-            backend.control,
-            stage_ttl=0,
-            compare_sample=0,
-            heartbeat=False,
-            clock=clock,
-        )
-        return ConversationProbe(conversations), conversations.records
+    if isinstance(backend.old, ConversationRecords):
+        return ConversationProbe(MigratingConversations.over(backend)), backend
     return SessionProbe(backend, clock), backend

@@ -33,7 +33,7 @@ from sessionflow._conversation import (
     encode_metadata,
 )
 from sessionflow._conversation_records import entry_key, entry_to_record, record_to_entry
-from sessionflow._errors import SessionExists, SessionNotFound, VersionConflict
+from sessionflow._errors import ConfigError, SessionExists, SessionNotFound, VersionConflict
 from sessionflow._migration_stats import MigrationStats
 from sessionflow._stages import Stage
 
@@ -84,6 +84,21 @@ class AsyncMigratingConversations:
             clock=clock,
             stats=stats,
         )
+
+    @classmethod
+    def over(cls, records: AsyncMigratingBackend) -> Self:
+        """Return a front over an existing migrating backend of two conversation record views.
+
+        The front shares that backend's stage cache, heartbeats and background copies.
+        """
+        old, new = records.old, records.new
+        if not (
+            isinstance(old, AsyncConversationRecords) and isinstance(new, AsyncConversationRecords)
+        ):
+            raise ConfigError("the migrating backend does not move conversation lists")
+        front = cls.__new__(cls)
+        front.old, front.new, front.records = old.conversations, new.conversations, records
+        return front
 
     @property
     def stats(self) -> MigrationStats:

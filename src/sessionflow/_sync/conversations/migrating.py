@@ -34,7 +34,7 @@ from sessionflow._conversation import (
     encode_metadata,
 )
 from sessionflow._conversation_records import entry_key, entry_to_record, record_to_entry
-from sessionflow._errors import SessionExists, SessionNotFound, VersionConflict
+from sessionflow._errors import ConfigError, SessionExists, SessionNotFound, VersionConflict
 from sessionflow._migration_stats import MigrationStats
 from sessionflow._stages import Stage
 
@@ -85,6 +85,21 @@ class MigratingConversations:
             clock=clock,
             stats=stats,
         )
+
+    @classmethod
+    def over(cls, records: MigratingBackend) -> Self:
+        """Return a front over an existing migrating backend of two conversation record views.
+
+        The front shares that backend's stage cache, heartbeats and background copies.
+        """
+        old, new = records.old, records.new
+        if not (
+            isinstance(old, ConversationRecords) and isinstance(new, ConversationRecords)
+        ):
+            raise ConfigError("the migrating backend does not move conversation lists")
+        front = cls.__new__(cls)
+        front.old, front.new, front.records = old.conversations, new.conversations, records
+        return front
 
     @property
     def stats(self) -> MigrationStats:
