@@ -11,6 +11,7 @@ from botocore.exceptions import ClientError
 
 from sessionflow import _dynamodb_layout as layout
 from sessionflow._sync.dynamodb_tables import create_table_if_missing
+from sessionflow._sync.dynamodb_transact import transact_guarded, transaction_batches
 from sessionflow._codec import DYNAMODB_ITEM_LIMIT
 from sessionflow._concurrency import sync_sleep
 from sessionflow._dynamodb_client import dynamodb_errors, error_code
@@ -383,97 +384,26 @@ class DynamoDBBackend:
     def put_guarded_many(self, records: Sequence[SessionRecord]) -> list[GuardedResult]:
         """See `Backend.put_guarded_many`: TransactWriteItems of up to 100 guarded puts.
 
-        One request carries a whole batch, which is what makes a backfill fast: the
-        client's cost per request (signing, HTTP) is paid once per batch instead of once
-        per record. On AWS a transactional write costs two write units per item instead
-        of one; `backfill --batch-size 1` trades the speed back for the units.
-        A transaction is all or nothing, so a failed condition cancels it: the failed
-        records' verdicts are read from the cancellation reasons and the rest are sent
-        again.
+        See `transact_guarded`. On AWS a transactional write costs two write units per
+        item instead of one; `backfill --batch-size 1` trades the speed back for the units.
         """
         results: list[GuardedResult | None] = [None] * len(records)
-        batches: list[list[tuple[int, dict[str, Any]]]] = [[]]
-        keys: set[str] = set()
+        puts = []
         for index, record in enumerate(records):
             try:
-                put = self._guarded_put(record)
+                puts.append((index, record.key, self._guarded_put(record)))
             except SessionTooLarge as exc:
                 results[index] = exc
-                continue
-            # A transaction touches an item once: a repeated key starts the next batch.
-            if len(batches[-1]) == _TRANSACT_LIMIT or record.key in keys:
-                batches.append([])
-                keys = set()
-            batches[-1].append((index, put))
-            keys.add(record.key)
-        for batch in batches:
-            if batch:
-                self._transact_guarded(batch, records, results)
-        return [result if result is not None else GuardedWrite.WRITTEN for result in results]
 
-    def _transact_guarded(
-        self,
-        batch: list[tuple[int, dict[str, Any]]],
-        records: Sequence[SessionRecord],
-        results: list[GuardedResult | None],
-    ) -> None:
-        conflicts = 0
-        while batch:
-            with dynamodb_errors():
-                try:
-                    response = self._client.transact_write_items(
-                        TransactItems=cast("Any", [{"Put": put} for _, put in batch]),
-                        ReturnConsumedCapacity="TOTAL",
-                    )
-                except ClientError as exc:
-                    if error_code(exc) != "TransactionCanceledException":
-                        raise
-                    reasons = exc.response.get("CancellationReasons", [])
-                else:
-                    self.capacity.record("put_guarded_many", response)
-                    for index, _ in batch:
-                        results[index] = GuardedWrite.WRITTEN
-                    return
-            if len(reasons) != len(batch):
-                raise BackendError("DynamoDB cancelled a guarded batch without its reasons")
-            again, contended = _sort_cancelled(batch, reasons, records, results)
-            if contended:
-                conflicts += 1
-                if conflicts > _CONTENTION_RETRIES:
-                    raise BackendError("DynamoDB kept cancelling a guarded batch: contention")
-                sync_sleep(0.01 * 2**conflicts)
-            elif len(again) == len(batch):
-                raise BackendError("DynamoDB cancelled a guarded batch without a failed item")
-            batch = again
+        def kept(index: int, found: Mapping[str, Any] | None) -> GuardedWrite:
+            return _kept(layout.item_to_record(found) if found else None, records[index])
 
-
-def _sort_cancelled(
-    batch: list[tuple[int, dict[str, Any]]],
-    reasons: Sequence[Mapping[str, Any]],
-    records: Sequence[SessionRecord],
-    results: list[GuardedResult | None],
-) -> tuple[list[tuple[int, dict[str, Any]]], bool]:
-    """Settle the items of a cancelled transaction whose reason decides them.
-
-    Returns the items to send again and whether contention (a conflicting transaction,
-    throttling) was among the reasons, which calls for a pause first.
-    """
-    again: list[tuple[int, dict[str, Any]]] = []
-    contended = False
-    for (index, put), reason in zip(batch, reasons, strict=True):
-        code = reason.get("Code") or "None"
-        if code == "ConditionalCheckFailed":
-            try:
-                results[index] = _kept(_record_found(reason), records[index])
-            except CorruptRecord as exc:
-                results[index] = exc
-        elif code == "None":  # cancelled only because another item failed
-            again.append((index, put))
-        elif code in _CONTENDED:
-            contended = True
-            again.append((index, put))
-        else:
-            results[index] = BackendError(
-                f"DynamoDB refused a guarded copy: {code}: {reason.get('Message', '')}"
+        for batch in transaction_batches(puts):
+            transact_guarded(
+                self._client,
+                batch,
+                results,
+                kept=kept,
+                on_response=lambda response: self.capacity.record("put_guarded_many", response),
             )
-    return again, contended
+        return [result if result is not None else GuardedWrite.WRITTEN for result in results]

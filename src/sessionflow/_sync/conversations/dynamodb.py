@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 from botocore.exceptions import ClientError
 
-from sessionflow._sync.conversations.base import put_entries_each
 from sessionflow._sync.dynamodb_tables import create_table_if_missing
+from sessionflow._sync.dynamodb_transact import transact_guarded, transaction_batches
 from sessionflow._concurrency import sync_map_limited
 from sessionflow._conversation import (
     DEFAULT_PAGE,
@@ -32,14 +32,13 @@ from sessionflow._conversation import (
     encode_metadata,
 )
 from sessionflow._dynamodb_client import dynamodb_errors, error_code
-from sessionflow._errors import BackendError, CorruptRecord
+from sessionflow._errors import BackendError, CorruptRecord, SessionflowError
 from sessionflow._scan import GuardedResult, GuardedWrite, check_share
 
 OWNER, OPPONENT, TIME_INDEX = "owner_id", "opponent_id", "by_time"
 DELETE_CONCURRENCY = 8
 DELETE_PAGE = 100
 BATCH_GET_LIMIT = 100
-PUT_CONCURRENCY = 16
 _UNPROCESSED_ROUNDS = 8
 
 
@@ -252,6 +251,42 @@ class DynamoDBConversations:
 
     def put_entry(self, entry: Conversation, *, replaces: int | None = None) -> GuardedWrite:
         """See `MigratableConversations.put_entry`: one conditional PutItem."""
+        with dynamodb_errors():
+            try:
+                self._client.put_item(**self._put_request(entry, replaces))
+            except ClientError as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise
+                found: Mapping[str, Any] | None = exc.response.get("Item")  # type: ignore[assignment]
+                return _kept(found, entry, guarded=replaces is None)
+        return GuardedWrite.WRITTEN
+
+    def put_entries(self, entries: Sequence[Conversation]) -> builtins.list[GuardedResult]:
+        """See `MigratableConversations.put_entries`: transactions of up to 100 puts.
+
+        See `transact_guarded`: one request a hundred entries, where single conditional
+        puts pay the client's cost per request for each (docs/benchmarks.md has both). On
+        AWS a transactional write costs two write units per item instead of one.
+        """
+        results: builtins.list[GuardedResult | None] = [None] * len(entries)
+        puts = []
+        for index, entry in enumerate(entries):
+            try:
+                request = self._put_request(entry, None)
+            except SessionflowError as exc:
+                results[index] = exc
+                continue
+            puts.append((index, f"{entry.owner}\x1f{entry.opponent}", request))
+
+        def kept(index: int, found: Mapping[str, Any] | None) -> GuardedWrite:
+            return _kept(found, entries[index], guarded=True)
+
+        for batch in transaction_batches(puts):
+            transact_guarded(self._client, batch, results, kept=kept)
+        return [result if result is not None else GuardedWrite.WRITTEN for result in results]
+
+    def _put_request(self, entry: Conversation, replaces: int | None) -> dict[str, Any]:
+        """Return the conditional Put of `entry` (see `entry_verdict`); refuse bad entries."""
         item = {
             **self._key(entry.owner, entry.opponent),
             "ts": {"N": repr(check_timestamp(entry.timestamp))},
@@ -261,39 +296,20 @@ class DynamoDBConversations:
             item["deleted"] = {"BOOL": True}
         else:
             item["meta"] = {"S": encode_metadata(entry.metadata).decode()}
-        values = {":v": {"N": str(entry.version if replaces is None else replaces)}}
-        if replaces is None:
-            condition = f"attribute_not_exists({OWNER}) OR v < :v"
-        elif replaces == 0:
-            condition, values = f"attribute_not_exists({OWNER})", {}
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "Item": item,
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        if replaces == 0:
+            request["ConditionExpression"] = f"attribute_not_exists({OWNER})"
         else:
-            condition = "v = :v"
-        with dynamodb_errors():
-            try:
-                self._client.put_item(
-                    TableName=self._table,
-                    Item=item,
-                    ConditionExpression=condition,
-                    **({"ExpressionAttributeValues": values} if values else {}),
-                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                )
-            except ClientError as exc:
-                if error_code(exc) != "ConditionalCheckFailedException":
-                    raise
-                old: Mapping[str, Any] | None = exc.response.get("Item")  # type: ignore[assignment]
-                kept = _entry(old) if old else None  # CorruptRecord if unreadable
-                if kept is not None and kept.deleted and not entry.deleted and replaces is None:
-                    return GuardedWrite.TOMBSTONE_KEPT
-                return GuardedWrite.NEWER_KEPT
-        return GuardedWrite.WRITTEN
-
-    def put_entries(self, entries: Sequence[Conversation]) -> builtins.list[GuardedResult]:
-        """See `MigratableConversations.put_entries`: conditional puts, 16 at a time.
-
-        One write unit per entry; a transaction would carry 100 entries a request but
-        costs two units each (see docs/benchmarks.md for the measured difference).
-        """
-        return put_entries_each(self, entries, limit=PUT_CONCURRENCY)
+            request["ConditionExpression"] = (
+                f"attribute_not_exists({OWNER}) OR v < :v" if replaces is None else "v = :v"
+            )
+            version = entry.version if replaces is None else replaces
+            request["ExpressionAttributeValues"] = {":v": {"N": str(version)}}
+        return request
 
     def scan_entries(
         self, cursor: str | None = None, *, count: int = 500, worker: int = 0, workers: int = 1
@@ -310,6 +326,14 @@ class DynamoDBConversations:
         entries = [_entry_or_error(item) for item in answer.get("Items", [])]
         last = answer.get("LastEvaluatedKey")
         return entries, orjson.dumps(last).decode() if last else None
+
+
+def _kept(found: Mapping[str, Any] | None, entry: Conversation, *, guarded: bool) -> GuardedWrite:
+    """Name what a failed condition kept; `CorruptRecord` if the item found is unreadable."""
+    kept = _entry(found) if found else None
+    if guarded and kept is not None and kept.deleted and not entry.deleted:
+        return GuardedWrite.TOMBSTONE_KEPT
+    return GuardedWrite.NEWER_KEPT
 
 
 def _entry_or_error(item: Mapping[str, Any]) -> Conversation | CorruptRecord:
