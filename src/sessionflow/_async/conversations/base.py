@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from sessionflow._concurrency import async_map_limited
+from sessionflow._async.backends.base import guarded_each
 from sessionflow._conversation import DEFAULT_PAGE, Conversation, ConversationPage
-from sessionflow._errors import BackendError, CorruptRecord, SessionflowError
+from sessionflow._errors import CorruptRecord
 from sessionflow._scan import GuardedResult, GuardedWrite
 
 
@@ -96,15 +96,6 @@ async def put_entries_each(
     store: AsyncMigratableConversations, entries: Sequence[Conversation], *, limit: int = 16
 ) -> list[GuardedResult]:
     """`put_entries` for a store without batch writes: one `put_entry` each, `limit` at a time."""
-
-    async def one(entry: Conversation) -> GuardedResult:
-        try:
-            return await store.put_entry(entry)
-        except BackendError:
-            raise
-        except SessionflowError as exc:
-            return exc
-
-    if len({(e.owner, e.opponent) for e in entries}) < len(entries):
-        limit = 1  # a repeated pair must land in order
-    return await async_map_limited(one, entries, limit)
+    return await guarded_each(
+        store.put_entry, entries, key=lambda e: (e.owner, e.opponent), limit=limit
+    )

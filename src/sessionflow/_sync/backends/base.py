@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Collection, Sequence
+from typing import Protocol, TypeVar, runtime_checkable
 
 from sessionflow._concurrency import sync_map_limited
 from sessionflow._errors import BackendError, CorruptRecord, SessionflowError
 from sessionflow._record import SessionRecord
 from sessionflow._scan import GuardedResult, GuardedWrite, ScanPage
+
+_T = TypeVar("_T")
 
 
 @runtime_checkable
@@ -157,15 +159,30 @@ def put_guarded_each(
 
     Up to `limit` run at a time; two records with one key are never in flight together.
     """
+    return guarded_each(backend.put_guarded, records, key=lambda r: r.key, limit=limit)
 
-    def one(record: SessionRecord) -> GuardedResult:
+
+def guarded_each(
+    write: Callable[[_T], GuardedResult],
+    items: Sequence[_T],
+    *,
+    key: Callable[[_T], object],
+    limit: int,
+) -> list[GuardedResult]:
+    """Run one guarded `write` per item, `limit` at a time; results in order.
+
+    An item the store refuses gets its error in its place; a `BackendError` (the store
+    itself failed) is raised. Items with one `key` run one at a time, in their order.
+    """
+
+    def one(item: _T) -> GuardedResult:
         try:
-            return backend.put_guarded(record)
+            return write(item)
         except BackendError:
             raise
         except SessionflowError as exc:
             return exc
 
-    if len({record.key for record in records}) < len(records):
+    if len({key(item) for item in items}) < len(items):
         limit = 1  # a repeated key must land in order
-    return sync_map_limited(one, records, limit)
+    return sync_map_limited(one, items, limit)
