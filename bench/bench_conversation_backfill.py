@@ -188,7 +188,8 @@ async def memory(sizes: list[int], redis_url: str) -> list[dict[str, Any]]:
             report = await migration.verify(mode="full", recheck_delay=0)
             _, verify_peak = tracemalloc.get_traced_memory()
             tracemalloc.stop()
-            assert done.copied == size and report.inconsistent == 0
+            assert done.copied == size, done.copied
+            assert report.inconsistent == 0, report.inconsistent
             figures.append(
                 {
                     "owner_entries": size,

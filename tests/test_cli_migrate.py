@@ -142,3 +142,36 @@ def test_an_unreachable_store_exits_3(tmp_path: Path) -> None:
     code, out = _invoke("status", "-c", str(path))
     assert code == 3
     assert "unreachable" in out
+
+
+def test_conversation_lists_migrate_from_the_command_line(servers: Servers, tmp_path: Path) -> None:
+    from sessionflow import RedisConversations  # noqa: PLC0415
+
+    name = uuid.uuid4().hex[:10]
+    path = tmp_path / "conversations.toml"
+    path.write_text(redis_to_dynamodb_settings(servers, name, data="conversations"))
+    with Redis(port=servers.redis.port) as client:
+        store = RedisConversations(client, prefix=f"p{name}")
+        for i in range(60):
+            store.record(f"owner-{i % 3}", f"opponent-{i}", {"i": i}, 1000.0 + i)
+        store.delete("owner-0", "opponent-0")
+        client.hset(store.keys("owner-1")[1], "garbled", b"not an entry")
+    assert _invoke("advance", "-c", str(path))[0] == 0
+    quarantine = tmp_path / "quarantine.jsonl"
+    code, out = _invoke("backfill", "-c", str(path), "--quarantine-file", str(quarantine))
+    assert code == 0, out
+    assert "61 scanned, 60 copied" in out, out
+    reasons = [json.loads(line)["reason"] for line in quarantine.read_text().splitlines()]
+    assert reasons == ["unreadable: not a conversation entry"]
+    code, out = _invoke("verify", "-c", str(path))
+    assert code == 0, out
+    code, out = _invoke("validate", "-c", str(path))
+    assert code == 0, out
+
+
+def test_an_unknown_data_type_exits_2(servers: Servers, tmp_path: Path) -> None:
+    path = tmp_path / "m.toml"
+    path.write_text(redis_to_dynamodb_settings(servers, "x", data="carts"))
+    code, out = _invoke("status", "-c", str(path))
+    assert code == 2
+    assert "migration.data must be one of sessions, conversations, not 'carts'" in out
