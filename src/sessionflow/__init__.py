@@ -66,7 +66,10 @@ if TYPE_CHECKING:
     )
     from sessionflow._async.backends.redis import AsyncRedisBackend
     from sessionflow._async.conversations.dynamodb import AsyncDynamoDBConversations
+    from sessionflow._async.conversations.migrating import AsyncMigratingConversations
+    from sessionflow._async.conversations.records import AsyncConversationRecords
     from sessionflow._async.conversations.redis import AsyncRedisConversations
+    from sessionflow._async.migration import AsyncMigration
     from sessionflow._async.redis_control import AsyncRedisControlPlane
     from sessionflow._async.redis_tier_index import AsyncRedisTierIndex
     from sessionflow._dynamodb_client import dynamodb_client_config
@@ -81,7 +84,10 @@ if TYPE_CHECKING:
     from sessionflow._sync.backends.instrumented import InstrumentedBackend, InstrumentedEvictable
     from sessionflow._sync.backends.redis import RedisBackend
     from sessionflow._sync.conversations.dynamodb import DynamoDBConversations
+    from sessionflow._sync.conversations.migrating import MigratingConversations
+    from sessionflow._sync.conversations.records import ConversationRecords
     from sessionflow._sync.conversations.redis import RedisConversations
+    from sessionflow._sync.migration import Migration
     from sessionflow._sync.redis_control import RedisControlPlane
     from sessionflow._sync.redis_tier_index import RedisTierIndex
 
@@ -110,6 +116,12 @@ _LAZY = {
     "RedisConversations": "sessionflow._sync.conversations.redis",
     "AsyncDynamoDBConversations": "sessionflow._async.conversations.dynamodb",
     "DynamoDBConversations": "sessionflow._sync.conversations.dynamodb",
+    "AsyncMigratingConversations": "sessionflow._async.conversations.migrating",
+    "MigratingConversations": "sessionflow._sync.conversations.migrating",
+    "AsyncConversationRecords": "sessionflow._async.conversations.records",
+    "ConversationRecords": "sessionflow._sync.conversations.records",
+    "AsyncMigration": "sessionflow._async.migration",
+    "Migration": "sessionflow._sync.migration",
 }
 
 
@@ -124,6 +136,7 @@ __all__ = [
     "AsyncBackend",
     "AsyncControlPlane",
     "AsyncConversationBackend",
+    "AsyncConversationRecords",
     "AsyncDynamoDBBackend",
     "AsyncDynamoDBConversations",
     "AsyncInstrumentedBackend",
@@ -133,6 +146,8 @@ __all__ = [
     "AsyncMemoryConversations",
     "AsyncMemoryTierIndex",
     "AsyncMigratingBackend",
+    "AsyncMigratingConversations",
+    "AsyncMigration",
     "AsyncRedisBackend",
     "AsyncRedisControlPlane",
     "AsyncRedisConversations",
@@ -152,6 +167,7 @@ __all__ = [
     "Conversation",
     "ConversationBackend",
     "ConversationPage",
+    "ConversationRecords",
     "ConversationTooLarge",
     "CookieSettings",
     "CorruptRecord",
@@ -171,6 +187,8 @@ __all__ = [
     "MemoryConversations",
     "MemoryTierIndex",
     "MigratingBackend",
+    "MigratingConversations",
+    "Migration",
     "MigrationCollector",
     "MigrationRefused",
     "MigrationStats",
