@@ -72,3 +72,21 @@ def test_a_small_drill_loses_nothing_and_writes_its_report(tmp_path: Path, data:
     assert report["settings"]["data"] == data
     assert report["validation_ok"] is True
     assert report["secondary_copies"]["copied"] > 0
+
+
+def test_a_stuck_step_fails_with_what_it_waits_on(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio  # noqa: PLC0415
+
+    from sessionflow import _drill  # noqa: PLC0415
+
+    monkeypatch.setattr(_drill, "STEP_LIMIT", 0.05)
+    drill = _drill.Drill(_drill.DrillSettings(), print)
+
+    async def stuck() -> None:
+        await asyncio.Event().wait()  # never set: a copy that never finishes
+
+    with pytest.raises(_drill.DrillStuck, match="the repairer's last pass did not finish"):
+        asyncio.run(drill._bounded(stuck(), "the repairer's last pass"))
+    assert "drill step stuck: the repairer's last pass" in capfd.readouterr().err

@@ -12,6 +12,7 @@ The data type is a workload: sessions (`_drill_sessions`) or conversation lists
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -22,11 +23,11 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from hdrh.histogram import HdrHistogram
 
@@ -43,6 +44,11 @@ from sessionflow._drill_sessions import SessionWorkload
 from sessionflow._errors import ConfigError, MigrationRefused, SessionflowError
 from sessionflow._migration_config import StoreConfig
 from sessionflow._migration_reports import checkpoint_name
+
+_T = TypeVar("_T")
+
+STEP_LIMIT = 180.0
+"""Seconds a closing step of the drill (traffic winding down, copies, repair, a check) may take."""
 
 
 @dataclass
@@ -201,10 +207,19 @@ class Drill:
 
     async def run(self) -> dict[str, Any]:
         """Run the whole drill; return the report (``passed`` says whether it held)."""
+        self._began = time.monotonic()
+        loop = asyncio.get_running_loop()
+        # `kill -USR1 <pid>` prints what every task waits on, without stopping the drill.
+        loop.add_signal_handler(signal.SIGUSR1, dump_tasks, "SIGUSR1")
+        try:
+            return await self._run()
+        finally:
+            loop.remove_signal_handler(signal.SIGUSR1)
+
+    async def _run(self) -> dict[str, Any]:
         from sessionflow._async.redis_control import AsyncRedisControlPlane  # noqa: PLC0415
         from sessionflow._open_backend import redis_client  # noqa: PLC0415
 
-        self._began = time.monotonic()
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "drill")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "drill")
         async with drill_servers(self.settings.dynamodb) as servers, AsyncExitStack() as stack:
@@ -245,14 +260,15 @@ class Drill:
             traffic = asyncio.create_task(
                 self.traffic.run(self.settings.workers, self.rng, self.settings.rate)
             )
-            repairer = asyncio.create_task(self._repair_forever())
+            repairs_done = asyncio.Event()
+            repairer = asyncio.create_task(self._repair_until(repairs_done))
             try:
                 await self._walk()
             finally:
                 self.traffic.stop()
-                await traffic
-                repairer.cancel()
-                await asyncio.gather(repairer, return_exceptions=True)
+                repairs_done.set()
+                await self._bounded(traffic, "the traffic's last operations")
+                await self._bounded(repairer, "the repairer's last pass")
             await self._final_check()
         return self.report
 
@@ -272,13 +288,19 @@ class Drill:
         path.write_text("\n".join(lines) + "\n")
         return path
 
-    async def _repair_forever(self) -> None:
-        while True:
+    async def _repair_until(self, done: asyncio.Event) -> None:
+        """Drain the repair queue every half second until `done` is set.
+
+        It stops at its own pace instead of being cancelled: a cancellation landing inside
+        a client library's request may be swallowed there, and the loop would run on.
+        """
+        while not done.is_set():
             try:
                 await self.migration.repair()
             except SessionflowError as exc:
                 self.say(f"repairer waits: {exc}")
-            await asyncio.sleep(0.5)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), 0.5)
 
     async def _stage(self, name: str, *, advance: bool = True, rollback: bool = False) -> None:
         if advance:
@@ -389,8 +411,8 @@ class Drill:
 
     async def _settle(self) -> None:
         for backend in self.fleet:
-            await backend.drain()
-        await self.migration.repair()
+            await self._bounded(backend.drain(), "a process's background copies")
+        await self._bounded(self.migration.repair(), "the repair queue's last keys")
 
     async def _check_both(self) -> None:
         self.traffic.stop()
@@ -405,7 +427,9 @@ class Drill:
         )
 
     async def _final_check(self) -> None:
-        await asyncio.gather(self._resume, return_exceptions=True)
+        await self._bounded(
+            asyncio.gather(self._resume, return_exceptions=True), "the traffic's last operations"
+        )
         self.traffic.start_phase("done")
         await self._settle()
         result = await self._check(self.migration.new, "dynamodb", time.time())
@@ -431,7 +455,7 @@ class Drill:
         )
 
     async def _check(self, backend: AsyncBackend, name: str, now: float) -> LedgerCheck:
-        return await check_ledger(
+        check = check_ledger(
             backend,
             name,
             self.workload.ledger,
@@ -439,6 +463,19 @@ class Drill:
             contents=self.workload.contents,
             now=now,
         )
+        return await self._bounded(check, f"the ledger check of {name}")
+
+    async def _bounded(self, work: Awaitable[_T], what: str) -> _T:
+        """Await `work` for at most `STEP_LIMIT` seconds; past that, say what waits, and fail.
+
+        A drill that stops moving must fail with a reason, never hang: the stacks of every
+        task still waiting go to standard error for the diagnosis.
+        """
+        try:
+            return await asyncio.wait_for(work, STEP_LIMIT)
+        except TimeoutError:
+            dump_tasks(f"drill step stuck: {what}")
+            raise DrillStuck(f"{what} did not finish within {STEP_LIMIT:.0f} s") from None
 
     def _record_check(self, result: LedgerCheck, when: str) -> None:
         self.event(
@@ -458,6 +495,20 @@ class Drill:
                 "examples": result.examples,
             }
         )
+
+
+class DrillStuck(SessionflowError):  # noqa: N818 - reads as a fact
+    """A step of the drill did not finish in time (the stacks of waiting tasks were printed)."""
+
+
+def dump_tasks(title: str) -> None:
+    """Print the stack of every task of the running loop to standard error."""
+    stream = sys.__stderr__ or sys.stderr
+    print(f"=== {title}: {len(asyncio.all_tasks())} task(s) ===", file=stream, flush=True)
+    for task in asyncio.all_tasks():
+        print(f"--- {task.get_name()}: {task.get_coro()!r}", file=stream)
+        task.print_stack(limit=20, file=stream)
+    stream.flush()
 
 
 def workload_for(data: str) -> DrillWorkload:
