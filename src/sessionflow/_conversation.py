@@ -37,6 +37,11 @@ class Conversation(NamedTuple):
     deleted: bool = False
 
 
+def tombstone_of(entry: Conversation) -> Conversation:
+    """Return the tombstone that deletes `entry`: one version above it, its time, no metadata."""
+    return entry._replace(version=entry.version + 1, metadata={}, deleted=True)
+
+
 @dataclass(frozen=True)
 class ConversationPage:
     """A page of an owner's list, newest first; `cursor` fetches the next (None: the end)."""

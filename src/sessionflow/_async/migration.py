@@ -552,12 +552,10 @@ class AsyncMigration:
         session, or a conversation entry of a throwaway owner) is deleted at the end.
         """
         steps: list[ValidationStep] = []
-        probe, backend = probe_for(
-            AsyncMigratingBackend(
-                self.old, self.new, self.control, stage_ttl=0, compare_sample=0, heartbeat=False
-            ),
-            self.clock,
+        backend = AsyncMigratingBackend(
+            self.old, self.new, self.control, stage_ttl=0, compare_sample=0, heartbeat=False
         )
+        probe = probe_for(backend, self.clock)
         stage = await backend.stage()
         try:
             key = await probe.create()

@@ -105,10 +105,8 @@ class AsyncConversationProbe:
         await self._conversations.delete(self._owner, self._opponent)
 
 
-def probe_for(
-    backend: AsyncMigratingBackend, clock: Clock
-) -> tuple[AsyncValidationProbe, AsyncMigratingBackend]:
-    """Return the probe for the data type `backend` moves, and the backend it writes through."""
+def probe_for(backend: AsyncMigratingBackend, clock: Clock) -> AsyncValidationProbe:
+    """Return the probe that writes through `backend` for the data type it moves."""
     if isinstance(backend.old, AsyncConversationRecords):
-        return AsyncConversationProbe(AsyncMigratingConversations.over(backend)), backend
-    return AsyncSessionProbe(backend, clock), backend
+        return AsyncConversationProbe(AsyncMigratingConversations.over(backend))
+    return AsyncSessionProbe(backend, clock)

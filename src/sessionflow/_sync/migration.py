@@ -553,12 +553,10 @@ class Migration:
         session, or a conversation entry of a throwaway owner) is deleted at the end.
         """
         steps: list[ValidationStep] = []
-        probe, backend = probe_for(
-            MigratingBackend(
-                self.old, self.new, self.control, stage_ttl=0, compare_sample=0, heartbeat=False
-            ),
-            self.clock,
+        backend = MigratingBackend(
+            self.old, self.new, self.control, stage_ttl=0, compare_sample=0, heartbeat=False
         )
+        probe = probe_for(backend, self.clock)
         stage = backend.stage()
         try:
             key = probe.create()

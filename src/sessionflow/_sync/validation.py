@@ -106,10 +106,8 @@ class ConversationProbe:
         self._conversations.delete(self._owner, self._opponent)
 
 
-def probe_for(
-    backend: MigratingBackend, clock: Clock
-) -> tuple[ValidationProbe, MigratingBackend]:
-    """Return the probe for the data type `backend` moves, and the backend it writes through."""
+def probe_for(backend: MigratingBackend, clock: Clock) -> ValidationProbe:
+    """Return the probe that writes through `backend` for the data type it moves."""
     if isinstance(backend.old, ConversationRecords):
-        return ConversationProbe(MigratingConversations.over(backend)), backend
-    return SessionProbe(backend, clock), backend
+        return ConversationProbe(MigratingConversations.over(backend))
+    return SessionProbe(backend, clock)

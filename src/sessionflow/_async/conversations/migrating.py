@@ -31,6 +31,7 @@ from sessionflow._conversation import (
     check_id,
     check_timestamp,
     encode_metadata,
+    tombstone_of,
 )
 from sessionflow._conversation_records import entry_key, entry_to_record, record_to_entry
 from sessionflow._errors import ConfigError, SessionExists, SessionNotFound, VersionConflict
@@ -167,9 +168,7 @@ class AsyncMigratingConversations:
         def tombstone(current: Conversation | None) -> Conversation | None:
             if current is None or current.deleted:
                 return None  # nothing live to delete
-            return Conversation(
-                owner, opponent, current.timestamp, current.version + 1, {}, deleted=True
-            )
+            return tombstone_of(current)
 
         return await self._write(owner, opponent, tombstone) is not None
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 
 from sessionflow._async.conversations.base import AsyncMigratableConversations
-from sessionflow._conversation import Conversation
+from sessionflow._conversation import Conversation, tombstone_of
 from sessionflow._conversation_records import (
     MAX_RECORD_BYTES,
     entry_to_record,
@@ -106,9 +106,10 @@ class AsyncConversationRecords:
                 raise VersionConflict(
                     "the conversation entry changed", current_version=current.version
                 )
-            version = 0 if current is None else current.version
-            timestamp = 0.0 if current is None else current.created_at
-            tombstone = Conversation(owner, opponent, timestamp, version + 1, {}, deleted=True)
+            if current is None:  # a tombstone all the same, so a late copy cannot land
+                version, tombstone = 0, Conversation(owner, opponent, 0.0, 1, {}, deleted=True)
+            else:
+                version, tombstone = current.version, tombstone_of(record_to_entry(current))
             written = await self.conversations.put_entry(tombstone, replaces=version)
             if written is GuardedWrite.WRITTEN:
                 return current

@@ -21,6 +21,7 @@ from sessionflow._conversation import (
     decode_cursor,
     encode_cursor,
     encode_metadata,
+    tombstone_of,
 )
 from sessionflow._conversation_records import entry_verdict, owner_share_key
 from sessionflow._errors import CorruptRecord
@@ -87,9 +88,7 @@ class MemoryConversations:
         entry = entries.get(check_id("opponent", opponent))
         if entry is None or entry.deleted:
             return False
-        entries[opponent] = Conversation(
-            owner, opponent, entry.timestamp, entry.version + 1, {}, deleted=True
-        )
+        entries[opponent] = tombstone_of(entry)
         return True
 
     def delete_all(self, owner: str) -> int:
