@@ -7,8 +7,10 @@
    conditional puts in one TransactWriteItems each, version and tombstone guards,
    checkpoints) against the raw ceiling measured in the same run on the same records: scan
    Redis, HGETALL in pipelines, `batch_write_item` of 25 items with the same concurrency
-   into an empty table (no guards possible: BatchWriteItem takes no conditions). The
-   unbatched backfill (one conditional PutItem per record) runs once for comparison.
+   into an empty table (no guards possible: BatchWriteItem takes no conditions); and the
+   server's guarded ceiling, the same records in bare `transact_write_items` of 100 puts
+   with the version condition, as many in flight as the backfill. The unbatched backfill
+   (one conditional PutItem per record) runs once for comparison.
 2. Backfill memory: peak Python allocations (tracemalloc) of a backfill from Redis into
    Redis for each source size; flat means the job streams.
 3. Dual-write latency: one request at a time (get, then save of one changed attribute)
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import platform
 import resource
@@ -44,7 +47,7 @@ from sessionflow import (
     storage_key,
 )
 from sessionflow._async.migration import AsyncMigration
-from sessionflow._dynamodb_layout import record_to_item, table_definition
+from sessionflow._dynamodb_layout import GUARDED_LIVE_CONDITION, record_to_item, table_definition
 from sessionflow._open_backend import redis_client
 from sessionflow._redis_layout import expire_at_ms, parse_hash, record_fields
 from sessionflow.local_servers import DUMMY_AWS, DynamoDBLocal, RedisServer
@@ -71,22 +74,49 @@ async def seed(store: AsyncSessionStore, count: int) -> None:
         )
 
 
-async def raw_ceiling(redis: Redis, prefix: str, ddb: Any, table: str) -> tuple[int, float]:
-    """Scan Redis, read each page in one pipeline, batch_write_item 25 at a time."""
-    queue: asyncio.Queue[list[dict[str, Any]] | None] = asyncio.Queue(maxsize=CONCURRENCY * 2)
+async def raw_ceiling(
+    redis: Redis, prefix: str, ddb: Any, table: str, *, guarded: bool = False, in_flight: int
+) -> tuple[int, float]:
+    """Scan Redis, read each page in one pipeline, write with the bare client.
+
+    Unguarded: `batch_write_item` of 25 items (no conditions possible). Guarded: the
+    server's own ceiling for guarded writes, `transact_write_items` of 100 puts carrying
+    the backfill's version condition, with no sessionflow code on the way.
+    """
+    size = 100 if guarded else 25
+    queue: asyncio.Queue[list[dict[str, Any]] | None] = asyncio.Queue(maxsize=in_flight * 2)
     written = 0
+
+    async def write(batch: list[dict[str, Any]]) -> None:
+        if guarded:
+            await ddb.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": table,
+                            "Item": item,
+                            "ConditionExpression": GUARDED_LIVE_CONDITION,
+                            "ExpressionAttributeNames": {"#v": "version"},
+                            "ExpressionAttributeValues": {":incoming": item["version"]},
+                        }
+                    }
+                    for item in batch
+                ]
+            )
+            return
+        request = {table: [{"PutRequest": {"Item": item}} for item in batch]}
+        while request:
+            response = await ddb.batch_write_item(RequestItems=request)
+            request = response.get("UnprocessedItems") or {}
 
     async def writer() -> None:
         nonlocal written
         while (batch := await queue.get()) is not None:
-            request = {table: [{"PutRequest": {"Item": item}} for item in batch]}
-            while request:
-                response = await ddb.batch_write_item(RequestItems=request)
-                request = response.get("UnprocessedItems") or {}
+            await write(batch)
             written += len(batch)
 
     began = time.perf_counter()
-    writers = [asyncio.create_task(writer()) for _ in range(CONCURRENCY)]
+    writers = [asyncio.create_task(writer()) for _ in range(in_flight)]
     cursor = 0
     while True:
         cursor, names = await redis.scan(cursor, match=f"{prefix}:{{*", count=500)
@@ -98,8 +128,8 @@ async def raw_ceiling(redis: Redis, prefix: str, ddb: Any, table: str) -> tuple[
         for name, reply in zip(names, replies, strict=True):
             key = name.decode().split("{", 1)[1].rstrip("}")
             items.append(record_to_item(parse_hash(key, reply)))
-        for start in range(0, len(items), 25):
-            await queue.put(items[start : start + 25])
+        for start in range(0, len(items), size):
+            await queue.put(items[start : start + size])
         if cursor == 0:
             break
     for _ in writers:
@@ -138,39 +168,46 @@ async def backfill_throughput(
             "raw_requests_in_flight": CONCURRENCY,
         }
 
-        async def raw(table: str) -> float:
+        async def raw(table: str, *, guarded: bool = False) -> float:
             await ddb.create_table(**table_definition(table, streams=False))
-            count, seconds = await raw_ceiling(redis, "bench", ddb, table)
+            in_flight = args.batches_in_flight if guarded else CONCURRENCY
+            count, seconds = await raw_ceiling(
+                redis, "bench", ddb, table, guarded=guarded, in_flight=in_flight
+            )
             return count / seconds
 
-        async def guarded(table: str) -> float:
+        async def backfill(table: str) -> float:
             return await guarded_backfill(
                 old, ddb, table, batch_size=args.batch_size, concurrency=args.batches_in_flight
             )
 
-        # The JVM behind DynamoDB Local speeds up for a while: one unmeasured round first.
-        await raw("warmraw")
-        await guarded("warmguarded")
+        # The JVM behind DynamoDB Local speeds up for a while: unmeasured rounds first.
+        for warm in range(args.warmup_rounds):
+            await raw(f"warmraw{warm}")
+            await raw(f"warmtransact{warm}", guarded=True)
+            await backfill(f"warmbackfill{warm}")
         for round_ in range(args.rounds):
-            if round_ % 2:  # alternate which runs first
-                backfill_rate, raw_rate = (
-                    await guarded(f"guarded{round_}"),
-                    await raw(f"raw{round_}"),
-                )
-            else:
-                raw_rate, backfill_rate = (
-                    await raw(f"raw{round_}"),
-                    await guarded(f"guarded{round_}"),
-                )
-            results.setdefault("rounds", []).append(
-                {
-                    "raw_items_per_s": raw_rate,
-                    "backfill_items_per_s": backfill_rate,
-                    "ratio": backfill_rate / raw_rate,
-                }
+            # rotate which runs first, so the JVM's drift hits each alike
+            runs = [
+                ("raw_items_per_s", raw),
+                ("raw_guarded_items_per_s", functools.partial(raw, guarded=True)),
+                ("backfill_items_per_s", backfill),
+            ]
+            runs = runs[round_ % 3 :] + runs[: round_ % 3]
+            figures: dict[str, float] = {}
+            for name, run in runs:
+                figures[name] = await run(f"r{round_}{name.split('_items')[0]}")
+            figures["ratio"] = figures["backfill_items_per_s"] / figures["raw_items_per_s"]
+            figures["ratio_to_guarded_ceiling"] = (
+                figures["backfill_items_per_s"] / figures["raw_guarded_items_per_s"]
             )
+            figures["guarded_ceiling_ratio"] = (
+                figures["raw_guarded_items_per_s"] / figures["raw_items_per_s"]
+            )
+            results.setdefault("rounds", []).append(figures)
         rounds = results["rounds"]
-        results["ratio_median"] = sorted(r["ratio"] for r in rounds)[len(rounds) // 2]
+        for name in ("ratio", "ratio_to_guarded_ceiling", "guarded_ceiling_ratio"):
+            results[f"{name}_median"] = sorted(r[name] for r in rounds)[len(rounds) // 2]
         results["unbatched_items_per_s"] = await guarded_backfill(
             old, ddb, "unbatched", batch_size=1, concurrency=CONCURRENCY
         )
@@ -303,6 +340,7 @@ if __name__ == "__main__":
     )
     parser.add_argument("--sessions", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup-rounds", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--batches-in-flight", type=int, default=2)
     parser.add_argument("--requests", type=int, default=2000)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import re
 import shutil
@@ -82,12 +83,29 @@ def wrk_script(ids: list[str], directory: Path) -> Path:
     return script
 
 
-def start_server(kind: str, port: int, redis_url: str) -> subprocess.Popen[bytes]:
+def split_cores() -> tuple[set[int], set[int]] | None:
+    """Return (the server's cores, everything else's), or None with fewer than two cores.
+
+    The server gets one core of its own; Redis, wrk and the load generator share the rest.
+    On a shared box the tail is otherwise set by which process the scheduler runs, not by
+    the endpoint.
+    """
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return None
+    return {cores[0]}, set(cores[1:])
+
+
+def start_server(
+    kind: str, port: int, redis_url: str, cores: set[int] | None = None
+) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
         [sys.executable, str(HERE / "serve_for_bench.py"), kind, str(port), redis_url],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    if cores is not None:
+        os.sched_setaffinity(process.pid, cores)
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -235,9 +253,16 @@ def generate_in_process(
     return json.loads(output)
 
 
-def measure(kind: str, redis_url: str, ids: list[str], script: Path, seconds: int) -> ServerResult:
+def measure(
+    kind: str,
+    redis_url: str,
+    ids: list[str],
+    script: Path,
+    seconds: int,
+    server_cores: set[int] | None,
+) -> ServerResult:
     port = free_port()
-    process = start_server(kind, port, redis_url)
+    process = start_server(kind, port, redis_url, server_cores)
     try:
         run_wrk(port, script, 2)  # warm up
         wrk_rps, _, _ = run_wrk(port, script, seconds)
@@ -290,13 +315,24 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=2000)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="let every process run on any core (default: the server gets a core of its own)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench_service: needs wrk (apt-get install wrk)")
+    split = None if args.no_pin else split_cores()
+    if split is not None:
+        os.sched_setaffinity(0, split[1])  # Redis, wrk and the generator inherit it
     with RedisServer() as server, tempfile.TemporaryDirectory() as directory:
         ids = seed(server.port, args.sessions)
         script = wrk_script(ids, Path(directory))
-        results = [measure(kind, server.url, ids, script, args.seconds) for kind in SERVERS]
+        results = [
+            measure(kind, server.url, ids, script, args.seconds, split[0] if split else None)
+            for kind in SERVERS
+        ]
     print(render(results))
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=2))

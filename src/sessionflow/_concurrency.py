@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 _T = TypeVar("_T")
@@ -54,6 +55,67 @@ def sync_map_limited(function: Callable[[_T], _R], items: Sequence[_T], limit: i
         return [function(item) for item in items]
     with ThreadPoolExecutor(max_workers=min(limit, len(items))) as pool:
         return list(pool.map(function, items))
+
+
+async def async_in_order(
+    units: AsyncIterator[_T],
+    work: Callable[[_T], Awaitable[_R]],
+    finish: Callable[[_T, _R], Awaitable[None]],
+    limit: int,
+) -> None:
+    """Run `work` on up to `limit` units at once and `finish` each unit in their order.
+
+    The next unit is read while earlier ones are at work, so reading and working overlap
+    (a backfill scans its next page while the last page's batches are written). `finish`
+    sees a unit only after every unit before it finished, which is what makes a
+    checkpoint written there safe to resume from. A failure stops everything: the units
+    still at work are cancelled and the error is raised.
+    """
+    at_work: deque[tuple[_T, asyncio.Task[_R]]] = deque()
+
+    async def run(unit: _T) -> _R:
+        return await work(unit)
+
+    try:
+        async for unit in units:
+            at_work.append((unit, asyncio.get_running_loop().create_task(run(unit))))
+            while at_work and (len(at_work) >= limit or at_work[0][1].done()):
+                done, task = at_work.popleft()
+                await finish(done, await task)
+        while at_work:
+            done, task = at_work.popleft()
+            await finish(done, await task)
+    finally:
+        for _, task in at_work:
+            task.cancel()
+        await asyncio.gather(*(task for _, task in at_work), return_exceptions=True)
+
+
+def sync_in_order(
+    units: Iterator[_T],
+    work: Callable[[_T], _R],
+    finish: Callable[[_T, _R], None],
+    limit: int,
+) -> None:
+    """`async_in_order` on up to `limit` threads: `work` in the pool, `finish` in the caller."""
+    if limit <= 1:
+        for unit in units:
+            finish(unit, work(unit))
+        return
+    at_work: deque[tuple[_T, Future[_R]]] = deque()
+    with ThreadPoolExecutor(max_workers=limit) as pool:
+        try:
+            for unit in units:
+                at_work.append((unit, pool.submit(work, unit)))
+                while at_work and (len(at_work) >= limit or at_work[0][1].done()):
+                    done, future = at_work.popleft()
+                    finish(done, future.result())
+            while at_work:
+                done, future = at_work.popleft()
+                finish(done, future.result())
+        finally:
+            for _, future in at_work:
+                future.cancel()
 
 
 class AsyncBackgroundWork:

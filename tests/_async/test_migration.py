@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -187,6 +188,47 @@ async def test_backfill_copies_guarded_and_resumes_after_a_kill(
     assert copied == original  # absolute expiry and every field carried as they are
     again = await fleet.migration.backfill(page_size=50)
     assert again.scanned == result.scanned  # finished: nothing is copied twice
+
+
+class _FailingBatch:
+    """Wraps a backend: every batch holding the `failing` key fails, the others land."""
+
+    def __init__(self, inner: Any, failing: str) -> None:
+        self.inner = inner
+        self.failing = failing
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def put_guarded_many(self, records: list[SessionRecord]) -> list[Any]:
+        if any(record.key == self.failing for record in records):
+            raise BackendError("injected failure")
+        return await self.inner.put_guarded_many(records)
+
+
+async def test_a_backfill_that_fails_mid_run_checkpoints_only_whole_pages_before_it(
+    fleet: AsyncFleet,
+) -> None:
+    await fleet.set_stage(Stage.DUALWRITE)
+    keys = sorted(_key(i) for i in range(200))  # the memory store scans in key order
+    for key in keys:
+        await copy_record(fleet.old, _record(key, 1))
+    # Pages of 20 in batches of 10, 4 batches in flight across pages: the batch holding
+    # record 110 (page 6) fails while later pages may already be written.
+    fleet.migration.new = _FailingBatch(fleet.new, keys[110])  # type: ignore[assignment]
+    with pytest.raises(BackendError, match="injected"):
+        await fleet.migration.backfill(page_size=20, batch_size=10, concurrency=4)
+    (progress,) = (await fleet.migration.status()).backfill
+    assert progress.scanned == 100  # five whole pages, nothing of the failed one or after
+    assert not progress.done
+    assert await fleet.new.get(keys[110]) is None
+
+    fleet.migration.new = fleet.new
+    result = await fleet.migration.backfill(page_size=20, batch_size=10, concurrency=4)
+    assert result.done
+    assert result.scanned == 200
+    for key in keys:
+        assert await fleet.new.get(key) is not None
 
 
 async def test_backfill_with_workers_splits_the_work(fleet: AsyncFleet) -> None:

@@ -25,6 +25,8 @@ from sessionflow import (
     new_session_id,
     storage_key,
 )
+from sessionflow._dynamodb_client import dynamodb_errors
+from sessionflow._redis_layout import user_index_key
 from sessionflow._scan import GuardedWrite
 from sessionflow.local_servers import free_port
 from tests.clients import sync_dynamodb_client_at
@@ -177,6 +179,17 @@ def test_missing_dynamodb_table_is_a_backend_error(sync_dynamodb_client) -> None
         store.get(new_session_id())
 
 
+def test_requests_are_checked_by_dynamodb_not_by_botocore(sync_dynamodb_client) -> None:
+    # dynamodb_client_config turns botocore's client-side check off (sessionflow builds its
+    # requests itself); a malformed request still fails clearly, refused by the server
+    with (
+        pytest.raises(BackendError, match="DynamoDB refused the request") as refused,
+        dynamodb_errors(),
+    ):
+        sync_dynamodb_client.get_item(TableName=TABLE)  # no Key
+    assert "Parameter validation failed" not in str(refused.value)
+
+
 def test_ensure_table_is_idempotent_and_configures_the_table(sync_dynamodb_client) -> None:
     backend = DynamoDBBackend(sync_dynamodb_client, table_name=f"t{uuid.uuid4().hex[:8]}")
     backend.ensure_table()
@@ -288,6 +301,31 @@ def test_guarded_batch_refuses_bad_records_in_place_and_writes_the_rest(
     assert isinstance(results[2], CorruptRecord)
     assert (store.get(good.id)) is not None
     assert backend.get(huge.key) is None
+
+
+def test_redis_guarded_batch_gives_a_refused_record_its_error_and_writes_the_rest(
+    sync_redis, prefix: str, clock: ManualClock
+) -> None:
+    backend = RedisBackend(sync_redis, prefix=prefix)
+    source = SessionStore(MemoryBackend(clock), clock=clock)
+    good = source.create({"a": 1}, user_id="ann")
+    in_the_way = source.create({"b": 2})
+    bad_index = source.create({"c": 3}, user_id="bob")
+    last = source.create({"d": 4})
+    sync_redis.set(backend.redis_key(in_the_way.key), b"not a session")
+    sync_redis.set(user_index_key(prefix, "bob"), b"not an index")
+    records = [source.backend.get(s.key) for s in (good, in_the_way, bad_index, last)]
+
+    results = backend.put_guarded_many(records)  # one pipeline
+
+    assert results[0] is GuardedWrite.WRITTEN
+    assert isinstance(results[1], CorruptRecord)
+    assert isinstance(results[2], CorruptRecord)
+    assert results[3] is GuardedWrite.WRITTEN
+    assert sync_redis.get(backend.redis_key(in_the_way.key)) == b"not a session"
+    store = SessionStore(backend, clock=clock)
+    assert [s.handle for s in store.list_user("ann")] == [good.key]
+    assert (store.get(last.id)) is not None
 
 
 class _CancellingClient:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -188,6 +189,47 @@ def test_backfill_copies_guarded_and_resumes_after_a_kill(
     assert copied == original  # absolute expiry and every field carried as they are
     again = fleet.migration.backfill(page_size=50)
     assert again.scanned == result.scanned  # finished: nothing is copied twice
+
+
+class _FailingBatch:
+    """Wraps a backend: every batch holding the `failing` key fails, the others land."""
+
+    def __init__(self, inner: Any, failing: str) -> None:
+        self.inner = inner
+        self.failing = failing
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def put_guarded_many(self, records: list[SessionRecord]) -> list[Any]:
+        if any(record.key == self.failing for record in records):
+            raise BackendError("injected failure")
+        return self.inner.put_guarded_many(records)
+
+
+def test_a_backfill_that_fails_mid_run_checkpoints_only_whole_pages_before_it(
+    fleet: Fleet,
+) -> None:
+    fleet.set_stage(Stage.DUALWRITE)
+    keys = sorted(_key(i) for i in range(200))  # the memory store scans in key order
+    for key in keys:
+        copy_record(fleet.old, _record(key, 1))
+    # Pages of 20 in batches of 10, 4 batches in flight across pages: the batch holding
+    # record 110 (page 6) fails while later pages may already be written.
+    fleet.migration.new = _FailingBatch(fleet.new, keys[110])  # type: ignore[assignment]
+    with pytest.raises(BackendError, match="injected"):
+        fleet.migration.backfill(page_size=20, batch_size=10, concurrency=4)
+    (progress,) = (fleet.migration.status()).backfill
+    assert progress.scanned == 100  # five whole pages, nothing of the failed one or after
+    assert not progress.done
+    assert fleet.new.get(keys[110]) is None
+
+    fleet.migration.new = fleet.new
+    result = fleet.migration.backfill(page_size=20, batch_size=10, concurrency=4)
+    assert result.done
+    assert result.scanned == 200
+    for key in keys:
+        assert fleet.new.get(key) is not None
 
 
 def test_backfill_with_workers_splits_the_work(fleet: Fleet) -> None:

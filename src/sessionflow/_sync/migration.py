@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Self, TypeVar
 
@@ -29,7 +29,7 @@ from sessionflow._sync.reconcile import (
 from sessionflow._sync.validation import probe_for
 from sessionflow._clock import Clock, SystemClock
 from sessionflow._codec import Codec, encoded_size
-from sessionflow._concurrency import sync_map_limited, sync_sleep
+from sessionflow._concurrency import sync_in_order, sync_map_limited, sync_sleep
 from sessionflow._control import StageRecord
 from sessionflow._errors import (
     BackendError,
@@ -52,7 +52,7 @@ from sessionflow._migration_reports import (
 )
 from sessionflow._migration_stats import MigrationStats
 from sessionflow._record import SessionRecord
-from sessionflow._scan import GuardedResult, GuardedWrite
+from sessionflow._scan import GuardedResult, GuardedWrite, ScanPage
 from sessionflow._stages import FleetState, Stage, refusal
 
 logger = logging.getLogger("sessionflow.migration")
@@ -61,6 +61,16 @@ _T = TypeVar("_T")
 BACKFILL_META = "backfill/meta"
 LAST_VERIFICATION = "verify/last"
 _COPY_ATTEMPTS = 4
+
+
+@dataclass(frozen=True, slots=True)
+class _PageBatch:
+    """One batch of a scanned page's copies; `outcomes` is shared by the page's batches."""
+
+    page: ScanPage
+    outcomes: list[str]
+    batch: list[tuple[int, SessionRecord]]
+    last: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +273,9 @@ class Migration:
         killed run started again with the same worker split resumes where it stopped.
         `max_rate` caps records per second and `max_capacity` the capacity units per
         second the new store reports (DynamoDB). Records go to the new store in batches of
-        `batch_size` (one DynamoDB transaction each), `concurrency` batches at a time.
+        `batch_size` (one DynamoDB transaction each), `concurrency` batches at a time; the
+        next page is scanned while the batches are written, and a page is checkpointed once
+        it and every page before it are copied.
         Refused before ``dualwrite`` (sessions changed meanwhile would not be copied),
         unless forced.
         """
@@ -275,36 +287,23 @@ class Migration:
                 f"backfill runs in dualwrite or shadow (so every change is copied too); "
                 f"the fleet is at {stage}"
             )
-        meta = self.control.read_document(BACKFILL_META)
-        if restart or meta is None or int(meta["workers"]) != workers:
-            if meta is not None and not restart and int(meta["workers"]) != workers:
-                raise MigrationRefused(
-                    f"a backfill split over {meta['workers']} worker(s) exists; use the same "
-                    f"split or --restart"
-                )
-            self.control.delete_documents("backfill/")
-            self.control.write_document(
-                BACKFILL_META, {"workers": workers, "started_at": self.clock.now()}
-            )
-        saved = self.control.read_document(checkpoint_name(worker, workers))
-        state = (
-            BackfillProgress.from_dict(saved)
-            if saved
-            else BackfillProgress(worker=worker, workers=workers, started_at=self.clock.now())
-        )
+        state = self._backfill_start(worker, workers, restart=restart)
+        if state.done:
+            return state
         throttle = Throttle(max_rate, max_capacity)
         units_before = _consumed_units(self.new)
         scanned_before = state.scanned
-        while not state.done:
-            began = time.monotonic()
-            page = self.old.scan(
-                state.cursor, count=page_size, worker=worker, workers=workers
-            )
-            outcomes = self._backfill_page(page.records, batch_size, concurrency)
-            for record, outcome in zip(page.records, outcomes, strict=True):
+        last_commit = time.monotonic()
+
+        def commit(unit: _PageBatch, _: None) -> None:
+            nonlocal last_commit
+            if not unit.last:
+                return
+            for record, outcome in zip(unit.page.records, unit.outcomes, strict=True):
                 self._tally(state, record, outcome, quarantined)
-            state.cursor, state.done = page.cursor, page.cursor is None
-            state.seconds += time.monotonic() - began
+            state.cursor, state.done = unit.page.cursor, unit.page.cursor is None
+            now = time.monotonic()
+            state.seconds, last_commit = state.seconds + now - last_commit, now
             state.updated_at = self.clock.now()
             self.control.write_document(state.name, state.to_dict())
             self.stats.backfill_scanned = state.scanned
@@ -317,6 +316,13 @@ class Migration:
             )
             if wait and not state.done:
                 sync_sleep(wait)
+
+        sync_in_order(
+            self._page_batches(state.cursor, page_size, batch_size, worker, workers),
+            self._copy_batch,
+            commit,
+            concurrency,
+        )
         return state
 
     def _tally(
@@ -342,31 +348,59 @@ class Migration:
             if quarantined is not None:
                 quarantined(entry)
 
-    def _backfill_page(
-        self, records: Sequence[SessionRecord | CorruptRecord], batch_size: int, concurrency: int
-    ) -> list[str]:
-        """Copy a scanned page; per record "written", "newer_kept", "expired" or a reason."""
-        outcomes = [self._screen(record) for record in records]
-        chosen = [
-            (index, record)
-            for index, record in enumerate(records)
-            if isinstance(record, SessionRecord) and not outcomes[index]
-        ]
-        batches = [chosen[at : at + batch_size] for at in range(0, len(chosen), batch_size)]
+    def _backfill_start(
+        self, worker: int, workers: int, *, restart: bool
+    ) -> BackfillProgress:
+        """Return this worker's checkpoint, or a fresh start (a new split, or `restart`)."""
+        meta = self.control.read_document(BACKFILL_META)
+        if restart or meta is None or int(meta["workers"]) != workers:
+            if meta is not None and not restart and int(meta["workers"]) != workers:
+                raise MigrationRefused(
+                    f"a backfill split over {meta['workers']} worker(s) exists; use the same "
+                    f"split or --restart"
+                )
+            self.control.delete_documents("backfill/")
+            self.control.write_document(
+                BACKFILL_META, {"workers": workers, "started_at": self.clock.now()}
+            )
+        saved = self.control.read_document(checkpoint_name(worker, workers))
+        if saved:
+            return BackfillProgress.from_dict(saved)
+        return BackfillProgress(worker=worker, workers=workers, started_at=self.clock.now())
 
-        def copy_batch(batch: list[tuple[int, SessionRecord]]) -> list[GuardedResult]:
-            copies = [record for _, record in batch]
-            return self._with_retries(lambda: copy_records(self.new, copies))
+    def _page_batches(
+        self, cursor: str | None, page_size: int, batch_size: int, worker: int, workers: int
+    ) -> Iterator[_PageBatch]:
+        """Scan the old store from `cursor`; yield each page's copies in batches.
 
-        for batch, results in zip(
-            batches, sync_map_limited(copy_batch, batches, concurrency), strict=True
-        ):
-            for (index, record), result in zip(batch, results, strict=True):
-                if isinstance(result, BackendError):  # the store refused this record alone
-                    outcomes[index] = self._copy_alone(record)
-                else:
-                    outcomes[index] = _copy_outcome(result)
-        return outcomes
+        A page with nothing to copy still yields one empty batch, so it is checkpointed.
+        """
+        while True:
+            page = self.old.scan(cursor, count=page_size, worker=worker, workers=workers)
+            outcomes = [self._screen(record) for record in page.records]
+            chosen = [
+                (index, record)
+                for index, record in enumerate(page.records)
+                if isinstance(record, SessionRecord) and not outcomes[index]
+            ]
+            batches = [chosen[at : at + batch_size] for at in range(0, len(chosen), batch_size)]
+            for number, batch in enumerate(batches or [[]]):
+                yield _PageBatch(page, outcomes, batch, last=number == max(len(batches) - 1, 0))
+            if page.cursor is None:
+                return
+            cursor = page.cursor
+
+    def _copy_batch(self, unit: _PageBatch) -> None:
+        """Copy one batch; set each record's outcome ("written", "newer_kept" or a reason)."""
+        if not unit.batch:
+            return
+        copies = [record for _, record in unit.batch]
+        results = self._with_retries(lambda: copy_records(self.new, copies))
+        for (index, record), result in zip(unit.batch, results, strict=True):
+            if isinstance(result, BackendError):  # the store refused this record alone
+                unit.outcomes[index] = self._copy_alone(record)
+            else:
+                unit.outcomes[index] = _copy_outcome(result)
 
     def _screen(self, record: SessionRecord | CorruptRecord) -> str:
         """Return why a scanned record is not copied ("expired" or a quarantine reason), or ""."""

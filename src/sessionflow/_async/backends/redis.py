@@ -11,7 +11,6 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.exceptions import RedisError, ResponseError
 
 from sessionflow import _redis_layout as layout
-from sessionflow._async.backends.base import put_guarded_each
 from sessionflow._async.redis_nodes import cluster_primaries
 from sessionflow._coalescing import AsyncReadCoalescer
 from sessionflow._errors import (
@@ -122,14 +121,19 @@ class AsyncRedisBackend:
             raise SessionExists("a record with this key exists")
 
     async def _index(self, record: SessionRecord) -> None:
+        async with self._client.pipeline(transaction=False) as pipe:
+            self._queue_index(pipe, record)
+            await pipe.execute()
+
+    def _queue_index(self, pipe: Any, record: SessionRecord) -> int:  # noqa: ANN401 - a pipeline
+        """Queue the user index update of `record` on `pipe`; return the commands queued."""
         assert record.user_id is not None  # noqa: S101 - callers check
         index = layout.user_index_key(self._prefix, record.user_id)
-        async with self._client.pipeline(transaction=False) as pipe:
-            pipe.zadd(index, {record.key: record.created_at})
-            # The index lives as long as its longest-lived session, and no longer.
-            pipe.pexpireat(index, layout.expire_at_ms(record.absolute_expires_at), gt=True)
-            pipe.pexpireat(index, layout.expire_at_ms(record.absolute_expires_at), nx=True)
-            await pipe.execute()
+        pipe.zadd(index, {record.key: record.created_at})
+        # The index lives as long as its longest-lived session, and no longer.
+        pipe.pexpireat(index, layout.expire_at_ms(record.absolute_expires_at), gt=True)
+        pipe.pexpireat(index, layout.expire_at_ms(record.absolute_expires_at), nx=True)
+        return 3
 
     async def get(self, key: str) -> SessionRecord | None:
         """See `AsyncBackend.get`."""
@@ -340,24 +344,61 @@ class AsyncRedisBackend:
             return [int(await self._client.memory_usage(self.redis_key(key)) or 0) for key in keys]
 
     async def put_guarded_many(self, records: Sequence[SessionRecord]) -> list[GuardedResult]:
-        """See `AsyncBackend.put_guarded_many`: one compare-and-set per record, 8 at a time."""
-        return await put_guarded_each(self, records, limit=8)
+        """See `AsyncBackend.put_guarded_many`: every record's compare-and-set in one pipeline.
+
+        One round trip for the batch (one per node on a Cluster); a key's commands run in
+        their order. A record whose command Redis refused gets its error in its place.
+        """
+        if not records:
+            return []
+        counts: list[int] = []
+        with _redis_errors("a guarded batch"):
+            async with self._client.pipeline(transaction=False) as pipe:
+                for record in records:
+                    queued = 0
+                    if record.user_id is not None and not record.tombstone:
+                        queued = self._queue_index(pipe, record)
+                    keys, args = self._put_guarded_call(record)
+                    pipe.execute_command("EVAL", layout.PUT_GUARDED_SCRIPT, 1, *keys, *args)
+                    counts.append(queued + 1)
+                replies: list[Any] = await pipe.execute(raise_on_error=False)
+        results: list[GuardedResult] = []
+        position = 0
+        for record, count in zip(records, counts, strict=True):
+            mine = replies[position : position + count]
+            position += count
+            failed = next((reply for reply in mine if isinstance(reply, Exception)), None)
+            if failed is not None:
+                results.append(_translated(failed, record.key))
+            else:
+                try:
+                    results.append(_guarded_verdict(record, mine[-1]))
+                except CorruptRecord as exc:
+                    results.append(exc)
+        return results
+
+    def _put_guarded_call(self, record: SessionRecord) -> tuple[list[str], list[Any]]:
+        """Return the keys and arguments of the guarded-copy script for `record`."""
+        return [self.redis_key(record.key)], [
+            record.version,
+            "1" if record.tombstone else "0",
+            layout.expire_at_ms(record.expires_at),
+            *layout.record_fields(record),
+        ]
 
     async def put_guarded(self, record: SessionRecord) -> GuardedWrite:
         """See `AsyncBackend.put_guarded`: a Lua compare-and-set on the version."""
         with _redis_errors(record.key):
             if record.user_id is not None and not record.tombstone:
                 await self._index(record)
-            reply = await self._put_guarded(
-                keys=[self.redis_key(record.key)],
-                args=[
-                    record.version,
-                    "1" if record.tombstone else "0",
-                    layout.expire_at_ms(record.expires_at),
-                    *layout.record_fields(record),
-                ],
-            )
-        code = int(reply)
-        if code == -2:  # noqa: PLR2004
-            raise CorruptRecord(key_hint(record.key), "the Redis key is not a session; left as is")
-        return (GuardedWrite.WRITTEN, GuardedWrite.NEWER_KEPT, GuardedWrite.TOMBSTONE_KEPT)[code]
+            keys, args = self._put_guarded_call(record)
+            reply = await self._put_guarded(keys=keys, args=args)
+        return _guarded_verdict(record, reply)
+
+
+def _guarded_verdict(record: SessionRecord, reply: Any) -> GuardedWrite:  # noqa: ANN401
+    """Read the guarded-copy script's reply; raise `CorruptRecord` for a key not a session."""
+    code = int(reply)
+    if code == -2:  # noqa: PLR2004
+        raise CorruptRecord(key_hint(record.key), "the Redis key is not a session; left as is")
+    return (GuardedWrite.WRITTEN, GuardedWrite.NEWER_KEPT, GuardedWrite.TOMBSTONE_KEPT)[code]
