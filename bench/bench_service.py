@@ -1,6 +1,7 @@
 """The session service under load, against a plain-GET baseline endpoint in the same run.
 
-    python bench/bench_service.py [--sessions 2000] [--seconds 10] [--json out.json]
+    python bench/bench_service.py [--sessions 2000] [--seconds 10] [--sweep 200,400,600,800]
+                                  [--no-pin] [--json out.json]
 
 Needs `wrk` (Debian package) for the maximum-throughput runs. For each server (the service
 with auto-pipelining, the service without it, and a baseline FastAPI endpoint doing one
@@ -9,9 +10,12 @@ redis GET) it measures:
 1. maximum throughput: wrk, 1 thread, 64 connections, validating random hot sessions;
 2. latency at 70% of that maximum: an open-model load generator in another process sends
    requests on a fixed schedule and measures each from its scheduled time, so a slow server
-   cannot hide latency by slowing the sender (no coordinated omission).
+   cannot hide latency by slowing the sender (no coordinated omission);
+3. a sweep: the service's and the baseline's latency at fixed open-model rates.
 
-Servers run one at a time on the same Redis, each in its own process.
+Servers run one at a time on the same Redis, each in its own process. The server under test
+gets a core of its own (`sched_setaffinity`); Redis, wrk and the generator share the others
+(`--no-pin` lets every process run anywhere).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import IO
 
 import httpx
 import redis
@@ -40,6 +45,7 @@ from sessionflow.local_servers import RedisServer, free_port
 HERE = Path(__file__).resolve().parent
 PATH = "/v1/sessions/validate"
 SERVERS = ("service", "service-unpipelined", "baseline")
+REQUEST_TIMEOUT = 10.0
 
 
 @dataclass
@@ -97,12 +103,17 @@ def split_cores() -> tuple[set[int], set[int]] | None:
 
 
 def start_server(
-    kind: str, port: int, redis_url: str, cores: set[int] | None = None
+    kind: str, port: int, redis_url: str, log: IO[bytes], cores: set[int] | None = None
 ) -> subprocess.Popen[bytes]:
+    """Start one server with its stderr in `log`.
+
+    A file, not a pipe: a server logging errors under load would fill an unread pipe and
+    block on its next write, and the run with it.
+    """
     process = subprocess.Popen(
         [sys.executable, str(HERE / "serve_for_bench.py"), kind, str(port), redis_url],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
     if cores is not None:
         os.sched_setaffinity(process.pid, cores)
@@ -112,8 +123,8 @@ def start_server(
             httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
         except httpx.TransportError as exc:
             if process.poll() is not None or time.monotonic() > deadline:
-                stderr = process.stderr.read().decode() if process.stderr else ""
-                raise RuntimeError(f"{kind} did not start: {stderr}") from exc
+                log.seek(0)
+                raise RuntimeError(f"{kind} did not start: {log.read().decode()}") from exc
             time.sleep(0.1)
         else:
             return process
@@ -152,11 +163,15 @@ def _requests(ids: list[str]) -> list[bytes]:
 async def _exchange(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
 ) -> bool:
-    """Send one request on a kept-alive connection; return True for a 200."""
-    writer.write(request)
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = re.search(rb"(?i)content-length:\s*(\d+)", head)
-    await reader.readexactly(int(length.group(1)) if length else 0)
+    """Send one request on a kept-alive connection; return True for a 200.
+
+    Raises TimeoutError after REQUEST_TIMEOUT seconds: a lost answer is an error, not a hang.
+    """
+    async with asyncio.timeout(REQUEST_TIMEOUT):
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = re.search(rb"(?i)content-length:\s*(\d+)", head)
+        await reader.readexactly(int(length.group(1)) if length else 0)
     return head.startswith(b"HTTP/1.1 200")
 
 
@@ -188,8 +203,9 @@ async def closed_loop(
             sent = loop.time()
             try:
                 ok = await _exchange(reader, writer, random.choice(requests))
-            except (OSError, asyncio.IncompleteReadError):
+            except (OSError, asyncio.IncompleteReadError, TimeoutError):
                 errors += 1
+                writer.close()
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
                 continue
             errors += not ok
@@ -216,8 +232,10 @@ async def open_loop(port: int, ids: list[str], rate: float, seconds: float) -> d
         reader, writer = await connections.get()
         try:
             errors += not await _exchange(reader, writer, request)
-        except (OSError, asyncio.IncompleteReadError):
+        except (OSError, asyncio.IncompleteReadError, TimeoutError):
             errors += 1
+            writer.close()  # its answer may still come: the next request needs a fresh one
+            connections.put_nowait(await asyncio.open_connection("127.0.0.1", port))
             return
         latencies.append(loop.time() - scheduled)
         connections.put_nowait((reader, writer))
@@ -262,7 +280,19 @@ def measure(
     server_cores: set[int] | None,
 ) -> ServerResult:
     port = free_port()
-    process = start_server(kind, port, redis_url, server_cores)
+    with tempfile.TemporaryFile() as log:
+        return _measure_on(kind, port, start_server(kind, port, redis_url, log, server_cores),
+                           ids, script, seconds)  # fmt: skip
+
+
+def _measure_on(
+    kind: str,
+    port: int,
+    process: subprocess.Popen[bytes],
+    ids: list[str],
+    script: Path,
+    seconds: int,
+) -> ServerResult:
     try:
         run_wrk(port, script, 2)  # warm up
         wrk_rps, _, _ = run_wrk(port, script, seconds)
@@ -278,6 +308,37 @@ def measure(
         kind, wrk_rps, peak["achieved"], peak["p50"], peak["p99"], target, paced["achieved"],
         paced["p50"], paced["p99"], paced["max"], int(paced["errors"]),
     )  # fmt: skip
+
+
+def sweep(
+    kind: str, redis_url: str, ids: list[str], rates: list[int], seconds: int,
+    server_cores: set[int] | None,
+) -> list[dict[str, float]]:  # fmt: skip
+    """Latency of one server at fixed open-model rates (after a short warm-up)."""
+    port = free_port()
+    with tempfile.TemporaryFile() as log:
+        process = start_server(kind, port, redis_url, log, server_cores)
+        try:
+            generate_in_process(port, ids, "open", min(rates), 2)
+            return [
+                {"rate": rate, **generate_in_process(port, ids, "open", rate, seconds)}
+                for rate in rates
+            ]
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+def render_sweep(figures: dict[str, list[dict[str, float]]]) -> str:
+    kinds = list(figures)
+    lines = [
+        "| rate (req/s) | " + " | ".join(f"{k} p50 / p99 (ms)" for k in kinds) + " |",
+        "|---:|" + "---:|" * len(kinds),
+    ]
+    for row in zip(*(figures[k] for k in kinds), strict=True):
+        cells = " | ".join(f"{r['p50']:.2f} / {r['p99']:.2f}" for r in row)
+        lines.append(f"| {int(row[0]['rate'])} | {cells} |")
+    return "\n".join(lines)
 
 
 def render(results: list[ServerResult]) -> str:
@@ -316,6 +377,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument(
+        "--sweep",
+        default="200,400,600,800",
+        help="open-model rates (req/s) to measure service and baseline at; empty: none",
+    )
+    parser.add_argument(
         "--no-pin",
         action="store_true",
         help="let every process run on any core (default: the server gets a core of its own)",
@@ -329,13 +395,21 @@ def main() -> None:
     with RedisServer() as server, tempfile.TemporaryDirectory() as directory:
         ids = seed(server.port, args.sessions)
         script = wrk_script(ids, Path(directory))
-        results = [
-            measure(kind, server.url, ids, script, args.seconds, split[0] if split else None)
-            for kind in SERVERS
-        ]
+        cores = split[0] if split else None
+        results = [measure(kind, server.url, ids, script, args.seconds, cores) for kind in SERVERS]
+        rates = [int(rate) for rate in args.sweep.split(",") if rate]
+        swept = {
+            kind: sweep(kind, server.url, ids, rates, args.seconds, cores)
+            for kind in ("service", "baseline")
+            if rates
+        }
     print(render(results))
+    if swept:
+        print()
+        print(render_sweep(swept))
     if args.json:
-        Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=2))
+        report = {"servers": [asdict(r) for r in results], "sweep": swept}
+        Path(args.json).write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import sys
 
-import redis.asyncio
 import uvicorn
 from fastapi import FastAPI
 from pydantic import BaseModel
 
+from sessionflow._open_backend import redis_client
 from sessionflow._service_config import ServiceConfig
 from sessionflow.service import build_app
 
@@ -26,7 +26,9 @@ class IdBody(BaseModel):
 
 def baseline_app(redis_url: str) -> FastAPI:
     app = FastAPI()
-    client = redis.asyncio.Redis.from_url(redis_url)
+    # the service's own client: a pool that queues a burst instead of raising "Too many
+    # connections" (redis-py's default pool refuses past its limit and fails the request)
+    client = redis_client(redis_url)
 
     @app.post("/v1/sessions/validate")
     async def validate(body: IdBody) -> dict[str, bool]:
