@@ -32,6 +32,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
@@ -102,21 +104,32 @@ def split_cores() -> tuple[set[int], set[int]] | None:
     return {cores[0]}, set(cores[1:])
 
 
-def start_server(
-    kind: str, port: int, redis_url: str, log: IO[bytes], cores: set[int] | None = None
-) -> subprocess.Popen[bytes]:
-    """Start one server with its stderr in `log`.
+@contextmanager
+def serving(kind: str, redis_url: str, cores: set[int] | None = None) -> Iterator[int]:
+    """Run one server (on `cores` if given) until the block ends; yield its port.
 
-    A file, not a pipe: a server logging errors under load would fill an unread pipe and
-    block on its next write, and the run with it.
+    Its stderr goes to a file, not a pipe: a server logging errors under load would fill an
+    unread pipe and block on its next write, and the run with it. The server is stopped by
+    its PID on the way out, also when it failed to start.
     """
-    process = subprocess.Popen(
-        [sys.executable, str(HERE / "serve_for_bench.py"), kind, str(port), redis_url],
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
-    if cores is not None:
-        os.sched_setaffinity(process.pid, cores)
+    port = free_port()
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            [sys.executable, str(HERE / "serve_for_bench.py"), kind, str(port), redis_url],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        try:
+            if cores is not None:
+                os.sched_setaffinity(process.pid, cores)
+            _wait_until_up(kind, port, process, log)
+            yield port
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+def _wait_until_up(kind: str, port: int, process: subprocess.Popen[bytes], log: IO[bytes]) -> None:
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -127,7 +140,7 @@ def start_server(
                 raise RuntimeError(f"{kind} did not start: {log.read().decode()}") from exc
             time.sleep(0.1)
         else:
-            return process
+            return
 
 
 def run_wrk(port: int, script: Path, seconds: int) -> tuple[float, float, float]:
@@ -279,21 +292,7 @@ def measure(
     seconds: int,
     server_cores: set[int] | None,
 ) -> ServerResult:
-    port = free_port()
-    with tempfile.TemporaryFile() as log:
-        return _measure_on(kind, port, start_server(kind, port, redis_url, log, server_cores),
-                           ids, script, seconds)  # fmt: skip
-
-
-def _measure_on(
-    kind: str,
-    port: int,
-    process: subprocess.Popen[bytes],
-    ids: list[str],
-    script: Path,
-    seconds: int,
-) -> ServerResult:
-    try:
+    with serving(kind, redis_url, server_cores) as port:
         run_wrk(port, script, 2)  # warm up
         wrk_rps, _, _ = run_wrk(port, script, seconds)
         # The maximum that counts is the one this generator reaches: it shares the machine's
@@ -301,9 +300,6 @@ def _measure_on(
         peak = generate_in_process(port, ids, "closed", 32, seconds)
         target = 0.7 * peak["achieved"]
         paced = generate_in_process(port, ids, "open", target, seconds)
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
     return ServerResult(
         kind, wrk_rps, peak["achieved"], peak["p50"], peak["p99"], target, paced["achieved"],
         paced["p50"], paced["p99"], paced["max"], int(paced["errors"]),
@@ -315,18 +311,12 @@ def sweep(
     server_cores: set[int] | None,
 ) -> list[dict[str, float]]:  # fmt: skip
     """Latency of one server at fixed open-model rates (after a short warm-up)."""
-    port = free_port()
-    with tempfile.TemporaryFile() as log:
-        process = start_server(kind, port, redis_url, log, server_cores)
-        try:
-            generate_in_process(port, ids, "open", min(rates), 2)
-            return [
-                {"rate": rate, **generate_in_process(port, ids, "open", rate, seconds)}
-                for rate in rates
-            ]
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
+    with serving(kind, redis_url, server_cores) as port:
+        generate_in_process(port, ids, "open", min(rates), 2)
+        return [
+            {"rate": rate, **generate_in_process(port, ids, "open", rate, seconds)}
+            for rate in rates
+        ]
 
 
 def render_sweep(figures: dict[str, list[dict[str, float]]]) -> str:
