@@ -1,6 +1,6 @@
 """The session service under load, against a plain-GET baseline endpoint in the same run.
 
-    python bench/bench_service.py [--sessions 2000] [--seconds 10] [--sweep 200,400,600,800]
+    python bench/bench_service.py [--sessions 2000] [--seconds 10] [--sweep 500,1000,...]
                                   [--no-pin] [--json out.json]
 
 Needs `wrk` (Debian package) for the maximum-throughput runs. For each server (the service
@@ -11,7 +11,9 @@ redis GET) it measures:
 2. latency at 70% of that maximum: an open-model load generator in another process sends
    requests on a fixed schedule and measures each from its scheduled time, so a slow server
    cannot hide latency by slowing the sender (no coordinated omission);
-3. a sweep: the service's and the baseline's latency at fixed open-model rates.
+3. a sweep: latency at fixed open-model rates of the service, the baseline and the floor,
+   an ASGI app answering every request at once on the same uvicorn: what this generator,
+   this HTTP stack and this machine add to any endpoint.
 
 Servers run one at a time on the same Redis, each in its own process. The server under test
 gets a core of its own (`sched_setaffinity`); Redis, wrk and the generator share the others
@@ -42,6 +44,7 @@ import httpx
 import redis
 
 from sessionflow import RedisBackend, SessionStore
+from sessionflow._load_run import wait_until
 from sessionflow.local_servers import RedisServer, free_port
 
 HERE = Path(__file__).resolve().parent
@@ -258,9 +261,7 @@ async def open_loop(port: int, ids: list[str], rate: float, seconds: float) -> d
     tasks = []
     for i in range(int(rate * seconds)):
         scheduled = start + i * interval
-        delay = scheduled - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        await wait_until(loop, scheduled)  # on time: a late send is not the server's latency
         tasks.append(asyncio.ensure_future(one(random.choice(requests), scheduled)))
     await asyncio.gather(*tasks)
     elapsed = loop.time() - start
@@ -368,8 +369,8 @@ def main() -> None:
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument(
         "--sweep",
-        default="200,400,600,800",
-        help="open-model rates (req/s) to measure service and baseline at; empty: none",
+        default="500,1000,1500,2000,2500",
+        help="open-model rates (req/s) to measure service, baseline and floor at; empty: none",
     )
     parser.add_argument(
         "--no-pin",
@@ -390,7 +391,7 @@ def main() -> None:
         rates = [int(rate) for rate in args.sweep.split(",") if rate]
         swept = {
             kind: sweep(kind, server.url, ids, rates, args.seconds, cores)
-            for kind in ("service", "baseline")
+            for kind in ("service", "baseline", "floor")
             if rates
         }
     print(render(results))

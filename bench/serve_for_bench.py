@@ -1,23 +1,28 @@
-"""Run one of the benchmark's HTTP servers: the sessionflow service or the plain-GET baseline.
+"""Run one of the benchmark's HTTP servers: the service, the plain-GET baseline or the floor.
 
-    python bench/serve_for_bench.py service|service-unpipelined|baseline PORT REDIS_URL
+    python bench/serve_for_bench.py service|service-unpipelined|baseline|floor PORT REDIS_URL
 
-Both are FastAPI on uvicorn, one worker, access log off, so the only difference is what an
-endpoint does: the service validates a session (HGETALL, expiry check, touch when due); the
-baseline does one plain redis GET.
+All run on uvicorn, one worker, access log off, started by the service's own `run_service`
+(the same HTTP parser and event loop, the same garbage-collector freeze), so the only
+difference is what an endpoint does: the service validates a session (HGETALL, expiry
+check, touch when due); the baseline is a FastAPI endpoint doing one plain redis GET; the
+floor answers at once, with no framework and no Redis.
 """
 
 from __future__ import annotations
 
 import sys
+from typing import Any
 
-import uvicorn
 from fastapi import FastAPI
 from pydantic import BaseModel
 
 from sessionflow._open_backend import redis_client
 from sessionflow._service_config import ServiceConfig
-from sessionflow.service import build_app
+from sessionflow.service import build_app, run_service
+
+FLOOR_BODY = b'{"valid":true}'
+FLOOR_HEADERS = [(b"content-type", b"application/json"), (b"content-length", b"14")]
 
 
 class IdBody(BaseModel):
@@ -41,16 +46,29 @@ def baseline_app(redis_url: str) -> FastAPI:
     return app
 
 
+async def floor_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Answer every request at once with a fixed body: the HTTP stack and nothing else."""
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": FLOOR_HEADERS})
+    await send({"type": "http.response.body", "body": FLOOR_BODY})
+
+
 def main() -> None:
     kind, port, redis_url = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    if kind == "baseline":
+    app: Any
+    if kind == "floor":
+        app = floor_app
+    elif kind == "baseline":
         app = baseline_app(redis_url)
     else:
         config = ServiceConfig(
             backend="redis", redis_url=redis_url, redis_auto_pipeline=kind == "service"
         )
         app = build_app(config)
-    uvicorn.run(app, host="127.0.0.1", port=port, access_log=False, log_level="warning")
+    run_service(app, host="127.0.0.1", port=port, access_log=False, log_level="warning")
 
 
 if __name__ == "__main__":

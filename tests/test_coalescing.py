@@ -90,3 +90,45 @@ def test_the_sync_flavour_refuses_auto_pipelining(servers: Servers) -> None:
 def test_batch_size_is_validated() -> None:
     with pytest.raises(ConfigError):
         AsyncReadCoalescer(object(), max_batch=0)
+
+
+def refuse_pipelines(monkeypatch: pytest.MonkeyPatch, backend: AsyncRedisBackend) -> None:
+    def refuse(*_: object, **__: object) -> None:
+        raise AssertionError("a read alone needs no pipeline")
+
+    monkeypatch.setattr(backend.client, "pipeline", refuse)
+
+
+async def test_a_read_alone_goes_without_a_pipeline(
+    pipelined: AsyncRedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = AsyncSessionStore(pipelined)
+    session = await store.create({"i": 1})
+    coalescer = pipelined.coalescer
+    assert coalescer is not None
+    before = (coalescer.batches, coalescer.reads)
+    refuse_pipelines(monkeypatch, pipelined)
+    loaded = await store.get(session.id, touch=False)
+    assert loaded is not None
+    assert loaded["i"] == 1
+    assert (coalescer.batches, coalescer.reads) == (before[0] + 1, before[1] + 1)
+
+
+async def test_a_corrupt_record_read_alone_is_unreadable_not_an_error(
+    pipelined: AsyncRedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = AsyncSessionStore(pipelined)
+    bad = await store.create()
+    await pipelined.client.delete(pipelined.redis_key(bad.key))
+    await pipelined.client.set(pipelined.redis_key(bad.key), b"not a hash")
+    refuse_pipelines(monkeypatch, pipelined)
+    assert await store.get(bad.id, touch=False) is None
+    assert store.stats.unreadable_records == 1
+
+
+async def test_a_failed_read_alone_reaches_its_reader() -> None:
+    client = AsyncRedis(port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
+    store = AsyncSessionStore(AsyncRedisBackend(client, auto_pipeline=True))
+    with pytest.raises(BackendError):
+        await store.get(new_session_id())
+    await client.aclose()

@@ -46,7 +46,7 @@ def _micros(seconds: float) -> int:
     return min(max(int(seconds * 1_000_000), 1), MAX_LATENCY_US)
 
 
-async def _until(loop: asyncio.AbstractEventLoop, due: float) -> None:
+async def wait_until(loop: asyncio.AbstractEventLoop, due: float) -> None:
     """Wait until `due` on the loop's clock, to within a few microseconds.
 
     The event loop's timers wake up to a millisecond late, which the open model would
@@ -331,7 +331,7 @@ class LoadRun:
                 stats.started = phase_start
                 for offset in stats.phase.arrivals():
                     due = phase_start + offset
-                    await _until(loop, due)
+                    await wait_until(loop, due)
                     stats.send_lag.record_value(_micros(loop.time() - due))
                     self._send(index, due, tasks)
                 phase_start += stats.phase.duration

@@ -91,9 +91,7 @@ def serve(
         settings = ServiceConfig.load(config)
         migration = MigrationConfig.load_if_present(config)
         tier = TierConfig.load_if_present(config)
-        import uvicorn  # noqa: PLC0415
-
-        from sessionflow.service import build_app  # noqa: PLC0415
+        from sessionflow.service import build_app, run_service  # noqa: PLC0415
 
         service = build_app(settings, migration, tier=tier, region=region)
     except ConfigError as exc:
@@ -107,7 +105,7 @@ def serve(
         console.print(f"migrating {migration.old.describe()} -> {migration.new.describe()}")
     if tier is not None:
         console.print(f"hybrid tier, region {tier.region_name(region)}, {tier.durability}")
-    uvicorn.run(service, host=host, port=port, log_level="info")
+    run_service(service, host=host, port=port)
 
 
 @app.command()
