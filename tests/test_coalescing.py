@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Self
 
 import pytest
 import redis
@@ -132,3 +133,93 @@ async def test_a_failed_read_alone_reaches_its_reader() -> None:
     with pytest.raises(BackendError):
         await store.get(new_session_id())
     await client.aclose()
+
+
+class GatedRedis:
+    """A stand-in client whose round trips wait for the test to let them answer."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.round_trips: list[list[str]] = []
+
+    async def hgetall(self, key: str) -> dict[bytes, bytes]:
+        self.round_trips.append([key])
+        await self.gate.wait()
+        return {b"key": key.encode()}
+
+    def pipeline(self, *, transaction: bool) -> GatedPipeline:
+        assert transaction is False
+        return GatedPipeline(self)
+
+
+class GatedPipeline:
+    def __init__(self, client: GatedRedis) -> None:
+        self.client = client
+        self.keys: list[str] = []
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
+
+    def hgetall(self, key: str) -> None:
+        self.keys.append(key)
+
+    async def execute(self, *, raise_on_error: bool) -> list[dict[bytes, bytes]]:
+        assert raise_on_error is False
+        self.client.round_trips.append(self.keys)
+        await self.client.gate.wait()
+        return [{b"key": key.encode()} for key in self.keys]
+
+
+async def turns(count: int) -> None:
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+async def read_in_turns(coalescer: AsyncReadCoalescer, *groups: str) -> list[asyncio.Future]:
+    """Start reads of each group's keys (one key per letter) in a loop turn of its own."""
+    reads = []
+    for group in groups:
+        reads += [asyncio.ensure_future(coalescer.hgetall(key)) for key in group]
+        await turns(3)
+    return reads
+
+
+async def test_reads_gather_while_a_batch_is_in_flight() -> None:
+    client = GatedRedis()
+    coalescer = AsyncReadCoalescer(client)
+    reads = await read_in_turns(coalescer, "a")
+    assert client.round_trips == [["a"]]
+    reads += await read_in_turns(coalescer, "bcd", "e")  # "e" a turn later: same batch
+    assert client.round_trips == [["a"]]  # nothing else went while "a" was in Redis
+    client.gate.set()
+    replies = await asyncio.gather(*reads)
+    assert [r[b"key"] for r in replies] == [b"a", b"b", b"c", b"d", b"e"]
+    assert client.round_trips == [["a"], ["b", "c", "d", "e"]]
+    assert (coalescer.batches, coalescer.reads) == (2, 5)
+
+
+async def test_more_batches_in_flight_when_allowed() -> None:
+    client = GatedRedis()
+    coalescer = AsyncReadCoalescer(client, max_in_flight=2)
+    reads = await read_in_turns(coalescer, "a", "bc", "d")
+    assert client.round_trips == [["a"], ["b", "c"]]  # "d" waits for one of them
+    client.gate.set()
+    await asyncio.gather(*reads)
+    assert client.round_trips == [["a"], ["b", "c"], ["d"]]
+
+
+async def test_a_full_batch_goes_even_with_one_in_flight() -> None:
+    client = GatedRedis()
+    coalescer = AsyncReadCoalescer(client, max_batch=3)
+    reads = await read_in_turns(coalescer, "a", "bcd")
+    assert client.round_trips == [["a"], ["b", "c", "d"]]
+    client.gate.set()
+    await asyncio.gather(*reads)
+
+
+def test_batches_in_flight_are_validated() -> None:
+    with pytest.raises(ConfigError):
+        AsyncReadCoalescer(object(), max_in_flight=0)

@@ -4,6 +4,11 @@ Every `hgetall` issued during one turn of the event loop joins a batch that is s
 single non-transactional pipeline when the loop next runs callbacks (or as soon as the batch
 is full). Under concurrency this replaces N round trips by one, the way auto-pipelining
 clients such as Lettuce and ioredis do.
+
+While a batch is in Redis, the next one waits and gathers the reads that arrive meanwhile,
+and goes the moment the first returns. So batches grow with the load by themselves: when
+requests arrive one at a time, as they do from a gateway, each loop turn holds only one or
+two reads, and sending every turn's batch at once would pay a round trip for each.
 """
 
 from __future__ import annotations
@@ -21,14 +26,25 @@ class AsyncReadCoalescer:
 
     Args:
         client: a redis.asyncio client (standalone, Sentinel master or Cluster).
-        max_batch: a batch this large is sent without waiting for the loop turn to end.
+        max_batch: a batch this large is sent at once, without waiting for the loop turn
+            to end or for the batches in flight.
+        max_in_flight: batches in Redis at a time; the next one gathers reads meanwhile.
     """
 
-    def __init__(self, client: Any, *, max_batch: int = 512) -> None:  # noqa: ANN401
+    def __init__(
+        self,
+        client: Any,  # noqa: ANN401 - redis.asyncio.Redis or RedisCluster
+        *,
+        max_batch: int = 512,
+        max_in_flight: int = 1,
+    ) -> None:
         if max_batch < 1:
             raise ConfigError("max_batch must be at least 1")
+        if max_in_flight < 1:
+            raise ConfigError("max_in_flight must be at least 1")
         self._client = client
         self._max_batch = max_batch
+        self._max_in_flight = max_in_flight
         self._pending: list[tuple[str, asyncio.Future[Any]]] = []
         self._scheduled = False
         self._flushing: set[asyncio.Task[None]] = set()
@@ -42,7 +58,7 @@ class AsyncReadCoalescer:
         self._pending.append((redis_key, future))
         if len(self._pending) >= self._max_batch:
             self._flush_now()
-        elif not self._scheduled:
+        elif not self._scheduled and len(self._flushing) < self._max_in_flight:
             self._scheduled = True
             loop.call_soon(self._flush_now)
         return await future
@@ -53,7 +69,13 @@ class AsyncReadCoalescer:
         if batch:
             task = asyncio.ensure_future(self._send(batch))
             self._flushing.add(task)  # keep a reference until it finishes
-            task.add_done_callback(self._flushing.discard)
+            task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        """Send the reads that gathered while a batch was in flight."""
+        self._flushing.discard(task)
+        if self._pending and not self._scheduled:
+            self._flush_now()
 
     async def _read(self, batch: list[tuple[str, asyncio.Future[Any]]]) -> list[Any]:
         """Read the batch's hashes; a command Redis refused is its reply's exception.
