@@ -105,23 +105,27 @@ class HotRoute:
 
     async def _respond(self, body: bytes) -> tuple[int, bytes]:
         if len(body) > MAX_HOT_BODY:
-            return 413, _json(
+            return 413, orjson.dumps(
                 {"error": "content_too_large", "detail": f"at most {MAX_HOT_BODY} bytes"}
             )
         try:
             request = self.model.model_validate_json(body)
         except ValidationError as exc:
             detail = validation_detail(exc.errors(include_url=False), ("body",))
-            return 422, _json({"error": "invalid_request", "detail": detail})
+            return 422, orjson.dumps({"error": "invalid_request", "detail": detail})
         try:
-            return 200, _json(await self.answer(request))
+            return 200, orjson.dumps(await self.answer(request))
         except SessionflowError as exc:
             status, error = self.error(exc)
-            return status, _json(error)
+            return status, orjson.dumps(error)
 
 
 async def _read_body(receive: Receive) -> bytes | None:
-    """Return the request body, read to MAX_HOT_BODY + 1 bytes at most; None on disconnect."""
+    """Return the request body; None if the client disconnected.
+
+    Past MAX_HOT_BODY bytes the rest is read but not kept: the caller refuses the request
+    on its length, and memory stays bounded whatever the client sends.
+    """
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -134,7 +138,3 @@ async def _read_body(receive: Receive) -> bytes | None:
             size += len(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
-
-
-def _json(payload: Mapping[str, Any]) -> bytes:
-    return orjson.dumps(payload)

@@ -32,9 +32,6 @@ if TYPE_CHECKING:
 
 _BATCH_GET_LIMIT = 100
 _BATCH_RETRIES = 8
-_TRANSACT_LIMIT = 100
-_CONTENTION_RETRIES = 5
-_CONTENDED = frozenset({"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"})
 
 
 def _record_found(failure: Mapping[str, Any]) -> SessionRecord | None:
