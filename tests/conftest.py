@@ -33,10 +33,19 @@ from tests._async.backend_factory import TABLE, async_build_backend
 from tests._sync.backend_factory import sync_build_backend
 
 # "instrumented" is the metrics wrapper around a memory backend: a composite is a backend too.
-# "redis-pipelined" is Redis with auto-pipelining (async only; skipped in the sync suite).
+# "redis-pipelined" is Redis with auto-pipelining (async only; skipped in the sync suite): over
+# the multiplexed read connection on a standalone server, through pipelines on a Cluster.
 # "migrating-<stage>" is a migrating backend between two memory stores at each stage;
 # "redis-to-dynamodb-<stage>" the headline pair on the real servers.
-LEAF_BACKENDS = ["memory", "instrumented", "redis", "redis-pipelined", "redis-cluster", "dynamodb"]
+LEAF_BACKENDS = [
+    "memory",
+    "instrumented",
+    "redis",
+    "redis-pipelined",
+    "redis-cluster",
+    "redis-cluster-pipelined",
+    "dynamodb",
+]
 MIGRATING_BACKENDS = [f"migrating-{stage}" for stage in Stage] + [
     f"redis-to-dynamodb-{stage}" for stage in Stage
 ]

@@ -31,7 +31,9 @@ async def pipelined(request, servers: Servers, prefix: str):
         client = AsyncRedis(port=servers.redis.port)
     else:
         client = AsyncRedisCluster(host="127.0.0.1", port=servers.cluster_port)
-    yield AsyncRedisBackend(client, prefix=prefix, auto_pipeline=True)
+    backend = AsyncRedisBackend(client, prefix=prefix, auto_pipeline=True)
+    yield backend
+    await backend.aclose()
     await client.aclose()
 
 
@@ -73,11 +75,13 @@ async def test_a_cancelled_reader_does_not_disturb_the_batch(
 
 async def test_a_failed_round_trip_reaches_every_reader() -> None:
     client = AsyncRedis(port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
-    store = AsyncSessionStore(AsyncRedisBackend(client, auto_pipeline=True))
+    backend = AsyncRedisBackend(client, auto_pipeline=True)
+    store = AsyncSessionStore(backend)
     results = await asyncio.gather(
         *(store.get(new_session_id()) for _ in range(5)), return_exceptions=True
     )
     assert all(isinstance(r, BackendError) for r in results)
+    await backend.aclose()
     await client.aclose()
 
 
@@ -129,9 +133,10 @@ async def test_a_corrupt_record_read_alone_is_unreadable_not_an_error(
 
 async def test_a_failed_read_alone_reaches_its_reader() -> None:
     client = AsyncRedis(port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
-    store = AsyncSessionStore(AsyncRedisBackend(client, auto_pipeline=True))
+    backend = AsyncRedisBackend(client, auto_pipeline=True)
     with pytest.raises(BackendError):
-        await store.get(new_session_id())
+        await AsyncSessionStore(backend).get(new_session_id())
+    await backend.aclose()
     await client.aclose()
 
 

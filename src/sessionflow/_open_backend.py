@@ -78,11 +78,13 @@ async def open_backend(config: StoreSettings, stack: AsyncExitStack) -> AsyncBac
     if config.backend in ("local", "redis", "redis-cluster"):
         from sessionflow._async.backends.redis import AsyncRedisBackend  # noqa: PLC0415
 
-        return AsyncRedisBackend(
+        redis_backend = AsyncRedisBackend(
             await _redis_for(config, stack),
             prefix=config.redis_prefix,
             auto_pipeline=config.redis_auto_pipeline,
         )
+        stack.push_async_callback(redis_backend.aclose)  # before the client closes
+        return redis_backend
     from sessionflow._async.backends.dynamodb import AsyncDynamoDBBackend  # noqa: PLC0415
 
     backend = AsyncDynamoDBBackend(

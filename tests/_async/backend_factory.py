@@ -71,11 +71,17 @@ async def async_build_backend(  # noqa: PLR0911 - one return per kind
     if kind == "redis":
         client = await stack.enter_async_context(AsyncRedis(port=servers.redis.port))
         return AsyncRedisBackend(client, prefix=prefix)
-    if kind == "redis-pipelined":
+    if kind in ("redis-pipelined", "redis-cluster-pipelined"):
         if not AUTO_PIPELINE:
             pytest.skip("auto-pipelining coalesces the reads of an event loop: async only")
-        client = await stack.enter_async_context(AsyncRedis(port=servers.redis.port))
-        return AsyncRedisBackend(client, prefix=prefix, auto_pipeline=True)
+        client = await stack.enter_async_context(
+            AsyncRedis(port=servers.redis.port)
+            if kind == "redis-pipelined"
+            else AsyncRedisCluster(host="127.0.0.1", port=servers.cluster_port)
+        )
+        pipelined = AsyncRedisBackend(client, prefix=prefix, auto_pipeline=True)
+        stack.push_async_callback(pipelined.aclose)  # its read connection, before the client
+        return pipelined
     if kind == "redis-cluster":
         cluster = await stack.enter_async_context(
             AsyncRedisCluster(host="127.0.0.1", port=servers.cluster_port)

@@ -72,11 +72,17 @@ def sync_build_backend(  # noqa: PLR0911 - one return per kind
     if kind == "redis":
         client = stack.enter_context(Redis(port=servers.redis.port))
         return RedisBackend(client, prefix=prefix)
-    if kind == "redis-pipelined":
+    if kind in ("redis-pipelined", "redis-cluster-pipelined"):
         if not AUTO_PIPELINE:
             pytest.skip("auto-pipelining coalesces the reads of an event loop: async only")
-        client = stack.enter_context(Redis(port=servers.redis.port))
-        return RedisBackend(client, prefix=prefix, auto_pipeline=True)
+        client = stack.enter_context(
+            Redis(port=servers.redis.port)
+            if kind == "redis-pipelined"
+            else RedisCluster(host="127.0.0.1", port=servers.cluster_port)
+        )
+        pipelined = RedisBackend(client, prefix=prefix, auto_pipeline=True)
+        stack.callback(pipelined.aclose)  # its read connection, before the client
+        return pipelined
     if kind == "redis-cluster":
         cluster = stack.enter_context(
             RedisCluster(host="127.0.0.1", port=servers.cluster_port)

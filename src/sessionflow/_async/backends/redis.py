@@ -73,8 +73,10 @@ class AsyncRedisBackend:
         client: a redis-py client created with ``decode_responses=False`` (attribute values
             are bytes).
         prefix: the prefix of every key this backend writes.
-        auto_pipeline: coalesce concurrent `get` calls of the event loop into one pipeline
-            (async flavour only): one round trip for many requests under load.
+        auto_pipeline: coalesce concurrent `get` calls of the event loop into one round
+            trip (async flavour only): over one multiplexed connection on a standalone
+            server, through redis-py's pipelines on TLS, Sentinel and Cluster. Close the
+            backend (`aclose`) before the client to close that connection.
     """
 
     def __init__(
@@ -95,6 +97,11 @@ class AsyncRedisBackend:
         self._put_guarded = client.register_script(layout.PUT_GUARDED_SCRIPT)
         self._evict = client.register_script(layout.EVICT_SCRIPT)
         self.coalescer = AsyncReadCoalescer(client) if auto_pipeline else None
+
+    async def aclose(self) -> None:
+        """Close the auto-pipelining connection, if any; the client stays open (it is yours)."""
+        if self.coalescer is not None:
+            await self.coalescer.aclose()
 
     @property
     def client(self) -> AsyncRedis | AsyncRedisCluster:

@@ -1,0 +1,256 @@
+"""The multiplexed read connection behind auto-pipelining, against a real Redis server."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio import Sentinel
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.credentials import UsernamePasswordCredentialProvider
+from redis.exceptions import (
+    AuthenticationError,
+    InvalidResponse,
+    ResponseError,
+)
+from redis.exceptions import (
+    ConnectionError as RedisConnectionError,
+)
+from redis.exceptions import (
+    TimeoutError as RedisTimeoutError,
+)
+
+from sessionflow._open_backend import redis_client
+from sessionflow._redis_channel import ChannelTarget, RedisReadChannel, channel_target
+from sessionflow.local_servers import RedisServer, free_port
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    """A Redis of these tests' own (they pause it and change its passwords), with a socket."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = str(Path(directory) / "redis.sock")
+        redis = RedisServer(extra_args=("--unixsocket", path, "--unixsocketperm", "700"))
+        redis.start()
+        redis.socket_path = path  # type: ignore[attr-defined]
+        yield redis
+        redis.stop()
+
+
+@pytest.fixture
+async def client(server: RedisServer) -> AsyncIterator[AsyncRedis]:
+    redis = AsyncRedis(port=server.port)
+    await redis.flushall()
+    yield redis
+    await redis.aclose()
+
+
+@pytest.fixture
+async def channel(server: RedisServer) -> AsyncIterator[RedisReadChannel]:
+    read_channel = RedisReadChannel(ChannelTarget(port=server.port, timeout=5))
+    yield read_channel
+    await read_channel.aclose()
+
+
+def test_plain_redis_and_unix_urls_qualify_with_their_settings() -> None:
+    tcp = channel_target(redis_client("redis://someone:pw@127.0.0.1:7000/3"))
+    assert tcp == ChannelTarget(
+        host="127.0.0.1",
+        port=7000,
+        db=3,
+        username="someone",
+        password="pw",
+        timeout=10.0,
+        connect_timeout=3.0,
+    )
+    unix = channel_target(redis_client("unix:///run/redis.sock?db=2"))
+    assert unix is not None
+    assert (unix.path, unix.db) == ("/run/redis.sock", 2)
+
+
+@pytest.mark.parametrize(
+    "client_of",
+    [
+        pytest.param(lambda: redis_client("rediss://127.0.0.1:7000/0"), id="tls"),
+        pytest.param(lambda: AsyncRedis(protocol=3), id="resp3"),
+        pytest.param(lambda: AsyncRedis(decode_responses=True), id="decoded"),
+        pytest.param(
+            lambda: AsyncRedis(credential_provider=UsernamePasswordCredentialProvider("u", "p")),
+            id="credential-provider",
+        ),
+        pytest.param(
+            lambda: Sentinel([("127.0.0.1", free_port())]).master_for("sessions"), id="sentinel"
+        ),
+        pytest.param(lambda: AsyncRedisCluster(host="127.0.0.1", port=free_port()), id="cluster"),
+        pytest.param(object, id="not-a-redis-client"),
+    ],
+)
+def test_other_clients_keep_redis_py(client_of) -> None:
+    assert channel_target(client_of()) is None
+
+
+async def test_one_loop_turns_reads_share_one_write(
+    client: AsyncRedis, channel: RedisReadChannel
+) -> None:
+    for i in range(0, 100, 2):  # every other key exists
+        await client.hset(f"k{i}", mapping={"i": str(i), "pad": "x" * i})
+    await channel.hgetall("k0")  # connected: the reads below find the connection open
+    replies = await asyncio.gather(*(channel.hgetall(f"k{i}") for i in range(100)))
+    assert replies[1] == {}
+    assert [int(r[b"i"]) for r in replies[::2]] == list(range(0, 100, 2))
+    assert replies[98][b"pad"] == b"x" * 98
+    assert (channel.batches, channel.reads) == (2, 101)
+
+
+async def test_a_wrong_type_fails_its_own_read_only(
+    client: AsyncRedis, channel: RedisReadChannel
+) -> None:
+    await client.hset("good", "f", "v")
+    await client.set("bad", "a string")
+    replies = await asyncio.gather(
+        channel.hgetall("good"), channel.hgetall("bad"), channel.hgetall("good"),
+        return_exceptions=True,
+    )  # fmt: skip
+    assert replies[0] == replies[2] == {b"f": b"v"}
+    assert isinstance(replies[1], ResponseError)
+    assert "WRONGTYPE" in str(replies[1])
+
+
+async def test_a_cancelled_read_leaves_the_others_in_step(
+    client: AsyncRedis, channel: RedisReadChannel
+) -> None:
+    for i in range(10):
+        await client.hset(f"k{i}", "i", str(i))
+    reads = [asyncio.ensure_future(channel.hgetall(f"k{i}")) for i in range(10)]
+    await asyncio.sleep(0)  # connecting
+    reads[4].cancel()
+    results = await asyncio.gather(*reads, return_exceptions=True)
+    assert isinstance(results[4], asyncio.CancelledError)
+    assert [r[b"i"] for i, r in enumerate(results) if i != 4] == [
+        str(i).encode() for i in range(10) if i != 4
+    ]
+    assert await channel.hgetall("k4") == {b"i": b"4"}  # the next reply is the next read's
+
+
+async def test_database_number_and_unix_socket(server: RedisServer, client: AsyncRedis) -> None:
+    await client.execute_command("SELECT", 3)
+    await client.hset("in-db-3", "f", "v")
+    path = server.socket_path  # type: ignore[attr-defined]
+    channel = RedisReadChannel(ChannelTarget(path=path, db=3, client_name="sf-reads"))
+    assert await channel.hgetall("in-db-3") == {b"f": b"v"}
+    names = [c["name"] for c in await client.client_list()]
+    assert "sf-reads" in names
+    await channel.aclose()
+    await client.execute_command("SELECT", 0)
+
+
+async def test_password_and_acl_logins(server: RedisServer, client: AsyncRedis) -> None:
+    await client.hset("secret", "f", "v")
+    await client.acl_setuser("reader", enabled=True, passwords=["+reader-pw"], keys=["*"],
+                             commands=["+hgetall", "+client|setname"])  # fmt: skip
+    reader = RedisReadChannel(
+        ChannelTarget(port=server.port, username="reader", password="reader-pw")
+    )
+    assert await reader.hgetall("secret") == {b"f": b"v"}
+    await reader.aclose()
+    wrong = RedisReadChannel(ChannelTarget(port=server.port, username="reader", password="nope"))
+    with pytest.raises(AuthenticationError):
+        await wrong.hgetall("secret")
+    await client.config_set("requirepass", "default-pw")
+    try:
+        await client.execute_command("AUTH", "default-pw")
+        plain = RedisReadChannel(ChannelTarget(port=server.port, password="default-pw"))
+        assert await plain.hgetall("secret") == {b"f": b"v"}
+        await plain.aclose()
+        anonymous = RedisReadChannel(ChannelTarget(port=server.port))
+        with pytest.raises(ResponseError, match="NOAUTH"):
+            await anonymous.hgetall("secret")
+        await anonymous.aclose()
+    finally:
+        await client.config_set("requirepass", "")
+        await client.acl_deluser("reader")
+
+
+async def test_a_lost_connection_is_reopened_and_the_read_sent_again(
+    client: AsyncRedis, channel: RedisReadChannel
+) -> None:
+    await client.hset("k", "f", "v")
+    await channel.hgetall("k")
+    await client.client_kill_filter(_type="normal", skipme=True)  # the channel's connection
+    assert await channel.hgetall("k") == {b"f": b"v"}
+
+
+async def test_no_server_is_a_connection_error() -> None:
+    channel = RedisReadChannel(ChannelTarget(port=free_port(), connect_timeout=1))
+    results = await asyncio.gather(
+        *(channel.hgetall("k") for _ in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(r, RedisConnectionError) for r in results)
+
+
+async def test_a_frozen_server_times_reads_out_and_a_thawed_one_answers_again(
+    server: RedisServer, client: AsyncRedis
+) -> None:
+    await client.hset("k", "f", "v")
+    channel = RedisReadChannel(ChannelTarget(port=server.port, timeout=0.3))
+    await channel.hgetall("k")
+    server.pause()
+    try:
+        started = time.monotonic()
+        results = await asyncio.gather(
+            *(channel.hgetall("k") for _ in range(5)), return_exceptions=True
+        )
+        waited = time.monotonic() - started
+    finally:
+        server.resume()
+    assert all(isinstance(r, RedisTimeoutError) for r in results)
+    assert 0.3 <= waited < 3
+    assert await channel.hgetall("k") == {b"f": b"v"}
+    await channel.aclose()
+
+
+async def test_closing_fails_the_reads_in_flight(
+    server: RedisServer, channel: RedisReadChannel
+) -> None:
+    await channel.hgetall("k")
+    server.pause()
+    try:
+        reads = [asyncio.ensure_future(channel.hgetall("k")) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        await channel.aclose()
+        results = await asyncio.gather(*reads, return_exceptions=True)
+    finally:
+        server.resume()
+    assert all(isinstance(r, RedisConnectionError) for r in results)
+
+
+async def test_a_server_out_of_protocol_fails_the_reads_and_drops_the_connection() -> None:
+    async def answer_garbage(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"?this is not RESP\r\n")
+        await writer.drain()
+        writer.close()
+
+    garbage = await asyncio.start_server(answer_garbage, "127.0.0.1", 0)
+    port = garbage.sockets[0].getsockname()[1]
+    channel = RedisReadChannel(ChannelTarget(port=port))
+    with pytest.raises((InvalidResponse, RedisConnectionError)):
+        await channel.hgetall("k")
+    garbage.close()
+    await garbage.wait_closed()
+
+
+def test_one_channel_serves_one_event_loop_after_another(server: RedisServer) -> None:
+    channel = RedisReadChannel(ChannelTarget(port=server.port))
+
+    async def read_and_close() -> dict[bytes, bytes]:
+        reply = await channel.hgetall("absent")
+        await channel.aclose()
+        return reply
+
+    assert asyncio.run(read_and_close()) == {}
+    assert asyncio.run(read_and_close()) == {}  # a closed channel opens again when read
