@@ -229,6 +229,20 @@ async def test_closing_fails_the_reads_in_flight(
     assert all(isinstance(r, RedisConnectionError) for r in results)
 
 
+async def test_a_read_right_after_closing_gets_its_own_reply(
+    client: AsyncRedis, channel: RedisReadChannel
+) -> None:
+    await client.hset("old", "f", "old")
+    await client.hset("new", "f", "new")
+    await channel.hgetall("old")
+    in_flight = asyncio.ensure_future(channel.hgetall("old"))
+    await asyncio.sleep(0)  # written, not answered
+    await channel.aclose()
+    assert await channel.hgetall("new") == {b"f": b"new"}  # on a new connection
+    with pytest.raises(RedisConnectionError):
+        await in_flight
+
+
 async def test_a_server_out_of_protocol_fails_the_reads_and_drops_the_connection() -> None:
     async def answer_garbage(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"?this is not RESP\r\n")

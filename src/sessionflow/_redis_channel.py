@@ -111,7 +111,8 @@ class _ReplyProtocol(asyncio.Protocol):
         self._channel = channel
 
     def data_received(self, data: bytes) -> None:
-        self._channel._received(data)  # noqa: SLF001 - the channel's own protocol
+        if self._channel._protocol is self:  # noqa: SLF001 - a dropped connection's bytes
+            self._channel._received(data)  # noqa: SLF001 - are no reply to anyone now
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._channel._lost(self, exc)  # noqa: SLF001
@@ -143,7 +144,6 @@ class RedisReadChannel:
         self._outgoing: list[bytes] = []
         self._flush_scheduled = False
         self._watchdog: asyncio.TimerHandle | None = None
-        self._failure: Exception | None = None
         self.batches = 0  # socket writes: round trips shared by every read they carried
         self.reads = 0
 
@@ -177,11 +177,10 @@ class RedisReadChannel:
 
     async def aclose(self) -> None:
         """Close the connection; reads in flight fail with `ConnectionError`."""
-        if self._transport is not None:
-            self._failure = ChannelClosedError("the read channel was closed")
-            self._ready = False
-            self._transport.close()
-            self._transport = None
+        transport = self._transport
+        if transport is not None:
+            self._drop(ChannelClosedError("the read channel was closed"))
+            transport.close()
 
     def _send(self, command: bytes) -> asyncio.Future[Reply]:
         loop = self._loop
@@ -215,6 +214,9 @@ class RedisReadChannel:
                 return
             if reply is False:
                 return
+            if not waiting:
+                self._abort(InvalidResponse("Redis sent a reply no read asked for"))
+                return
             future, _ = waiting.popleft()
             if not future.done():  # its caller may have been cancelled
                 future.set_result(reply)
@@ -233,24 +235,27 @@ class RedisReadChannel:
             self._watchdog = self._loop.call_later(timeout - waited, self._check_timeout)
 
     def _abort(self, failure: Exception) -> None:
-        self._failure = failure
-        if self._transport is not None:
-            self._transport.abort()  # connection_lost fails every read in flight
+        """Fail every read in flight now and drop the connection.
+
+        Forgotten before it is aborted, so no read issued meanwhile can be queued on it,
+        and its late connection_lost is ignored.
+        """
+        transport = self._transport
+        self._drop(failure)
+        if transport is not None:
+            transport.abort()
 
     def _lost(self, protocol: _ReplyProtocol, exc: Exception | None) -> None:
         if protocol is not self._protocol:
-            return  # an older connection's late notice
-        self._drop(
-            self._failure
-            or RedisConnectionError(f"Redis closed the connection{f': {exc}' if exc else ''}")
-        )
+            return  # a connection already dropped (closed, aborted or replaced)
+        reason = f": {exc}" if exc else ""
+        self._drop(RedisConnectionError(f"Redis closed the connection{reason}"))
 
     def _drop(self, failure: Exception) -> None:
         """Forget the connection and fail every read still waiting on it with `failure`."""
         self._transport = None
         self._protocol = None
         self._ready = False
-        self._failure = None
         self._reader = self._new_reader()
         self._outgoing = []
         if self._watchdog is not None:
