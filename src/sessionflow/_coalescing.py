@@ -10,12 +10,12 @@ and goes the moment the first returns. So batches grow with the load by themselv
 requests arrive one at a time, as they do from a gateway, each loop turn holds only one or
 two reads, and sending every turn's batch at once would pay a round trip for each.
 
-On a standalone server over TCP or a Unix socket (what a ``redis://`` or ``unix://`` URL
-names) the reads go instead over one multiplexed connection of their own
-(`RedisReadChannel`): every loop turn's reads in one socket write, replies matched in
-order. That costs the client about a quarter of redis-py's CPU per read, so there is no
-need to hold a batch back while another is in Redis. TLS, Sentinel and Cluster clients
-keep redis-py's pipelines.
+On a standalone server over TCP, TLS or a Unix socket (what a ``redis://``, ``rediss://``
+or ``unix://`` URL names) the reads go instead over one multiplexed connection of their
+own (`RedisReadChannel`): every loop turn's reads in one socket write, replies matched in
+order. That costs the client a quarter to a third of redis-py's CPU per read, so there is
+no need to hold a batch back while another is in Redis. Sentinel and Cluster clients keep
+redis-py's pipelines.
 """
 
 from __future__ import annotations

@@ -9,23 +9,24 @@ and what this module does for the service's hottest command: every read of one e
 turn is written to the socket in one write; replies are parsed by hiredis as they arrive
 and handed to their readers first in, first out.
 
-Only what the session read path needs is here: HGETALL on a standalone server over TCP or
-a Unix socket, RESP2, password or ACL login and a database number. TLS, Sentinel, Cluster,
-RESP3 and credential providers stay with redis-py (`channel_target` says which clients
-qualify).
+Only what the session read path needs is here: HGETALL on a standalone server over TCP,
+TLS or a Unix socket, RESP2, password or ACL login and a database number. Sentinel,
+Cluster, RESP3 and credential providers stay with redis-py (`channel_target` says which
+clients qualify).
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 import hiredis
 from redis.asyncio import BlockingConnectionPool, ConnectionPool
-from redis.asyncio.connection import Connection, UnixDomainSocketConnection
+from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.exceptions import (
     AuthenticationError,
     InvalidResponse,
@@ -59,15 +60,17 @@ class ChannelTarget:
     timeout: float | None = None
     connect_timeout: float | None = None
     keepalive: bool = False
+    tls: ssl.SSLContext | None = None
 
 
 def channel_target(client: Any) -> ChannelTarget | None:  # noqa: ANN401 - any redis-py client
     """Return the target of a redis-py client a channel can stand in for reads, else None.
 
-    A client qualifies when it talks RESP2 in bytes to one standalone server, over TCP or a
-    Unix socket, with a fixed login: a client redis-py builds from a ``redis://`` or
-    ``unix://`` URL does. Anything else (TLS, Sentinel, Cluster, RESP3, a credential
-    provider, decoded replies) returns None, and the caller keeps redis-py's pipelines.
+    A client qualifies when it talks RESP2 in bytes to one standalone server, over TCP, TLS
+    or a Unix socket, with a fixed login: a client redis-py builds from a ``redis://``,
+    ``rediss://`` or ``unix://`` URL does (TLS with the client's own certificate settings).
+    Anything else (Sentinel, Cluster, RESP3, a credential provider, decoded replies)
+    returns None, and the caller keeps redis-py's pipelines.
     """
     pool = getattr(client, "connection_pool", None)
     if type(pool) not in (ConnectionPool, BlockingConnectionPool):
@@ -89,9 +92,17 @@ def channel_target(client: Any) -> ChannelTarget | None:  # noqa: ANN401 - any r
         "connect_timeout": kwargs.get("socket_connect_timeout"),
         "keepalive": bool(kwargs.get("socket_keepalive")),
     }
-    if pool.connection_class is Connection:
+    if pool.connection_class in (Connection, SSLConnection):
+        tls = None
+        if pool.connection_class is SSLConnection:
+            # redis-py's own connection object turns its ssl_* settings into a context;
+            # making one opens nothing.
+            tls = SSLConnection(**kwargs).ssl_context.get()
         return ChannelTarget(
-            host=kwargs.get("host", "localhost"), port=int(kwargs.get("port", 6379)), **common
+            host=kwargs.get("host", "localhost"),
+            port=int(kwargs.get("port", 6379)),
+            tls=tls,
+            **common,
         )
     if pool.connection_class is UnixDomainSocketConnection:
         return ChannelTarget(path=kwargs["path"], **common)
@@ -307,7 +318,7 @@ class RedisReadChannel:
                     )
                 else:
                     transport, protocol = await loop.create_connection(
-                        lambda: _ReplyProtocol(self), target.host, target.port
+                        lambda: _ReplyProtocol(self), target.host, target.port, ssl=target.tls
                     )
         except TimeoutError as exc:
             raise RedisTimeoutError("timed out connecting to Redis") from exc

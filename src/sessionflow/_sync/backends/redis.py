@@ -76,8 +76,9 @@ class RedisBackend:
         prefix: the prefix of every key this backend writes.
         auto_pipeline: coalesce concurrent `get` calls of the event loop into one round
             trip (async flavour only): over one multiplexed connection on a standalone
-            server, through redis-py's pipelines on TLS, Sentinel and Cluster. Close the
-            backend (`aclose`) before the client to close that connection.
+            server (TCP, TLS or a Unix socket), through redis-py's pipelines on Sentinel
+            and Cluster. Close the backend (`aclose`) before the client to close that
+            connection.
     """
 
     def __init__(
