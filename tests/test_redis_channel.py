@@ -40,7 +40,6 @@ def server() -> Iterator[RedisServer]:
         path = str(Path(directory) / "redis.sock")
         redis = RedisServer(extra_args=("--unixsocket", path, "--unixsocketperm", "700"))
         redis.start()
-        redis.socket_path = path  # type: ignore[attr-defined]
         yield redis
         redis.stop()
 
@@ -201,7 +200,7 @@ async def test_a_cancelled_read_leaves_the_others_in_step(
 async def test_database_number_and_unix_socket(server: RedisServer, client: AsyncRedis) -> None:
     await client.execute_command("SELECT", 3)
     await client.hset("in-db-3", "f", "v")
-    path = server.socket_path  # type: ignore[attr-defined]
+    path = server.extra_args[1]  # --unixsocket PATH
     channel = RedisReadChannel(ChannelTarget(path=path, db=3, client_name="sf-reads"))
     assert await channel.hgetall("in-db-3") == {b"f": b"v"}
     names = [c["name"] for c in await client.client_list()]

@@ -30,15 +30,16 @@ from sessionflow._redis_channel import RedisReadChannel, channel_target
 
 
 class AsyncReadCoalescer:
-    """Batches concurrent HGETALLs of one event loop into pipelines.
+    """Batches concurrent HGETALLs of one event loop into shared round trips.
+
+    Over a `RedisReadChannel` when `channel_target` accepts the client (its `channel`),
+    otherwise into redis-py pipelines.
 
     Args:
         client: a redis.asyncio client (standalone, Sentinel master or Cluster).
-        max_batch: a batch this large is sent at once, without waiting for the loop turn
+        max_batch: a pipeline this large is sent at once, without waiting for the loop turn
             to end or for the batches in flight.
-        max_in_flight: batches in Redis at a time; the next one gathers reads meanwhile.
-        multiplex: read over one multiplexed connection when the client allows it (see
-            `channel_target`); False keeps redis-py's pipelines for every client.
+        max_in_flight: pipelines in Redis at a time; the next one gathers reads meanwhile.
     """
 
     def __init__(
@@ -47,7 +48,6 @@ class AsyncReadCoalescer:
         *,
         max_batch: int = 512,
         max_in_flight: int = 1,
-        multiplex: bool = True,
     ) -> None:
         if max_batch < 1:
             raise ConfigError("max_batch must be at least 1")
@@ -61,7 +61,7 @@ class AsyncReadCoalescer:
         self._flushing: set[asyncio.Task[None]] = set()
         self._batches = 0
         self._reads = 0
-        target = channel_target(client) if multiplex else None
+        target = channel_target(client)
         self.channel = RedisReadChannel(target) if target is not None else None
 
     @property
