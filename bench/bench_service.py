@@ -361,9 +361,10 @@ def render(results: list[ServerResult]) -> str:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--generate":
         # The generator's own garbage collections are not the server's latency. A full one
-        # stops the generator for 50-200 ms at these rates (it holds every task and every
-        # latency of the run); the sends it owed then go out in one burst, which queues at
-        # the server and reaches its p99. A run allocates a bounded amount: no collector.
+        # stopped the generator for 50-200 ms at these rates (it holds every latency of the
+        # run, and every task when it kept them all); the sends it owed then went out in one
+        # burst, which queued at the server and reached its p99. A run allocates a bounded
+        # amount: no collector.
         gc.disable()
         mode, port, ids_file, amount, seconds = sys.argv[2:7]
         ids = json.loads(Path(ids_file).read_text())

@@ -264,6 +264,12 @@ class RedisReadChannel:
 
     def _drop(self, failure: Exception) -> None:
         """Forget the connection and fail every read still waiting on it with `failure`."""
+        for future, _ in self._forget_connection():
+            if not future.done():
+                future.set_exception(failure)
+
+    def _forget_connection(self) -> deque[tuple[asyncio.Future[Reply], float]]:
+        """Reset everything that belongs to one connection; return the reads it owed."""
         self._transport = None
         self._protocol = None
         self._ready = False
@@ -273,23 +279,19 @@ class RedisReadChannel:
             self._watchdog.cancel()
             self._watchdog = None
         waiting, self._waiting = self._waiting, deque()
-        for future, _ in waiting:
-            if not future.done():
-                future.set_exception(failure)
+        return waiting
 
     async def _connect(self) -> None:
         """Open the connection once for every caller waiting on it, and log in."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # first use, or a new event loop: start afresh
-            self._loop = loop
-            self._ready = False
-            self._transport = None
-            self._connecting = None
-            self._waiting = deque()
-            self._outgoing = []
-            self._flush_scheduled = False
+            # The old loop's timer and futures are left as they are: that loop may be
+            # closed, and cancelling or failing them would call into it.
             self._watchdog = None
-            self._reader = self._new_reader()
+            self._forget_connection()
+            self._loop = loop
+            self._connecting = None
+            self._flush_scheduled = False
         if self._connecting is None:
             self._connecting = loop.create_future()
             connecting = self._connecting
