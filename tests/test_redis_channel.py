@@ -45,28 +45,48 @@ def server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="module")
-def tls_server() -> Iterator[tuple[RedisServer, int, str]]:
-    """A Redis that also listens with TLS: (server, TLS port, the CA's certificate file)."""
+def certificates() -> Iterator[Path]:
+    """A CA, a certificate for 127.0.0.1 and a client certificate, as PEM files."""
     with tempfile.TemporaryDirectory() as directory:
         files = Path(directory)
         ca = trustme.CA()
-        cert = ca.issue_cert("127.0.0.1")
         ca.cert_pem.write_to_path(files / "ca.pem")
-        cert.cert_chain_pems[0].write_to_path(files / "cert.pem")
-        cert.private_key_pem.write_to_path(files / "key.pem")
-        tls_port = free_port()
-        redis = RedisServer(
-            extra_args=(
-                "--tls-port", str(tls_port),
-                "--tls-cert-file", str(files / "cert.pem"),
-                "--tls-key-file", str(files / "key.pem"),
-                "--tls-ca-cert-file", str(files / "ca.pem"),
-                "--tls-auth-clients", "no",
-            )
-        )  # fmt: skip
-        redis.start()
-        yield redis, tls_port, str(files / "ca.pem")
-        redis.stop()
+        for name, identity in (("server", "127.0.0.1"), ("client", "sessionflow-client")):
+            issued = ca.issue_cert(identity)
+            issued.cert_chain_pems[0].write_to_path(files / f"{name}.pem")
+            issued.private_key_pem.write_to_path(files / f"{name}-key.pem")
+        yield files
+
+
+def _tls_redis(files: Path, *, client_certificates: bool) -> tuple[RedisServer, int]:
+    tls_port = free_port()
+    redis = RedisServer(
+        extra_args=(
+            "--tls-port", str(tls_port),
+            "--tls-cert-file", str(files / "server.pem"),
+            "--tls-key-file", str(files / "server-key.pem"),
+            "--tls-ca-cert-file", str(files / "ca.pem"),
+            "--tls-auth-clients", "yes" if client_certificates else "no",
+        )
+    )  # fmt: skip
+    redis.start()
+    return redis, tls_port
+
+
+@pytest.fixture(scope="module")
+def tls_server(certificates: Path) -> Iterator[tuple[RedisServer, int, str]]:
+    """A Redis that also listens with TLS: (server, TLS port, the CA's certificate file)."""
+    redis, tls_port = _tls_redis(certificates, client_certificates=False)
+    yield redis, tls_port, str(certificates / "ca.pem")
+    redis.stop()
+
+
+@pytest.fixture(scope="module")
+def mutual_tls_server(certificates: Path) -> Iterator[tuple[int, Path]]:
+    """A Redis whose TLS port asks every client for a certificate: (TLS port, PEM files)."""
+    redis, tls_port = _tls_redis(certificates, client_certificates=True)
+    yield tls_port, certificates
+    redis.stop()
 
 
 @pytest.fixture
@@ -129,6 +149,40 @@ async def test_an_untrusted_certificate_is_a_connection_error(
     client = redis_client(f"rediss://127.0.0.1:{tls_port}/0")  # the system's CAs only
     backend = AsyncRedisBackend(client, auto_pipeline=True)
     with pytest.raises(BackendError, match="certificate"):
+        await AsyncSessionStore(backend).get(new_session_id())
+    await backend.aclose()
+    await client.aclose()
+
+
+async def test_sessions_read_with_a_client_certificate(
+    mutual_tls_server: tuple[int, Path],
+) -> None:
+    tls_port, files = mutual_tls_server
+    client = redis_client(
+        f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={files / 'ca.pem'}"
+        f"&ssl_certfile={files / 'client.pem'}&ssl_keyfile={files / 'client-key.pem'}"
+    )
+    backend = AsyncRedisBackend(client, auto_pipeline=True)
+    assert backend.coalescer is not None
+    assert backend.coalescer.channel is not None
+    store = AsyncSessionStore(backend)
+    sessions = [await store.create({"i": i}) for i in range(10)]
+    loaded = await asyncio.gather(*(store.get(s.id, touch=False) for s in sessions))
+    assert [s["i"] for s in loaded if s is not None] == list(range(10))
+    assert backend.coalescer.batches >= 1
+    await backend.aclose()
+    await client.aclose()
+
+
+async def test_a_missing_client_certificate_is_a_backend_error(
+    mutual_tls_server: tuple[int, Path],
+) -> None:
+    tls_port, files = mutual_tls_server
+    client = redis_client(f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={files / 'ca.pem'}")
+    backend = AsyncRedisBackend(client, auto_pipeline=True)
+    assert backend.coalescer is not None
+    assert backend.coalescer.channel is not None
+    with pytest.raises(BackendError, match="certificate required"):
         await AsyncSessionStore(backend).get(new_session_id())
     await backend.aclose()
     await client.aclose()
