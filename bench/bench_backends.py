@@ -18,17 +18,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import platform
 import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import boto3
 import redis
 import redis.asyncio
+from _results import write_results
 
 from sessionflow import (
     AsyncRedisBackend,
@@ -430,8 +429,7 @@ def main() -> None:
     )
     print(render(comparisons))
     if args.json:
-        with Path(args.json).open("w") as handle:
-            json.dump([asdict(c) for c in comparisons], handle, indent=2)
+        write_results(args.json, [asdict(c) for c in comparisons])
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import aioboto3
+from _results import write_results
 from redis.asyncio import Redis
 
 from sessionflow import AsyncMemoryControlPlane, Stage, dynamodb_client_config
@@ -232,4 +233,4 @@ if __name__ == "__main__":
     arguments = parser.parse_args()
     result = asyncio.run(main(arguments))
     if arguments.json:
-        arguments.json.write_text(json.dumps(result, indent=2))
+        write_results(arguments.json, result)

@@ -26,6 +26,7 @@ from typing import Any
 
 import boto3
 import redis
+from _results import write_results
 from hdrh.histogram import HdrHistogram
 
 from sessionflow import DynamoDBConversations, RedisConversations, dynamodb_client_config
@@ -129,7 +130,7 @@ def main() -> None:
     text = json.dumps(results, indent=1)
     print(text)
     if args.json:
-        args.json.write_text(text)
+        write_results(args.json, results)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from typing import Any
 
 import aioboto3
 import orjson
+from _results import write_results
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
@@ -276,4 +277,4 @@ if __name__ == "__main__":
     result = asyncio.run(main(arguments))
     print(json.dumps(result["median"], indent=1))
     if arguments.json:
-        arguments.json.write_text(json.dumps(result, indent=2))
+        write_results(arguments.json, result)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import json
 import os
@@ -37,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,6 +46,8 @@ from typing import IO
 
 import httpx
 import redis
+from _results import write_results
+from serve_for_bench import GC_THRESHOLD_VARIABLE
 
 from sessionflow import RedisBackend, SessionStore
 from sessionflow._load_run import wait_until
@@ -69,6 +72,25 @@ class ServerResult:
     p99_ms: float
     max_ms: float
     errors: int
+    max_cpu_us: float
+    paced_cpu_us: float
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def with_server_cpu(
+    pid: int, run: Callable[[], dict[str, float]], seconds: float
+) -> dict[str, float]:
+    """`run()`'s figures plus the server's CPU time per answered request (``cpu_us``)."""
+    before = process_cpu_seconds(pid)
+    figures = run()
+    answered = figures["achieved"] * seconds
+    figures["cpu_us"] = 1e6 * (process_cpu_seconds(pid) - before) / max(answered, 1)
+    return figures
 
 
 def seed(port: int, count: int) -> list[str]:
@@ -111,8 +133,8 @@ def split_cores() -> tuple[set[int], set[int]] | None:
 
 
 @contextmanager
-def serving(kind: str, redis_url: str, cores: set[int] | None = None) -> Iterator[int]:
-    """Run one server (on `cores` if given) until the block ends; yield its port.
+def serving(kind: str, redis_url: str, cores: set[int] | None = None) -> Iterator[tuple[int, int]]:
+    """Run one server (on `cores` if given) until the block ends; yield its port and PID.
 
     Its stderr goes to a file, not a pipe: a server logging errors under load would fill an
     unread pipe and block on its next write, and the run with it. The server is stopped by
@@ -129,7 +151,7 @@ def serving(kind: str, redis_url: str, cores: set[int] | None = None) -> Iterato
             if cores is not None:
                 os.sched_setaffinity(process.pid, cores)
             _wait_until_up(kind, port, process, log)
-            yield port
+            yield port, process.pid
         finally:
             process.terminate()
             process.wait(timeout=10)
@@ -300,17 +322,22 @@ def measure(
     seconds: int,
     server_cores: set[int] | None,
 ) -> ServerResult:
-    with serving(kind, redis_url, server_cores) as port:
+    with serving(kind, redis_url, server_cores) as (port, pid):
         run_wrk(port, script, 2)  # warm up
         wrk_rps, _, _ = run_wrk(port, script, seconds)
         # The maximum that counts is the one this generator reaches: it shares the machine's
         # cores with the server during the paced run, so wrk's figure would overstate 70%.
-        peak = generate_in_process(port, ids, "closed", 32, seconds)
+        peak = with_server_cpu(
+            pid, lambda: generate_in_process(port, ids, "closed", 32, seconds), seconds
+        )
         target = 0.7 * peak["achieved"]
-        paced = generate_in_process(port, ids, "open", target, seconds)
+        paced = with_server_cpu(
+            pid, lambda: generate_in_process(port, ids, "open", target, seconds), seconds
+        )
     return ServerResult(
         kind, wrk_rps, peak["achieved"], peak["p50"], peak["p99"], target, paced["achieved"],
-        paced["p50"], paced["p99"], paced["max"], int(paced["errors"]),
+        paced["p50"], paced["p99"], paced["max"], int(paced["errors"]), peak["cpu_us"],
+        paced["cpu_us"],
     )  # fmt: skip
 
 
@@ -319,10 +346,17 @@ def sweep(
     server_cores: set[int] | None,
 ) -> list[dict[str, float]]:  # fmt: skip
     """Latency of one server at fixed open-model rates (after a short warm-up)."""
-    with serving(kind, redis_url, server_cores) as port:
+    with serving(kind, redis_url, server_cores) as (port, pid):
         generate_in_process(port, ids, "open", min(rates), 2)
         return [
-            {"rate": rate, **generate_in_process(port, ids, "open", rate, seconds)}
+            {
+                "rate": rate,
+                **with_server_cpu(
+                    pid,
+                    functools.partial(generate_in_process, port, ids, "open", rate, seconds),
+                    seconds,
+                ),
+            }
             for rate in rates
         ]
 
@@ -330,11 +364,13 @@ def sweep(
 def render_sweep(figures: dict[str, list[dict[str, float]]]) -> str:
     kinds = list(figures)
     lines = [
-        "| rate (req/s) | " + " | ".join(f"{k} p50 / p99 (ms)" for k in kinds) + " |",
+        "| rate (req/s) | "
+        + " | ".join(f"{k} p50 / p99 (ms), server CPU per request (µs)" for k in kinds)
+        + " |",
         "|---:|" + "---:|" * len(kinds),
     ]
     for row in zip(*(figures[k] for k in kinds), strict=True):
-        cells = " | ".join(f"{r['p50']:.2f} / {r['p99']:.2f}" for r in row)
+        cells = " | ".join(f"{r['p50']:.2f} / {r['p99']:.2f}, {r['cpu_us']:.0f}" for r in row)
         lines.append(f"| {int(row[0]['rate'])} | {cells} |")
     return "\n".join(lines)
 
@@ -344,15 +380,15 @@ def render(results: list[ServerResult]) -> str:
     header = (
         "| server | wrk req/s (64 conns) | vs baseline | max req/s (generator, 32 in flight) "
         "| vs baseline | p50 / p99 at max (ms) | 70% target req/s | achieved "
-        "| p50 / p99 / max at 70% (ms) | errors |"
+        "| p50 / p99 / max at 70% (ms) | errors | server CPU per request at max / at 70% (µs) |"
     )
-    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     lines += [
         f"| {r.server} | {r.wrk_rps:,.0f} | {r.wrk_rps / baseline.wrk_rps:.2f} | "
         f"{r.max_rps:,.0f} | {r.max_rps / baseline.max_rps:.2f} | "
         f"{r.max_p50_ms:.2f} / {r.max_p99_ms:.2f} | {r.target_rps:,.0f} | "
         f"{r.achieved_rps:,.0f} | {r.p50_ms:.2f} / {r.p99_ms:.2f} / {r.max_ms:.2f} | "
-        f"{r.errors} |"
+        f"{r.errors} | {r.max_cpu_us:.0f} / {r.paced_cpu_us:.0f} |"
         for r in results
     ]
     return "\n".join(lines)
@@ -386,6 +422,11 @@ def main() -> None:
         help="open-model rates (req/s) to measure service, baseline and floor at; empty: none",
     )
     parser.add_argument(
+        "--gc-threshold",
+        type=int,
+        help="the servers' young-generation GC threshold (default: the service's own)",
+    )
+    parser.add_argument(
         "--no-pin",
         action="store_true",
         help="let every process run on any core (default: the server gets a core of its own)",
@@ -393,6 +434,8 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench_service: needs wrk (apt-get install wrk)")
+    if args.gc_threshold is not None:
+        os.environ[GC_THRESHOLD_VARIABLE] = str(args.gc_threshold)  # the servers inherit it
     split = None if args.no_pin else split_cores()
     if split is not None:
         os.sched_setaffinity(0, split[1])  # Redis, wrk and the generator inherit it
@@ -421,7 +464,7 @@ def main() -> None:
         print(render_sweep(swept))
     if args.json:
         report = {"servers": [asdict(r) for r in results], "sweep": swept, "floor_at_70": floor}
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        write_results(args.json, report)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import aioboto3
+from _results import write_results
 from hdrh.histogram import HdrHistogram
 from redis.asyncio import Redis
 
@@ -401,4 +402,4 @@ if __name__ == "__main__":
     arguments = parser.parse_args()
     result = asyncio.run(main(arguments))
     if arguments.json:
-        arguments.json.write_text(json.dumps(result, indent=2))
+        write_results(arguments.json, result)

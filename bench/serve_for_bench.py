@@ -6,11 +6,14 @@ All run on uvicorn, one worker, access log off, started by the service's own `ru
 (the same HTTP parser and event loop, the same garbage-collector freeze), so the only
 difference is what an endpoint does: the service validates a session (HGETALL, expiry
 check, touch when due); the baseline is a FastAPI endpoint doing one plain redis GET; the
-floor answers at once, with no framework and no Redis.
+floor answers at once, with no framework and no Redis. `GC_THRESHOLD_VARIABLE` in the
+environment overrides `run_service`'s young-generation threshold (bench_service.py
+--gc-threshold, for comparisons).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -19,8 +22,9 @@ from pydantic import BaseModel
 
 from sessionflow._open_backend import redis_client
 from sessionflow._service_config import ServiceConfig
-from sessionflow.service import build_app, run_service
+from sessionflow.service import SERVICE_GC_THRESHOLD, build_app, run_service
 
+GC_THRESHOLD_VARIABLE = "SESSIONFLOW_BENCH_GC_THRESHOLD"
 FLOOR_BODY = b'{"valid":true}'
 FLOOR_HEADERS = [(b"content-type", b"application/json"), (b"content-length", b"14")]
 
@@ -58,6 +62,7 @@ async def floor_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 def main() -> None:
     kind, port, redis_url = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    gc_threshold = int(os.environ.get(GC_THRESHOLD_VARIABLE, SERVICE_GC_THRESHOLD))
     app: Any
     if kind == "floor":
         app = floor_app
@@ -68,7 +73,14 @@ def main() -> None:
             backend="redis", redis_url=redis_url, redis_auto_pipeline=kind == "service"
         )
         app = build_app(config)
-    run_service(app, host="127.0.0.1", port=port, access_log=False, log_level="warning")
+    run_service(
+        app,
+        host="127.0.0.1",
+        port=port,
+        access_log=False,
+        log_level="warning",
+        gc_threshold=gc_threshold,
+    )
 
 
 if __name__ == "__main__":

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
+
 import httpx
 import pytest
+import uvicorn
 from prometheus_client import CollectorRegistry
 
 from sessionflow import (
@@ -15,7 +18,7 @@ from sessionflow import (
     new_session_id,
 )
 from sessionflow._service_hot import MAX_HOT_BODY
-from sessionflow.service import VALIDATE_PATH, create_app
+from sessionflow.service import SERVICE_GC_THRESHOLD, VALIDATE_PATH, create_app, run_service
 
 # FastAPI reads any application/*+json body as JSON; the hot route takes only
 # application/json, so this content type reaches the FastAPI route with the same body.
@@ -113,3 +116,24 @@ async def test_other_methods_and_routes_pass_through(service) -> None:
     assert (await client.get(VALIDATE_PATH)).status_code == 405
     assert (await client.get("/healthz")).text == "ok\n"
     assert VALIDATE_PATH in (await client.get("/openapi.json")).json()["paths"]
+
+
+def test_run_service_freezes_start_up_objects_and_raises_the_young_threshold(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: dict[str, object] = {}
+
+    def fake_run(app: object, **options: object) -> None:
+        seen.update(options, threshold=gc.get_threshold(), frozen=gc.get_freeze_count())
+
+    thresholds = gc.get_threshold()
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    try:
+        run_service(object(), host="127.0.0.1", port=8000, access_log=False)
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+    assert seen["threshold"] == (SERVICE_GC_THRESHOLD, *thresholds[1:])
+    assert isinstance(seen["frozen"], int)
+    assert seen["frozen"] > 1000  # the imported modules
+    assert (seen["host"], seen["port"], seen["access_log"]) == ("127.0.0.1", 8000, False)
