@@ -14,6 +14,7 @@ from sessionflow import (
     AsyncMemoryBackend,
     AsyncSessionStore,
     BackendMetrics,
+    ConfigError,
     ManualClock,
     new_session_id,
 )
@@ -137,3 +138,8 @@ def test_run_service_freezes_start_up_objects_and_raises_the_young_threshold(
     assert isinstance(seen["frozen"], int)
     assert seen["frozen"] > 1000  # the imported modules
     assert (seen["host"], seen["port"], seen["access_log"]) == ("127.0.0.1", 8000, False)
+
+
+def test_run_service_refuses_a_threshold_that_turns_collection_off() -> None:
+    with pytest.raises(ConfigError, match="gc_threshold"):
+        run_service(object(), host="127.0.0.1", port=8000, gc_threshold=0)

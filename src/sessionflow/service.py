@@ -487,6 +487,8 @@ def run_service(
     a full collection (5-35 ms, every few seconds in the service benchmark) stalled every
     request. With the higher threshold the benchmark's service collected once in 30 s.
     """
+    if gc_threshold < 1:
+        raise ConfigError("gc_threshold must be at least 1 (0 would turn collection off)")
     import uvicorn  # noqa: PLC0415 - the 'server' extra
 
     gc.collect()
