@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import base64
 import json
-import os
 import platform
 import statistics
 import time
@@ -41,6 +40,7 @@ from typing import Any
 
 import aioboto3
 import orjson
+from _process import process_cpu_seconds
 from _results import write_results
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -53,14 +53,7 @@ from sessionflow._record import SessionRecord
 from sessionflow.local_servers import DUMMY_AWS, DynamoDBLocal
 
 Item = dict[str, Any]
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 MODES = ("batch_write_item", "put_item", "put_item_guarded", "transact_guarded")
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of another process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def session_items(count: int) -> list[Item]:

@@ -46,6 +46,7 @@ from typing import IO
 
 import httpx
 import redis
+from _process import process_cpu_seconds
 from _results import write_results
 from serve_for_bench import GC_THRESHOLD_VARIABLE
 
@@ -74,12 +75,6 @@ class ServerResult:
     errors: int
     max_cpu_us: float
     paced_cpu_us: float
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def with_server_cpu(
@@ -327,13 +322,11 @@ def measure(
         wrk_rps, _, _ = run_wrk(port, script, seconds)
         # The maximum that counts is the one this generator reaches: it shares the machine's
         # cores with the server during the paced run, so wrk's figure would overstate 70%.
-        peak = with_server_cpu(
-            pid, lambda: generate_in_process(port, ids, "closed", 32, seconds), seconds
-        )
+        closed = functools.partial(generate_in_process, port, ids, "closed", 32, seconds)
+        peak = with_server_cpu(pid, closed, seconds)
         target = 0.7 * peak["achieved"]
-        paced = with_server_cpu(
-            pid, lambda: generate_in_process(port, ids, "open", target, seconds), seconds
-        )
+        paced_run = functools.partial(generate_in_process, port, ids, "open", target, seconds)
+        paced = with_server_cpu(pid, paced_run, seconds)
     return ServerResult(
         kind, wrk_rps, peak["achieved"], peak["p50"], peak["p99"], target, paced["achieved"],
         paced["p50"], paced["p99"], paced["max"], int(paced["errors"]), peak["cpu_us"],
