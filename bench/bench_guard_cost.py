@@ -40,6 +40,7 @@ from typing import Any
 
 import aioboto3
 import orjson
+from _dynamodb import guarded_put
 from _process import process_cpu_seconds
 from _results import write_results
 from botocore.auth import SigV4Auth
@@ -48,7 +49,7 @@ from botocore.credentials import Credentials
 
 from sessionflow import dynamodb_client_config, new_session_id, storage_key
 from sessionflow._codec import Codec
-from sessionflow._dynamodb_layout import GUARDED_LIVE_CONDITION, record_to_item, table_definition
+from sessionflow._dynamodb_layout import record_to_item, table_definition
 from sessionflow._record import SessionRecord
 from sessionflow.local_servers import DUMMY_AWS, DynamoDBLocal
 
@@ -144,16 +145,6 @@ class MinimalPutClient:
         self.idle.clear()
 
 
-def guarded(request: dict[str, Any], item: Item) -> dict[str, Any]:
-    """`request` with the backfill's version-and-tombstone condition."""
-    return {
-        **request,
-        "ConditionExpression": GUARDED_LIVE_CONDITION,
-        "ExpressionAttributeNames": {"#v": "version"},
-        "ExpressionAttributeValues": {":incoming": item["version"]},
-    }
-
-
 async def in_parallel(
     chunks: list[list[Item]], lanes: int, send: Callable[[list[Item]], Awaitable[None]]
 ) -> None:
@@ -183,17 +174,18 @@ async def write(
     elif mode in ("put_item", "put_item_guarded"):
 
         async def put(chunk: list[Item]) -> None:
-            request = {"TableName": table, "Item": chunk[0]}
-            await minimal.put(guarded(request, chunk[0]) if mode.endswith("guarded") else request)
+            item = chunk[0]
+            guard = mode.endswith("guarded")
+            await minimal.put(
+                guarded_put(table, item) if guard else {"TableName": table, "Item": item}
+            )
 
         await in_parallel([[item] for item in items], 48, put)
     else:
 
         async def transact(chunk: list[Item]) -> None:
             await ddb.transact_write_items(
-                TransactItems=[
-                    {"Put": guarded({"TableName": table, "Item": item}, item)} for item in chunk
-                ]
+                TransactItems=[{"Put": guarded_put(table, item)} for item in chunk]
             )
 
         await in_parallel([items[i : i + 100] for i in range(0, len(items), 100)], 2, transact)

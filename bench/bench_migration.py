@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import aioboto3
+from _dynamodb import guarded_put
 from _results import write_results
 from hdrh.histogram import HdrHistogram
 from redis.asyncio import Redis
@@ -48,7 +49,7 @@ from sessionflow import (
     storage_key,
 )
 from sessionflow._async.migration import AsyncMigration
-from sessionflow._dynamodb_layout import GUARDED_LIVE_CONDITION, record_to_item, table_definition
+from sessionflow._dynamodb_layout import record_to_item, table_definition
 from sessionflow._open_backend import redis_client
 from sessionflow._redis_layout import expire_at_ms, parse_hash, record_fields
 from sessionflow.local_servers import DUMMY_AWS, DynamoDBLocal, RedisServer
@@ -91,18 +92,7 @@ async def raw_ceiling(
     async def write(batch: list[dict[str, Any]]) -> None:
         if guarded:
             await ddb.transact_write_items(
-                TransactItems=[
-                    {
-                        "Put": {
-                            "TableName": table,
-                            "Item": item,
-                            "ConditionExpression": GUARDED_LIVE_CONDITION,
-                            "ExpressionAttributeNames": {"#v": "version"},
-                            "ExpressionAttributeValues": {":incoming": item["version"]},
-                        }
-                    }
-                    for item in batch
-                ]
+                TransactItems=[{"Put": guarded_put(table, item)} for item in batch]
             )
             return
         request = {table: [{"PutRequest": {"Item": item}} for item in batch]}
