@@ -128,6 +128,7 @@ def serve_metrics(registry: CollectorRegistry, port: int) -> Iterator[str]:
 
 
 POLICY = SessionPolicy(idle_timeout=3600, absolute_timeout=7200, touch_interval=1)
+PARKED_TIER_SESSIONS = 20
 
 
 class Workload:
@@ -179,6 +180,10 @@ class Workload:
             seeded = AsyncSessionStore(self.old, policy=POLICY)
             for _ in range(300):
                 await seeded.create({"cart": [self.rng.randrange(100)]})
+            # Sessions the traffic never touches again: idle past `demote_after` by the later
+            # sweeps however fast the machine runs the traffic, so demotions always show.
+            for _ in range(PARKED_TIER_SESSIONS):
+                await tiered.create({"cart": [self.rng.randrange(100)]})
             began = time.monotonic()
             jobs = asyncio.create_task(self._jobs(seconds))
             ids: dict[str, list[str]] = {"redis": [], "dynamodb": [], "migrating": [], "tier": []}
