@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 from typer.testing import CliRunner
 
 from sessionflow import Backend, __version__
@@ -40,12 +41,22 @@ def test_version() -> None:
     assert __version__ in result.output
 
 
-def test_serve_refuses_a_bad_config_with_a_one_line_reason(tmp_path) -> None:
-    config = tmp_path / "service.toml"
-    config.write_text("backend = 'cassandra'\n")
-    result = runner.invoke(app, ["serve", "--config", str(config)])
+@pytest.mark.parametrize(
+    ("name", "text", "reason"),
+    [
+        ("service.toml", "backend = 'cassandra'\n", "backend must be one of"),
+        # PyYAML's own message spans lines and quotes the source; brackets are not markup
+        ("service.yaml", "backend: [redis\n", "not valid YAML: expected ',' or ']'"),
+        ("service.toml", "[sessionflow\n", "not valid TOML"),
+    ],
+)
+def test_serve_refuses_a_bad_config_with_a_one_line_reason(tmp_path, name, text, reason) -> None:
+    config = tmp_path / name
+    config.write_text(text)
+    result = runner.invoke(app, ["serve", "--config", str(config)], terminal_width=60)
     assert result.exit_code == 2
-    assert "backend must be one of" in result.output
+    assert reason in result.output
+    assert result.output.count("\n") == 1
 
 
 def test_serve_runs_the_service_until_stopped() -> None:

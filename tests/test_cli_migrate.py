@@ -130,6 +130,14 @@ def test_bad_settings_exit_2(tmp_path: Path) -> None:
     code, out = _invoke("status", "-c", str(path))
     assert code == 2
     assert "control_url is needed" in out
+    path.write_text(
+        '[migration]\n[migration.old]\nbackend = "redis"\nredis_url = "redis://:pw@h:x/0"\n'
+        '[migration.new]\nbackend = "dynamodb"\ndynamodb_endpoint = "http://[::1"\n'
+    )
+    code, out = _invoke("status", "-c", str(path))
+    assert code == 2
+    assert "redis_url 'redis://***@h:x/0': Port could not be cast" in out
+    assert "pw" not in out
 
 
 def test_an_unreachable_store_exits_3(tmp_path: Path) -> None:

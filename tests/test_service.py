@@ -175,22 +175,42 @@ def test_config_from_toml_yaml_and_environment(tmp_path: Path) -> None:
         ("colour = 'blue'", ".toml", "unknown setting"),
         ("[sessionflow", ".toml", "not valid TOML"),
         ("- a list", ".yaml", "table of settings"),
+        ("backend: [redis\n", ".yaml", r"not valid YAML: .*line 2"),
+        ("backend: 'memory\n", ".yml", "not valid YAML"),
         ("admin_token = 'short'", ".toml", "at least 16"),
         ("redis_auto_pipeline = 'maybe'", ".toml", "true or false"),
         ("idle_timeout = -1", ".toml", "positive"),
-        ("backend = 'memory'", ".ini", "use a .toml"),
+        ("backend = 'redis'\nredis_url = 'redis://[::1'", ".toml", "Invalid IPv6 URL"),
+        ("backend = 'redis'\nredis_url = 'localhost:6379'", ".toml", "must specify one of"),
+        ("backend = 'redis-cluster'\nredis_url = 'redis://h:6379/x'", ".toml", "a number"),
+        ("backend = 'redis'\nredis_url = 'redis://'", ".toml", "names no host"),
+        ("backend = 'dynamodb'\ndynamodb_endpoint = 'http://h:p'", ".toml", "cast to integer"),
+        ("backend = 'memory'", ".ini", "^[^:]*service.ini: use a .toml, .yaml or .yml file$"),
     ],
 )
 def test_bad_config_is_a_one_line_config_error(tmp_path, text, suffix, message) -> None:
     path = tmp_path / f"service{suffix}"
     path.write_text(text)
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=message) as raised:
+        ServiceConfig.load(path, environ={})
+    assert "\n" not in str(raised.value)
+
+
+def test_a_config_file_that_is_not_text_is_a_config_error(tmp_path) -> None:
+    path = tmp_path / "service.toml"
+    path.write_bytes(b"backend = '\xff\xfe'")
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
         ServiceConfig.load(path, environ={})
 
 
-def test_admin_token_is_redacted() -> None:
-    config = ServiceConfig(backend="memory", admin_token="x" * 20)
-    assert config.redacted()["admin_token"] == "***"
+def test_admin_token_and_url_password_are_redacted() -> None:
+    config = ServiceConfig(
+        backend="redis", redis_url="redis://app:hunter2@10.0.0.5:6379/0", admin_token="x" * 20
+    )
+    shown = config.redacted()
+    assert shown["admin_token"] == "***"
+    assert shown["redis_url"] == "redis://***@10.0.0.5:6379/0"
+    assert "hunter2" not in str(shown)
 
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", make_service())

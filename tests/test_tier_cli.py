@@ -87,6 +87,11 @@ def test_the_adr_configuration_loads(tmp_path: Path) -> None:
         ({"hot_storage": {"regions": "us-east-1"}}, "list of region names"),
         ({"hot_storage": {"redis_urls": {"us-east-1": "redis://x"}}}, "no URL for region"),
         ({"replication": {}}, "unknown section"),
+        (
+            {"hot_storage": {"regions": ["eu"], "redis_urls": {"eu": "redis://h:port/0"}}},
+            "hot_storage.redis_urls.eu 'redis://h:port/0': Port could not be cast",
+        ),
+        ({"cold_storage": {"dynamodb_endpoint": "localhost:8000"}}, "use http://host:port"),
         ({"sync": {"background_promotions": "yes"}}, "must be true or false"),
     ],
 )

@@ -29,6 +29,7 @@ from sessionflow._errors import ConfigError, SessionflowError
 from sessionflow._ids import storage_key
 from sessionflow._migration_config import StoreConfig
 from sessionflow._policy import SessionPolicy
+from sessionflow._urls import redact
 
 HTTP_CONNECTIONS = 200
 HTTP_TIMEOUT = 30.0
@@ -229,7 +230,10 @@ def _kind(spec: str) -> str:
         return spec
     if spec.startswith("config:"):
         return Path(spec.removeprefix("config:")).stem
-    scheme = urlsplit(spec).scheme
+    try:
+        scheme = urlsplit(spec).scheme
+    except ValueError as exc:
+        raise ConfigError(f"target {redact(spec)!r}: {exc}") from exc
     kinds = {"redis": "redis", "rediss": "redis", "redis-cluster": "redis-cluster",
              "dynamodb+http": "dynamodb", "http": "service", "https": "service"}  # fmt: skip
     if scheme not in kinds:

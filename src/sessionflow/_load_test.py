@@ -6,7 +6,6 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from sessionflow import __version__
 from sessionflow._errors import ConfigError
@@ -14,15 +13,7 @@ from sessionflow._load_plan import Mix, Phase
 from sessionflow._load_run import LiveStatus, LoadRun
 from sessionflow._load_targets import TargetSpec, open_target
 from sessionflow._policy import SessionPolicy
-
-
-def redact(spec: str) -> str:
-    """Hide a spec's password (``redis://:secret@host`` -> ``redis://***@host``)."""
-    parts = urlsplit(spec)
-    if not parts.netloc or "@" not in parts.netloc:
-        return spec
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"***@{host}"))
+from sessionflow._urls import redact
 
 
 async def run_load_test(

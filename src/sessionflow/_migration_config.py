@@ -27,6 +27,7 @@ from typing import Any, Literal, get_args
 
 from sessionflow._errors import ConfigError
 from sessionflow._service_config import coerce_setting, read_settings_file
+from sessionflow._urls import check_endpoint_url, check_redis_url
 
 StoreKind = Literal["redis", "redis-cluster", "dynamodb", "memory"]
 DataKind = Literal["sessions", "conversations"]
@@ -49,6 +50,10 @@ class StoreConfig:
             raise ConfigError(
                 f"backend must be one of {', '.join(get_args(StoreKind))}, not {self.backend!r}"
             )
+        if self.backend in ("redis", "redis-cluster"):
+            check_redis_url("redis_url", self.redis_url)
+        if self.dynamodb_endpoint is not None:
+            check_endpoint_url("dynamodb_endpoint", self.dynamodb_endpoint)
 
     def describe(self) -> str:
         """Name the store without credentials (for status output)."""
@@ -81,6 +86,8 @@ class MigrationConfig:
             raise ConfigError(
                 f"migration.data must be one of {', '.join(get_args(DataKind))}, not {self.data!r}"
             )
+        if self.control_url:
+            check_redis_url("migration.control_url", self.control_url)
         if self.old == self.new:
             raise ConfigError("migration.old and migration.new name the same store")
         if self.control_redis_url() is None:

@@ -12,6 +12,7 @@ from typing import Any, Literal, get_args
 
 from sessionflow._errors import ConfigError
 from sessionflow._policy import SessionPolicy
+from sessionflow._urls import check_endpoint_url, check_redis_url, redact
 
 BackendKind = Literal["local", "memory", "redis", "redis-cluster", "dynamodb"]
 ENV_PREFIX = "SESSIONFLOW_"
@@ -46,6 +47,10 @@ class ServiceConfig:
             )
         if self.admin_token is not None and len(self.admin_token) < 16:  # noqa: PLR2004
             raise ConfigError("admin_token must be at least 16 characters")
+        if self.backend in ("redis", "redis-cluster"):
+            check_redis_url("redis_url", self.redis_url)
+        if self.dynamodb_endpoint is not None:
+            check_endpoint_url("dynamodb_endpoint", self.dynamodb_endpoint)
         self.policy()  # validates the timeouts
 
     def policy(self) -> SessionPolicy:
@@ -87,8 +92,9 @@ class ServiceConfig:
         return cls.from_mapping(data, source=str(path) if path else "environment")
 
     def redacted(self) -> dict[str, Any]:
-        """Return the settings with the admin token hidden, for logs and status pages."""
+        """Return the settings with the admin token and URL passwords hidden, for logs."""
         shown = dataclasses.asdict(self)
+        shown["redis_url"] = redact(self.redis_url)
         if shown["admin_token"]:
             shown["admin_token"] = "***"  # noqa: S105 - a mask, not a password
         return shown
@@ -101,20 +107,12 @@ def read_settings_file(path: Path, section: str = "sessionflow") -> dict[str, An
     ``section=""`` returns the whole file.
     """
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
-    try:
-        if path.suffix == ".toml":
-            loaded: Any = tomllib.loads(text)
-        elif path.suffix in (".yaml", ".yml"):
-            import yaml  # noqa: PLC0415 - only YAML files need it
-
-            loaded = yaml.safe_load(text) or {}
-        else:
-            raise ConfigError(f"{path}: use a .toml, .yaml or .yml file")
-    except (tomllib.TOMLDecodeError, ValueError) as exc:
-        raise ConfigError(f"{path}: not valid {path.suffix[1:].upper()}: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+    loaded = _parse_settings(path, text)
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: expected a table of settings at the top level")
     if not section:
@@ -150,3 +148,30 @@ def coerce_setting(name: str, annotation: Any, raw: Any, source: str) -> Any:  #
     if not isinstance(raw, str):
         raise ConfigError(f"{source}: {name} must be a string, not {raw!r}")
     return raw
+
+
+def _parse_settings(path: Path, text: str) -> Any:  # noqa: ANN401 - whatever the file holds
+    """Parse `text` as the TOML or YAML its file name says."""
+    if path.suffix == ".toml":
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    if path.suffix in (".yaml", ".yml"):
+        import yaml  # noqa: PLC0415 - only YAML files need it
+
+        try:
+            return yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from exc
+    raise ConfigError(f"{path}: use a .toml, .yaml or .yml file")
+
+
+def _yaml_problem(error: Exception) -> str:
+    """PyYAML's error in one line: what is wrong and where (its own text spans lines)."""
+    problem = getattr(error, "problem", None)
+    mark = getattr(error, "problem_mark", None)
+    if problem is None:
+        return " ".join(str(error).split())
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return f"{problem}{where}"

@@ -31,6 +31,7 @@ from typing import Any
 from sessionflow._errors import ConfigError
 from sessionflow._service_config import read_settings_file
 from sessionflow._tier import Durability, parse_durability
+from sessionflow._urls import check_endpoint_url, check_redis_url
 
 _SECTIONS = {
     "hot_storage": {"ttl", "promotion_threshold", "regions", "redis_urls", "redis_prefix"},
@@ -110,6 +111,13 @@ class TierConfig:
             raise ConfigError(
                 f"hot_storage.redis_urls names unknown region(s) {', '.join(unknown)}"
             )
+        self._check_urls()
+
+    def _check_urls(self) -> None:
+        for region, url in self.redis_urls.items():
+            check_redis_url(f"hot_storage.redis_urls.{region}", url)
+        if self.dynamodb_endpoint is not None:
+            check_endpoint_url("cold_storage.dynamodb_endpoint", self.dynamodb_endpoint)
 
     def region_name(self, region: str | None = None) -> str:
         """Return `region` if configured (the first region if None); `ConfigError` if not."""

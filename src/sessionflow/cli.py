@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from sessionflow import __version__
 from sessionflow._cli_bench import bench_app
@@ -62,7 +63,10 @@ def demo(
     try:
         ok = run_demo(console, dynamodb=dynamodb.value, drill_sessions=drill_sessions)
     except Exception as exc:
-        console.print(f"[red]demo could not run: {type(exc).__name__}: {exc}[/red]")
+        console.print(
+            f"[red]demo could not run: {type(exc).__name__}: {escape(str(exc))}[/red]",
+            soft_wrap=True,
+        )
         raise typer.Exit(2) from exc
     raise typer.Exit(0 if ok else 1)
 
@@ -95,14 +99,19 @@ def serve(
 
         service = build_app(settings, migration, tier=tier, region=region)
     except ConfigError as exc:
-        console.print(f"[red]sessionflow serve: {exc}[/red]")
+        console.print(f"[red]sessionflow serve: {escape(str(exc))}[/red]", soft_wrap=True)
         raise typer.Exit(2) from exc
     except ImportError as exc:
-        console.print(f"[red]sessionflow serve needs the 'server' extra: {exc}[/red]")
+        console.print(
+            f"[red]sessionflow serve needs the 'server' extra: {escape(str(exc))}[/red]",
+            soft_wrap=True,
+        )
         raise typer.Exit(2) from exc
-    console.print(f"sessionflow service on http://{host}:{port} with {settings.redacted()}")
+    console.print(
+        f"sessionflow service on http://{host}:{port} with {escape(str(settings.redacted()))}"
+    )
     if migration is not None:
-        console.print(f"migrating {migration.old.describe()} -> {migration.new.describe()}")
+        console.print(escape(f"migrating {migration.old.describe()} -> {migration.new.describe()}"))
     if tier is not None:
         console.print(f"hybrid tier, region {tier.region_name(region)}, {tier.durability}")
     run_service(service, host=host, port=port)
@@ -149,7 +158,8 @@ def drill(
         result = run_drill(settings, console.print)
     except Exception as exc:
         console.print(
-            f"[red]drill could not run: {type(exc).__name__}: {exc}[/red]", soft_wrap=True
+            f"[red]drill could not run: {type(exc).__name__}: {escape(str(exc))}[/red]",
+            soft_wrap=True,
         )
         raise typer.Exit(2) from exc
     print_drill_summary(result)
