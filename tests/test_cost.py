@@ -232,11 +232,13 @@ def test_a_bigger_item_costs_more_units() -> None:
     ("report", "reason"),
     [
         ({}, "no targets"),
+        ([1, 2], "no targets"),
         ({"targets": {"a": {}}}, "incomplete"),
+        ({"targets": {"a": [1]}}, "not a table of figures"),
         (load_report(None, seconds=0), "sent no requests"),
     ],
 )
-def test_a_bad_load_report_is_refused(report: dict[str, object], reason: str) -> None:
+def test_a_bad_load_report_is_refused(report: object, reason: str) -> None:
     with pytest.raises(ConfigError, match=reason):
         from_load_report(report, Scaling(sessions=1))
     with pytest.raises(ConfigError, match="no target 'x'"):
@@ -318,11 +320,17 @@ def test_cost_estimate_from_a_report(tmp_path) -> None:
         (["--sessions", "1", "--report", "r.json", "--prices", "nope"], "no price table"),
         (["--sessions", "1", "--metrics-url", "http://127.0.0.1:9/metrics", "--window", "1"],
          "cannot scrape"),
+        (["--sessions", "1", "--metrics-url", "http://[::1/metrics", "--window", "1"],
+         "cannot scrape http://[::1/metrics: Invalid"),
+        (["--sessions", "1", "--report", "list.json"], "not a sessionflow load report"),
+        (["--sessions", "1", "--report", "r.json", "--prices", "latin1.toml"], "not UTF-8 text"),
     ],
 )  # fmt: skip
 def test_cost_estimate_refuses_bad_input_with_exit_2(tmp_path, monkeypatch, args, reason) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "r.json").write_bytes(orjson.dumps(load_report(None)))
+    (tmp_path / "list.json").write_bytes(b"[1, 2]")
+    (tmp_path / "latin1.toml").write_bytes("name = 'caf\u00e9'".encode("latin-1"))
     result = runner.invoke(app, ["cost", "estimate", *args])
     assert result.exit_code == 2, result.output
     assert reason in result.output

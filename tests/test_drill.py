@@ -35,8 +35,6 @@ def test_a_small_drill_loses_nothing_and_writes_its_report(tmp_path: Path, data:
             "80",
             "--processes",
             "3",
-            "--dynamodb",
-            "local",
             "--report",
             str(report_path),
         ],
@@ -90,3 +88,13 @@ def test_a_stuck_step_fails_with_what_it_waits_on(
     with pytest.raises(_drill.DrillStuck, match="the repairer's last pass did not finish"):
         asyncio.run(drill._bounded(stuck(), "the repairer's last pass"))
     assert "drill step stuck: the repairer's last pass" in capfd.readouterr().err
+
+
+def test_the_drill_says_in_one_line_that_it_needs_dynamodb_local(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no node_modules here or above
+    monkeypatch.delenv("SESSIONFLOW_DYNAMODB_LOCAL_DIR", raising=False)
+    result = runner.invoke(app, ["drill", "--items", "100"], terminal_width=60)
+    assert result.exit_code == 2
+    assert result.output.startswith("sessionflow drill: DynamoDB Local not found")
+    assert result.output.count("\n") == 1
+    assert not (tmp_path / "drill-report.json").exists()

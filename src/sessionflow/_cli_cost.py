@@ -77,7 +77,7 @@ def _fetch(url: str) -> str:
     try:
         response = httpx.get(url, timeout=10)
         response.raise_for_status()
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL is not an HTTPError
         raise ConfigError(f"cannot scrape {url}: {exc}") from exc
     return response.text
 

@@ -147,13 +147,15 @@ def from_load_report(
     report: Mapping[str, Any], scaling: Scaling, *, target: str | None = None
 ) -> Workload:
     """Return the workload one target of a `sessionflow bench load` report measured."""
-    targets = report.get("targets")
+    targets = report.get("targets") if isinstance(report, Mapping) else None
     if not isinstance(targets, dict) or not targets:
         raise ConfigError("not a sessionflow load report: it has no targets")
     name = target or next(iter(targets))
     if name not in targets:
         raise ConfigError(f"the report has no target {name!r}; it has {', '.join(targets)}")
     run = targets[name]
+    if not isinstance(run, dict):
+        raise ConfigError(f"the load report's target {name!r} is not a table of figures")
     try:
         seconds = float(run["seconds"])
         counts = {op: float(n) for op, n in run["requests_by_operation"].items()}
@@ -176,7 +178,7 @@ def from_load_report(
     redis_bytes = run.get("redis_bytes_per_session")
     if redis_bytes is None:  # another target of the same run may have been Redis
         for other, other_run in targets.items():
-            if other_run.get("redis_bytes_per_session"):
+            if isinstance(other_run, dict) and other_run.get("redis_bytes_per_session"):
                 redis_bytes = other_run["redis_bytes_per_session"]
                 notes.append(f"Redis bytes per session measured on {other}")
                 break

@@ -56,9 +56,11 @@ class PriceTable:
         path = Path(name_or_path)
         if path.suffix == ".toml" or path.exists():
             try:
-                text = path.read_text()
+                text = path.read_text(encoding="utf-8")
             except OSError as exc:
                 raise ConfigError(f"cannot read the price table {path}: {exc}") from exc
+            except UnicodeDecodeError as exc:
+                raise ConfigError(f"the price table {path} is not UTF-8 text") from exc
         else:
             bundled = resources.files("sessionflow") / "prices" / f"{name_or_path}.toml"
             if not bundled.is_file():

