@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
-from sessionflow._errors import ConfigError, SessionflowError
+from sessionflow._errors import ConfigError, SessionflowError, one_line
 from sessionflow._load_plan import PRESETS, Mix, Phase, parse_phases, scaled
 from sessionflow._load_targets import TargetSpec
 
@@ -33,7 +33,7 @@ console = Console()
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[red]sessionflow bench load: {escape(message)}[/red]", soft_wrap=True)
+    console.print(f"[red]sessionflow bench load: {escape(one_line(message))}[/red]", soft_wrap=True)
     return typer.Exit(code)
 
 

@@ -26,7 +26,7 @@ from sessionflow._cost_model import (
     estimate_all,
 )
 from sessionflow._cost_playbook import audit_playbook
-from sessionflow._errors import ConfigError
+from sessionflow._errors import ConfigError, one_line
 
 cost_app = typer.Typer(
     name="cost",
@@ -42,7 +42,7 @@ JSON_OPTION = typer.Option(None, "--json", help="Also write the result as JSON h
 
 
 def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]sessionflow cost: {escape(message)}[/red]", soft_wrap=True)
+    console.print(f"[red]sessionflow cost: {escape(one_line(message))}[/red]", soft_wrap=True)
     return typer.Exit(2)
 
 

@@ -27,7 +27,7 @@ from rich.progress import (
 from rich.table import Table
 
 from sessionflow._async.migration import AsyncMigration, ValidationStep
-from sessionflow._errors import BackendError, ConfigError, MigrationRefused
+from sessionflow._errors import BackendError, ConfigError, MigrationRefused, one_line
 from sessionflow._migration_config import MigrationConfig
 from sessionflow._migration_reports import BackfillProgress, MigrationStatus, VerifyReport
 from sessionflow._open_backend import open_migration
@@ -55,7 +55,7 @@ def _load(config_path: Path) -> MigrationConfig:
     try:
         return MigrationConfig.load(config_path)
     except ConfigError as exc:
-        raise _fail(f"[red]sessionflow migrate: {escape(str(exc))}[/red]", 2) from exc
+        raise _fail(f"[red]sessionflow migrate: {escape(one_line(str(exc)))}[/red]", 2) from exc
 
 
 def _run(config: MigrationConfig, job: Callable[[AsyncMigration], Awaitable[_T]]) -> _T:
@@ -68,13 +68,14 @@ def _run(config: MigrationConfig, job: Callable[[AsyncMigration], Awaitable[_T]]
     try:
         return asyncio.run(main())
     except MigrationRefused as exc:
-        raise _fail(f"[red]refused: {escape(exc.reason)}[/red] (--force overrides)", 1) from exc
+        reason = escape(one_line(exc.reason))
+        raise _fail(f"[red]refused: {reason}[/red] (--force overrides)", 1) from exc
     except ConfigError as exc:
-        raise _fail(f"[red]sessionflow migrate: {escape(str(exc))}[/red]", 2) from exc
+        raise _fail(f"[red]sessionflow migrate: {escape(one_line(str(exc)))}[/red]", 2) from exc
     except BackendError as exc:
-        raise _fail(f"[red]a store is unreachable: {escape(str(exc))}[/red]", 3) from exc
+        raise _fail(f"[red]a store is unreachable: {escape(one_line(str(exc)))}[/red]", 3) from exc
     except OSError as exc:
-        raise _fail(f"[red]a store is unreachable: {escape(str(exc))}[/red]", 3) from exc
+        raise _fail(f"[red]a store is unreachable: {escape(one_line(str(exc)))}[/red]", 3) from exc
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -212,7 +213,7 @@ def _parse_target(to: str | None) -> Stage | None:
     try:
         return parse_stage(to)
     except ValueError as exc:
-        raise _fail(f"[red]--to: {escape(str(exc))}[/red]", 2) from exc
+        raise _fail(f"[red]--to: {escape(one_line(str(exc)))}[/red]", 2) from exc
 
 
 def _print_validation(steps: list[ValidationStep]) -> None:

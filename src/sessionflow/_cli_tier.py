@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from sessionflow._async.backends.tiered import AsyncTieredBackend
-from sessionflow._errors import BackendError, ConfigError
+from sessionflow._errors import BackendError, ConfigError, one_line
 from sessionflow._open_backend import open_tier
 from sessionflow._tier import SweepReport
 from sessionflow._tier_config import TierConfig
@@ -49,7 +49,7 @@ def _settings(config_path: Path, region: str | None) -> TierConfig:
         config = TierConfig.load(config_path)
         config.redis_url(region)
     except ConfigError as exc:
-        console.print(f"[red]sessionflow tier: {escape(str(exc))}[/red]", soft_wrap=True)
+        console.print(f"[red]sessionflow tier: {escape(one_line(str(exc)))}[/red]", soft_wrap=True)
         raise typer.Exit(2) from exc
     return config
 
@@ -66,7 +66,9 @@ def _run(
     try:
         return asyncio.run(main())
     except (BackendError, OSError) as exc:
-        console.print(f"[red]a tier is unreachable: {escape(str(exc))}[/red]", soft_wrap=True)
+        console.print(
+            f"[red]a tier is unreachable: {escape(one_line(str(exc)))}[/red]", soft_wrap=True
+        )
         raise typer.Exit(3) from exc
 
 

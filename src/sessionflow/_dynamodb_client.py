@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from sessionflow._errors import BackendError
+from sessionflow._errors import BackendError, one_line
 
 
 def dynamodb_client_config(
@@ -48,6 +48,8 @@ def dynamodb_errors() -> Iterator[None]:
     try:
         yield
     except ClientError as exc:
-        raise BackendError(f"DynamoDB refused the request: {error_code(exc)}: {exc}") from exc
+        raise BackendError(
+            f"DynamoDB refused the request: {error_code(exc)}: {one_line(str(exc))}"
+        ) from exc
     except BotoCoreError as exc:
-        raise BackendError(f"DynamoDB request failed: {exc}") from exc
+        raise BackendError(f"DynamoDB request failed: {one_line(str(exc))}") from exc

@@ -103,3 +103,18 @@ class InvalidConversation(SessionflowError, ValueError):  # noqa: N818
 
 class ConversationTooLarge(InvalidConversation):
     """Metadata larger than a conversation entry may carry; nothing was written."""
+
+
+MESSAGE_LIMIT = 300
+"""Characters of foreign text (a server's answer, a parser's report) kept in a message."""
+
+
+def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """`text` with its whitespace runs collapsed, cut to `limit` characters with an ellipsis.
+
+    For messages built from what another program said: an HTML error page, a parser's
+    report quoting the source, a multi-line traceback text. A reason printed by the CLI
+    stays on one line, and a log line stays a line.
+    """
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from sessionflow._errors import ConfigError
+from sessionflow._errors import ConfigError, one_line
 from sessionflow._policy import SessionPolicy
 from sessionflow._urls import check_endpoint_url, check_redis_url, redact
 
@@ -172,6 +172,6 @@ def _yaml_problem(error: Exception) -> str:
     problem = getattr(error, "problem", None)
     mark = getattr(error, "problem_mark", None)
     if problem is None:
-        return " ".join(str(error).split())
+        return one_line(str(error))
     where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
     return f"{problem}{where}"

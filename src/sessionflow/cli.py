@@ -15,6 +15,7 @@ from sessionflow._cli_bench import bench_app
 from sessionflow._cli_cost import cost_app
 from sessionflow._cli_migrate import migrate_app
 from sessionflow._cli_tier import tier_app
+from sessionflow._errors import one_line
 
 app = typer.Typer(
     name="sessionflow",
@@ -64,7 +65,7 @@ def demo(
         ok = run_demo(console, dynamodb=dynamodb.value, drill_sessions=drill_sessions)
     except Exception as exc:
         console.print(
-            f"[red]demo could not run: {type(exc).__name__}: {escape(str(exc))}[/red]",
+            f"[red]demo could not run: {type(exc).__name__}: {escape(one_line(str(exc)))}[/red]",
             soft_wrap=True,
         )
         raise typer.Exit(2) from exc
@@ -99,11 +100,11 @@ def serve(
 
         service = build_app(settings, migration, tier=tier, region=region)
     except ConfigError as exc:
-        console.print(f"[red]sessionflow serve: {escape(str(exc))}[/red]", soft_wrap=True)
+        console.print(f"[red]sessionflow serve: {escape(one_line(str(exc)))}[/red]", soft_wrap=True)
         raise typer.Exit(2) from exc
     except ImportError as exc:
         console.print(
-            f"[red]sessionflow serve needs the 'server' extra: {escape(str(exc))}[/red]",
+            f"[red]sessionflow serve needs the 'server' extra: {escape(one_line(str(exc)))}[/red]",
             soft_wrap=True,
         )
         raise typer.Exit(2) from exc
@@ -155,11 +156,11 @@ def drill(
     try:
         result = run_drill(settings, console.print)
     except ConfigError as exc:
-        console.print(f"[red]sessionflow drill: {escape(str(exc))}[/red]", soft_wrap=True)
+        console.print(f"[red]sessionflow drill: {escape(one_line(str(exc)))}[/red]", soft_wrap=True)
         raise typer.Exit(2) from exc
     except Exception as exc:
         console.print(
-            f"[red]drill could not run: {type(exc).__name__}: {escape(str(exc))}[/red]",
+            f"[red]drill could not run: {type(exc).__name__}: {escape(one_line(str(exc)))}[/red]",
             soft_wrap=True,
         )
         raise typer.Exit(2) from exc
