@@ -33,8 +33,16 @@ def redis_client(url: str, *, socket_timeout: float = REDIS_SOCKET_TIMEOUT) -> A
     concurrent requests should queue for `REDIS_POOL_WAIT` seconds instead. Replies and
     connections time out too, so a Redis that stops answering fails a request with
     `BackendError` instead of holding it forever.
+
+    A command that fails with a connection error (a pooled connection Redis closed: a
+    restart, a failover, an idle timeout) is sent once more on a new connection. Every
+    write sessionflow sends is a compare-and-set script, so a resend of one that had
+    landed is refused, never applied twice. A timeout is not retried.
     """
     from redis.asyncio import BlockingConnectionPool, Redis  # noqa: PLC0415
+    from redis.asyncio.retry import Retry  # noqa: PLC0415
+    from redis.backoff import NoBackoff  # noqa: PLC0415
+    from redis.exceptions import ConnectionError as RedisConnectionError  # noqa: PLC0415
 
     pool = BlockingConnectionPool.from_url(
         url,
@@ -42,6 +50,7 @@ def redis_client(url: str, *, socket_timeout: float = REDIS_SOCKET_TIMEOUT) -> A
         timeout=REDIS_POOL_WAIT,
         socket_timeout=socket_timeout,
         socket_connect_timeout=min(socket_timeout, REDIS_CONNECT_TIMEOUT),
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
     )
     return Redis.from_pool(pool)
 
