@@ -39,6 +39,8 @@ class ServiceConfig:
     touch_interval: float = 60
     max_sessions_per_user: int | None = None
     admin_token: str | None = None
+    store_timeout: float = 5.0
+    """Seconds a request waits on a store that stopped answering before it gets a 503."""
 
     def __post_init__(self) -> None:
         if self.backend not in get_args(BackendKind):
@@ -47,6 +49,8 @@ class ServiceConfig:
             )
         if self.admin_token is not None and len(self.admin_token) < 16:  # noqa: PLR2004
             raise ConfigError("admin_token must be at least 16 characters")
+        if not self.store_timeout > 0:
+            raise ConfigError("store_timeout must be a positive number of seconds")
         if self.backend in ("redis", "redis-cluster"):
             check_redis_url("redis_url", self.redis_url)
         if self.dynamodb_endpoint is not None:

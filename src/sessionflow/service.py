@@ -48,7 +48,7 @@ from sessionflow._metrics import (
 )
 from sessionflow._migration_config import MigrationConfig
 from sessionflow._migration_stats import MigrationStats
-from sessionflow._open_backend import open_configured
+from sessionflow._open_backend import ClientTimeouts, open_configured
 from sessionflow._service_config import ServiceConfig
 from sessionflow._service_hot import ErrorBody, HotRoute, ServiceApp, validation_detail
 from sessionflow._service_tier import TierHandle, tier_routes
@@ -445,6 +445,7 @@ def build_app(
                 region=None if tier_handle is None else tier_handle.region,
                 migration_stats=stats,
                 tier_stats=tier_stats,
+                timeouts=ClientTimeouts.for_requests(config.store_timeout),
             )
             if tier_handle is not None:
                 tier_handle.backend = opened.tiered
