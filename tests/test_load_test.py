@@ -119,6 +119,8 @@ def test_target_specs_take_an_optional_name() -> None:
         "old", "redis://127.0.0.1:1/0"
     )
     assert TargetSpec.parse("redis://127.0.0.1:1/0?x=1").name == "redis"
+    sentinel = "redis-sentinel://127.0.0.1:26379/0?sentinel_password=s#sessions"
+    assert TargetSpec.parse(sentinel) == TargetSpec("redis", sentinel)
     assert TargetSpec.parse("dynamodb+http://127.0.0.1:8000/t").name == "dynamodb"
     assert TargetSpec.parse("http://127.0.0.1:8080").name == "service"
     assert TargetSpec.parse("config:settings/prod.toml").name == "prod"
@@ -131,6 +133,9 @@ def test_target_specs_take_an_optional_name() -> None:
 def test_passwords_never_reach_the_report() -> None:
     assert redact("redis://:s3cret@127.0.0.1:6379/0") == "redis://***@127.0.0.1:6379/0"
     assert redact("memory") == "memory"
+    assert redact("redis-sentinel://u:pw@h/0?sentinel_password=s#m") == (
+        "redis-sentinel://***@h/0?sentinel_password=***#m"
+    )
 
 
 # -- the generator, on stub targets (pure timing logic) ---------------------------------

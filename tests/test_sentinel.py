@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import httpx
 import pytest
 from redis.sentinel import Sentinel
+from typer.testing import CliRunner
 
 from sessionflow import BackendError, ManualClock, RedisBackend, SessionStore
+from sessionflow._service_config import ServiceConfig
+from sessionflow.cli import app as cli
 from sessionflow.local_servers import RedisSentinelGroup
+from sessionflow.service import VALIDATE_PATH, build_app
 
 
 @pytest.fixture(scope="module")
@@ -46,3 +53,53 @@ def _retry_get(store: SessionStore, session_id: str):
         except BackendError:
             continue
     raise AssertionError("the store never reached the new master")
+
+
+def sentinel_url(group: RedisSentinelGroup) -> str:
+    """The ``redis-sentinel://`` URL of the group's master, as settings name it."""
+    hosts = ",".join(f"{host}:{port}" for host, port in group.sentinels)
+    return f"redis-sentinel://{hosts}/0#{RedisSentinelGroup.MASTER_NAME}"
+
+
+async def test_the_service_follows_a_sentinel_failover(sentinel_group: RedisSentinelGroup) -> None:
+    app = build_app(ServiceConfig(backend="redis", redis_url=sentinel_url(sentinel_group)))
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://service") as client,
+    ):
+        created = await client.post("/v1/sessions", json={"attributes": {"cart": ["a"]}})
+        session_id = created.json()["id"]
+        update = {"id": session_id, "set": {"cart": ["a", "b"]}}
+        assert (await client.post("/v1/sessions/update", json=update)).status_code == 200
+        assert (await client.get("/readyz")).status_code == 200
+        old_master = sentinel_group.master_port()
+        await asyncio.to_thread(sentinel_group.failover)
+        assert sentinel_group.master_port() != old_master
+
+        # Every request after the failover is answered: redis-py's Sentinel pool asks the
+        # sentinels for the master and leaves the connections to the demoted one.
+        answers = [
+            await client.post("/v1/sessions/update", json={"id": session_id, "set": {"n": i}})
+            for i in range(5)
+        ]
+        assert [answer.status_code for answer in answers] == [200] * 5
+        read = await client.post("/v1/sessions/read", json={"id": session_id})
+        assert read.json()["attributes"] == {"cart": ["a", "b"], "n": 4}
+        assert (await client.post(VALIDATE_PATH, json={"id": session_id})).status_code == 200
+
+
+def test_a_migration_reads_its_stores_and_control_record_through_sentinels(
+    sentinel_group: RedisSentinelGroup, tmp_path
+) -> None:
+    settings = tmp_path / "migration.toml"
+    settings.write_text(
+        "[migration]\n[migration.old]\n"
+        f'backend = "redis"\nredis_url = "{sentinel_url(sentinel_group)}"\n'
+        '[migration.new]\nbackend = "memory"\n'
+    )
+    result = CliRunner().invoke(cli, ["migrate", "status", "-c", str(settings)])
+    assert result.exit_code == 0, result.output
+    assert "off" in result.output
+    validated = CliRunner().invoke(cli, ["migrate", "validate", "-c", str(settings)])
+    assert validated.exit_code == 0, validated.output

@@ -184,6 +184,9 @@ def test_config_from_toml_yaml_and_environment(tmp_path: Path) -> None:
         ("backend = 'redis'\nredis_url = 'localhost:6379'", ".toml", "must specify one of"),
         ("backend = 'redis-cluster'\nredis_url = 'redis://h:6379/x'", ".toml", "a number"),
         ("backend = 'redis'\nredis_url = 'redis://'", ".toml", "names no host"),
+        ("backend = 'redis'\nredis_url = 'redis-sentinel://h:26379/0'", ".toml", "after '#'"),
+        ("backend = 'redis'\nredis_url = 'redis-sentinel://h:x/0#m'", ".toml", "cast to integer"),
+        ("backend = 'redis-cluster'\nredis_url = 'redis-sentinel://h#m'", ".toml", "no sentinels"),
         ("backend = 'dynamodb'\ndynamodb_endpoint = 'http://h:p'", ".toml", "cast to integer"),
         ("backend = 'memory'", ".ini", "^[^:]*service.ini: use a .toml, .yaml or .yml file$"),
     ],
@@ -211,6 +214,12 @@ def test_admin_token_and_url_password_are_redacted() -> None:
     assert shown["admin_token"] == "***"
     assert shown["redis_url"] == "redis://***@10.0.0.5:6379/0"
     assert "hunter2" not in str(shown)
+    sentinel = ServiceConfig(
+        backend="redis", redis_url="redis-sentinel://:hunter2@h1,h2/0?sentinel_password=s3#m"
+    )
+    assert sentinel.redacted()["redis_url"] == (
+        "redis-sentinel://***@h1,h2/0?sentinel_password=***#m"
+    )
 
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", make_service())

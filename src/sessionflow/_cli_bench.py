@@ -94,7 +94,8 @@ def load(
         "--target",
         "-t",
         help="[name=]spec, repeatable: memory, local-redis, local-dynamodb, redis://..., "
-        "redis-cluster://..., dynamodb+http://host:port/table, http://service, config:FILE.",
+        "redis-sentinel://...#master, redis-cluster://..., dynamodb+http://host:port/table, "
+        "http://service, config:FILE.",
     ),
     preset: str = typer.Option("smoke", help=f"Phases and mix: {', '.join(PRESETS)}."),
     phases: str | None = typer.Option(

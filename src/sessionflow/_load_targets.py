@@ -4,7 +4,8 @@ A target is named by a spec string:
 
 - ``memory``: the in-process memory backend;
 - ``local-redis`` / ``local-dynamodb``: a Redis server or DynamoDB Local started for the run;
-- ``redis://host:port/db``: a Redis server; ``redis-cluster://host:port``: a Redis Cluster;
+- ``redis://host:port/db``: a Redis server; ``redis-sentinel://host:26379/db#master``: the
+  master a Sentinel group names; ``redis-cluster://host:port``: a Redis Cluster;
 - ``dynamodb+http://host:port/table``: a DynamoDB endpoint (DynamoDB Local, or a proxy);
 - ``http://host:port``: a running session service (``sessionflow serve``);
 - ``config:settings.toml``: what a service settings file describes: a store, a member of a
@@ -235,11 +236,13 @@ def _kind(spec: str) -> str:
     except ValueError as exc:
         raise ConfigError(f"target {redact(spec)!r}: {exc}") from exc
     kinds = {"redis": "redis", "rediss": "redis", "redis-cluster": "redis-cluster",
+             "redis-sentinel": "redis", "rediss-sentinel": "redis",
              "dynamodb+http": "dynamodb", "http": "service", "https": "service"}  # fmt: skip
     if scheme not in kinds:
         raise ConfigError(
-            f"unknown target {spec!r}: use memory, local-redis, local-dynamodb, redis://, "
-            "redis-cluster://, dynamodb+http://host:port/table, http:// or config:FILE"
+            f"unknown target {redact(spec)!r}: use memory, local-redis, local-dynamodb, redis://, "
+            "redis-sentinel://, redis-cluster://, dynamodb+http://host:port/table, http:// "
+            "or config:FILE"
         )
     return kinds[scheme]
 

@@ -51,7 +51,7 @@ class StoreConfig:
                 f"backend must be one of {', '.join(get_args(StoreKind))}, not {self.backend!r}"
             )
         if self.backend in ("redis", "redis-cluster"):
-            check_redis_url("redis_url", self.redis_url)
+            check_redis_url("redis_url", self.redis_url, cluster=self.backend == "redis-cluster")
         if self.dynamodb_endpoint is not None:
             check_endpoint_url("dynamodb_endpoint", self.dynamodb_endpoint)
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sessionflow._async.backends.base import AsyncBackend
 from sessionflow._errors import ConfigError
+from sessionflow._urls import SentinelURL, is_sentinel_url, parse_sentinel_url
 
 if TYPE_CHECKING:
     from sessionflow._async.backends.tiered import AsyncTieredBackend
@@ -61,6 +62,63 @@ JOB_TIMEOUTS = ClientTimeouts()
 
 
 def redis_client(url: str, *, socket_timeout: float = REDIS_SOCKET_TIMEOUT) -> Any:  # noqa: ANN401
+    """Return an async Redis client (an async context manager that closes it) for `url`.
+
+    A ``redis-sentinel://`` URL gives the master's client through its sentinels
+    (`sentinel_master`); any other, a client of that server (`standalone_client`).
+    """
+    if is_sentinel_url(url):
+        return sentinel_master(parse_sentinel_url(url), socket_timeout=socket_timeout)
+    return standalone_client(url, socket_timeout=socket_timeout)
+
+
+def _resend_once() -> Any:  # noqa: ANN401 - redis-py's Retry
+    """One resend on a new connection after a connection error, none after a timeout."""
+    from redis.asyncio.retry import Retry  # noqa: PLC0415
+    from redis.backoff import NoBackoff  # noqa: PLC0415
+    from redis.exceptions import ConnectionError as RedisConnectionError  # noqa: PLC0415
+
+    return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+
+
+@asynccontextmanager
+async def sentinel_master(
+    address: SentinelURL, *, socket_timeout: float = REDIS_SOCKET_TIMEOUT
+) -> AsyncIterator[Any]:
+    """Yield a client of the master the sentinels name; close it and theirs on exit.
+
+    redis-py's Sentinel pool asks the sentinels for the master as it hands out connections
+    and leaves those to a demoted one, so requests follow a failover; the one resend after
+    a connection error covers a master that restarted in place.
+    """
+    from redis.asyncio.sentinel import Sentinel  # noqa: PLC0415
+
+    timeouts = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": min(socket_timeout, REDIS_CONNECT_TIMEOUT),
+    }
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        list(address.sentinels),
+        sentinel_kwargs={**timeouts, "password": address.sentinel_password},
+        **timeouts,
+    )
+    master = sentinel.master_for(
+        address.master,
+        db=address.db,
+        username=address.username,
+        password=address.password,
+        ssl=address.tls,
+        retry=_resend_once(),
+    )
+    try:
+        yield master
+    finally:
+        await master.aclose()
+        for client in sentinel.sentinels:
+            await client.aclose()
+
+
+def standalone_client(url: str, *, socket_timeout: float = REDIS_SOCKET_TIMEOUT) -> Any:  # noqa: ANN401
     """Return an async Redis client whose pool waits for a free connection when all are busy.
 
     redis-py's default pool raises "Too many connections" at its limit; a burst of
@@ -74,9 +132,6 @@ def redis_client(url: str, *, socket_timeout: float = REDIS_SOCKET_TIMEOUT) -> A
     landed is refused, never applied twice. A timeout is not retried.
     """
     from redis.asyncio import BlockingConnectionPool, Redis  # noqa: PLC0415
-    from redis.asyncio.retry import Retry  # noqa: PLC0415
-    from redis.backoff import NoBackoff  # noqa: PLC0415
-    from redis.exceptions import ConnectionError as RedisConnectionError  # noqa: PLC0415
 
     pool = BlockingConnectionPool.from_url(
         url,
@@ -84,7 +139,7 @@ def redis_client(url: str, *, socket_timeout: float = REDIS_SOCKET_TIMEOUT) -> A
         timeout=REDIS_POOL_WAIT,
         socket_timeout=socket_timeout,
         socket_connect_timeout=min(socket_timeout, REDIS_CONNECT_TIMEOUT),
-        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        retry=_resend_once(),
     )
     return Redis.from_pool(pool)
 

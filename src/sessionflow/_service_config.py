@@ -52,7 +52,7 @@ class ServiceConfig:
         if not self.store_timeout > 0:
             raise ConfigError("store_timeout must be a positive number of seconds")
         if self.backend in ("redis", "redis-cluster"):
-            check_redis_url("redis_url", self.redis_url)
+            check_redis_url("redis_url", self.redis_url, cluster=self.backend == "redis-cluster")
         if self.dynamodb_endpoint is not None:
             check_endpoint_url("dynamodb_endpoint", self.dynamodb_endpoint)
         self.policy()  # validates the timeouts

@@ -330,6 +330,9 @@ class RedisClusterServers(_LocalServer):
             node.stop()
 
 
+_REPLICATION_PROBE = "sessionflow:local-servers:replication-probe"
+
+
 class RedisSentinelGroup(_LocalServer):
     """A master, one replica and one sentinel watching them, on loopback.
 
@@ -374,6 +377,7 @@ class RedisSentinelGroup(_LocalServer):
             )
             self.sentinel._spawn([self.binary, str(config), "--sentinel"])  # noqa: SLF001
             self._wait(lambda: self._replica_in_sync() and self._sentinel_sees_replica())
+            self.wait_for_replica()
         except BaseException:
             self.stop()
             raise
@@ -416,8 +420,41 @@ class RedisSentinelGroup(_LocalServer):
                 raise RuntimeError("the sentinel group did not reach the expected state")
             time.sleep(0.05)
 
+    def wait_for_replica(self) -> None:
+        """Wait until the replica holds every write the master has taken so far.
+
+        A probe key is written and deleted on the master, each followed by ``WAIT 1`` on
+        the same connection: replication keeps the master's order, so once the replica
+        acknowledged the probe it has every earlier write too. (A replica whose link is
+        "up" may still be waiting for its first snapshot; a write made then would be lost
+        by a failover.)
+        """
+        import redis  # noqa: PLC0415 - the redis extra is needed only for sentinel groups
+
+        def replicated() -> bool:
+            port = self.master_port()
+            if port is None:
+                return False
+            try:
+                with redis.Redis(
+                    port=port, socket_timeout=3, single_connection_client=True
+                ) as client:
+                    client.set(_REPLICATION_PROBE, "1")
+                    acknowledged = client.wait(1, 1000)
+                    client.delete(_REPLICATION_PROBE)
+                    return bool(acknowledged and client.wait(1, 1000))
+            except redis.RedisError:
+                return False
+
+        self._wait(replicated)
+
     def failover(self) -> None:
-        """Ask the sentinel to promote the replica; wait until clients are told the new master."""
+        """Promote the replica once it has every write; wait until clients see the new master.
+
+        Planned, as an operator's switchover is: nothing the master acknowledged is lost.
+        `crash_master` is the unplanned kind.
+        """
+        self.wait_for_replica()
         old_master = self.master_port()
         # Until the sentinel has pinged the replica it answers NOGOODSLAVE: ask again.
         self._wait(
