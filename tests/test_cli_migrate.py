@@ -117,27 +117,26 @@ def test_bad_arguments_exit_2_with_one_line(config: Path, args: list[str], messa
     assert message in out
 
 
-def test_bad_settings_exit_2(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("settings", "reason"),
+    [
+        ('[migration]\nname = "x"\n[migration.old]\nbackend = "redis"\n',
+         "[migration.new] is missing"),
+        (('[migration]\n[migration.old]\nbackend = "dynamodb"\n'
+         '[migration.new]\nbackend = "dynamodb"\ndynamodb_table = "b"\n'),
+         "control_url is needed"),
+        (('[migration]\n[migration.old]\nbackend = "redis"\nredis_url = "redis://:pw@h:x/0"\n'
+         '[migration.new]\nbackend = "dynamodb"\ndynamodb_endpoint = "http://[::1"\n'),
+         "redis_url 'redis://***@h:x/0': Port could not be cast"),
+    ],
+)  # fmt: skip
+def test_bad_settings_exit_2(tmp_path: Path, settings: str, reason: str) -> None:
     path = tmp_path / "m.toml"
-    path.write_text('[migration]\nname = "x"\n[migration.old]\nbackend = "redis"\n')
+    path.write_text(settings)
     code, out = _invoke("status", "-c", str(path))
     assert code == 2
-    assert "[migration.new] is missing" in out
-    path.write_text(
-        '[migration]\n[migration.old]\nbackend = "dynamodb"\n'
-        '[migration.new]\nbackend = "dynamodb"\ndynamodb_table = "b"\n'
-    )
-    code, out = _invoke("status", "-c", str(path))
-    assert code == 2
-    assert "control_url is needed" in out
-    path.write_text(
-        '[migration]\n[migration.old]\nbackend = "redis"\nredis_url = "redis://:pw@h:x/0"\n'
-        '[migration.new]\nbackend = "dynamodb"\ndynamodb_endpoint = "http://[::1"\n'
-    )
-    code, out = _invoke("status", "-c", str(path))
-    assert code == 2
-    assert "redis_url 'redis://***@h:x/0': Port could not be cast" in out
-    assert "pw" not in out
+    assert reason in out
+    assert ":pw@" not in out
 
 
 def test_an_unreachable_store_exits_3(tmp_path: Path) -> None:
