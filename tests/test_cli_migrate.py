@@ -109,6 +109,10 @@ def test_advance_refuses_cutover_before_the_backfill(servers: Servers, config: P
         (["verify", "--mode", "everything"], "--mode must be full or sample"),
         (["verify", "--sample", "0"], "--sample must be in (0, 1]"),
         (["rollback", "--to", "sideways"], "unknown stage 'sideways'"),
+        (
+            ["backfill", "--quarantine-file", "/no-such-directory/quarantine.jsonl"],
+            "--quarantine-file: cannot write /no-such-directory/quarantine.jsonl: No such file",
+        ),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(config: Path, args: list[str], message: str) -> None:

@@ -324,6 +324,8 @@ def test_cost_estimate_from_a_report(tmp_path) -> None:
          "cannot scrape http://[::1/metrics: Invalid"),
         (["--sessions", "1", "--report", "list.json"], "not a sessionflow load report"),
         (["--sessions", "1", "--report", "r.json", "--prices", "latin1.toml"], "not UTF-8 text"),
+        (["--sessions", "1", "--report", "r.json", "--json", "r.json/x.json"],
+         "cannot write r.json/x.json: Not a directory"),
     ],
 )  # fmt: skip
 def test_cost_estimate_refuses_bad_input_with_exit_2(tmp_path, monkeypatch, args, reason) -> None:

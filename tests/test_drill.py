@@ -98,3 +98,13 @@ def test_the_drill_says_in_one_line_that_it_needs_dynamodb_local(tmp_path, monke
     assert result.output.startswith("sessionflow drill: DynamoDB Local not found")
     assert result.output.count("\n") == 1
     assert not (tmp_path / "drill-report.json").exists()
+
+
+def test_the_drill_refuses_a_report_path_it_cannot_write_before_it_starts(tmp_path) -> None:
+    report = tmp_path / "missing" / "drill.json"
+    result = runner.invoke(app, ["drill", "--items", "100", "--report", str(report)])
+    assert result.exit_code == 2
+    assert (
+        result.output
+        == f"sessionflow drill: cannot write the report to {report}: no such directory\n"
+    )

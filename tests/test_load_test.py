@@ -343,6 +343,17 @@ def test_bench_load_refuses_bad_input_with_exit_2(tmp_path, args: list[str], rea
     assert reason in result.output
 
 
+def test_bench_load_refuses_a_report_directory_it_cannot_make_before_it_runs(tmp_path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = runner.invoke(
+        app, ["bench", "load", "--no-live", "-t", "memory", "--out", str(blocker / "report")]
+    )
+    assert result.exit_code == 2, result.output
+    reason = f"cannot write the report to {blocker / 'report'}: Not a directory"
+    assert result.output == f"sessionflow bench load: {reason}\n"
+
+
 def test_markdown_lists_phases_and_operations() -> None:
     report = {
         "plan": {"description": "d", "mix": "read 100%", "payload_bytes": 10, "seed_sessions": 1},

@@ -133,6 +133,10 @@ def load(
         description, plan, chosen_mix = _plan(preset, phases, mix, time_scale, rate_scale)
     except ConfigError as exc:
         raise _fail(str(exc)) from exc
+    try:  # before the run: a report that cannot be written would lose it at the end
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _fail(f"cannot write the report to {out}: {exc.strerror}") from exc
     display = _Display(specs) if live else None
     try:
         if display is not None:
@@ -157,8 +161,11 @@ def load(
         if display is not None:
             display.live.stop()
             console.print()
-    written = write_report(report, out, plots=plots)
     _print_summary(report)
+    try:
+        written = write_report(report, out, plots=plots)
+    except OSError as exc:
+        raise _fail(f"cannot write the report to {out}: {exc}") from exc
     console.print("written: " + ", ".join(str(path) for path in written))
     breaches = _breaches(report, max_error_rate, max_p99_ms)
     for breach in breaches:

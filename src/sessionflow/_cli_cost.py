@@ -41,6 +41,14 @@ PRICES_OPTION = typer.Option(
 JSON_OPTION = typer.Option(None, "--json", help="Also write the result as JSON here.")
 
 
+def _write_json(path: Path, data: Any) -> None:  # noqa: ANN401 - any JSON-ready value
+    try:
+        path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+    except OSError as exc:
+        raise _fail(f"cannot write {path}: {exc.strerror}") from exc
+    console.print(f"written: {path}")
+
+
 def _fail(message: str) -> typer.Exit:
     console.print(f"[red]sessionflow cost: {escape(one_line(message))}[/red]", soft_wrap=True)
     return typer.Exit(2)
@@ -150,8 +158,7 @@ def estimate(
             "workload": {**workload.__dict__, "notes": list(workload.notes)},
             "estimates": [each.to_json() for each in estimates],
         }
-        json_out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
-        console.print(f"written: {json_out}")
+        _write_json(json_out, result)
 
 
 def _print_estimates(workload: Workload, table: PriceTable, estimates: list[Any]) -> None:
@@ -205,8 +212,7 @@ def playbook(json_out: Path | None = JSON_OPTION) -> None:
         f"{len(audit.inconsistent)} line(s) do not follow from their own quantity and price"
     )
     if json_out is not None:
-        json_out.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
-        console.print(f"written: {json_out}")
+        _write_json(json_out, data)
 
 
 @cost_app.command("prices")

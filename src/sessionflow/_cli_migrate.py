@@ -269,7 +269,11 @@ def backfill(
 ) -> None:
     """Copy the old store into the new one: guarded, resumable, rate-limited."""
     share = _parse_worker(worker)
-    sink = quarantine_file.open("a") if quarantine_file else None
+    try:
+        sink = quarantine_file.open("a") if quarantine_file else None
+    except OSError as exc:
+        reason = escape(one_line(f"cannot write {quarantine_file}: {exc.strerror}"))
+        raise _fail(f"[red]--quarantine-file: {reason}[/red]", 2) from exc
 
     def quarantined(entry: dict[str, str]) -> None:
         if sink is not None:

@@ -532,6 +532,8 @@ def run_drill(settings: DrillSettings, say: Callable[[str], None]) -> dict[str, 
 
     Per-copy warnings of the migration logger are silenced: the report counts them.
     """
+    if settings.report is not None and not settings.report.parent.is_dir():
+        raise ConfigError(f"cannot write the report to {settings.report}: no such directory")
     migration_log = logging.getLogger("sessionflow.migration")
     level = migration_log.level
     migration_log.setLevel(logging.ERROR)
@@ -540,7 +542,10 @@ def run_drill(settings: DrillSettings, say: Callable[[str], None]) -> dict[str, 
     finally:
         migration_log.setLevel(level)
     if settings.report is not None:
-        settings.report.write_text(json.dumps(report, indent=2))
+        try:
+            settings.report.write_text(json.dumps(report, indent=2))
+        except OSError as exc:
+            raise ConfigError(f"cannot write the report to {settings.report}: {exc}") from exc
     return report
 
 
