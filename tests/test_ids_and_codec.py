@@ -154,6 +154,23 @@ def test_non_json_values_name_the_attribute() -> None:
         Codec().encode("when", {1, 2})
 
 
+@pytest.mark.parametrize("codec_format", ["json", "msgpack"])
+@pytest.mark.parametrize(
+    "value",
+    [float("nan"), float("inf"), [1.5, float("-inf")], {"cart": {"total": float("nan")}}],
+)
+def test_nan_and_infinities_are_refused_not_turned_into_null(codec_format, value) -> None:
+    with pytest.raises(InvalidAttribute, match=r"'price' holds NaN or an infinity"):
+        Codec(format=codec_format).encode("price", value)
+
+
+@given(st.recursive(st.none() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+                    lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner)))  # fmt: skip
+def test_finite_values_with_nulls_round_trip(value: object) -> None:
+    codec = Codec()
+    assert codec.decode(codec.encode("v", value).stored) == value
+
+
 def test_field_blobs_round_trip_and_reject_garbage() -> None:
     fields = {"a": b"\x01\x001", "b": b"\x01\x00[]"}
     assert unpack_fields(pack_fields(fields)) == fields

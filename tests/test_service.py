@@ -95,6 +95,20 @@ async def test_bad_input_gets_a_clear_4xx(api, path, body, status, code) -> None
     assert response.json()["detail"]
 
 
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
+async def test_numbers_json_cannot_carry_are_refused_not_stored_as_null(api, number) -> None:
+    # Python's JSON parser (FastAPI's) accepts these; stored, they would come back as null.
+    body = f'{{"attributes": {{"total": {number}}}}}'
+    response = await api.post(
+        "/v1/sessions", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert response.json() == {
+        "error": "invalid_attribute",
+        "detail": "attribute 'total' holds NaN or an infinity, which JSON cannot carry",
+    }
+
+
 async def test_oversized_session_is_413(api) -> None:
     created = await api.post("/v1/sessions", json={})
     payload = {"blob": base64.b64encode(os.urandom(400_000)).decode()}  # incompressible

@@ -13,6 +13,7 @@ Change detection compares canonical JSON fingerprints (sorted keys), never Pytho
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -84,13 +85,22 @@ class Codec:
         object.__setattr__(self, "_decompressor", zstandard.ZstdDecompressor())
 
     def fingerprint(self, name: str, value: Any) -> bytes:  # noqa: ANN401 - any JSON-able value
-        """Return the canonical JSON of `value`; raise `InvalidAttribute` if it is not JSON-able."""
+        """Return the canonical JSON of `value`; raise `InvalidAttribute` if it is not JSON-able.
+
+        NaN and infinities are refused: JSON has no such numbers, and orjson would write
+        them as null, changing the value without a word.
+        """
         try:
-            return orjson.dumps(value, option=_ORJSON_OPTIONS)
+            encoded = orjson.dumps(value, option=_ORJSON_OPTIONS)
         except TypeError as exc:
             raise InvalidAttribute(
                 f"attribute {name!r} is not JSON-serializable ({type(value).__name__}): {exc}"
             ) from exc
+        if b"null" in encoded and _holds_non_finite(value):  # the search keeps the walk rare
+            raise InvalidAttribute(
+                f"attribute {name!r} holds NaN or an infinity, which JSON cannot carry"
+            )
+        return encoded
 
     def encode(self, name: str, value: Any) -> EncodedValue:  # noqa: ANN401
         """Encode one attribute value into its stored envelope."""
@@ -191,3 +201,14 @@ def unpack_fields(blob: bytes) -> dict[str, bytes]:
     ):
         raise CodecError("attribute blob is not a map of names to bytes")
     return fields
+
+
+def _holds_non_finite(value: Any) -> bool:  # noqa: ANN401 - any JSON-able value
+    """Tell whether `value` is, or holds at any depth, a NaN or an infinite float."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_holds_non_finite(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return any(_holds_non_finite(item) for item in value)
+    return False
