@@ -96,7 +96,7 @@ class Codec:
             raise InvalidAttribute(
                 f"attribute {name!r} is not JSON-serializable ({type(value).__name__}): {exc}"
             ) from exc
-        if b"null" in encoded and _holds_non_finite(value):  # the search keeps the walk rare
+        if b"null" in encoded and holds_non_finite(value):  # the search keeps the walk rare
             raise InvalidAttribute(
                 f"attribute {name!r} holds NaN or an infinity, which JSON cannot carry"
             )
@@ -203,12 +203,12 @@ def unpack_fields(blob: bytes) -> dict[str, bytes]:
     return fields
 
 
-def _holds_non_finite(value: Any) -> bool:  # noqa: ANN401 - any JSON-able value
+def holds_non_finite(value: Any) -> bool:  # noqa: ANN401 - any JSON-able value
     """Tell whether `value` is, or holds at any depth, a NaN or an infinite float."""
     if isinstance(value, float):
         return not math.isfinite(value)
     if isinstance(value, dict):
-        return any(_holds_non_finite(item) for item in value.values())
+        return any(holds_non_finite(item) for item in value.values())
     if isinstance(value, list | tuple):
-        return any(_holds_non_finite(item) for item in value)
+        return any(holds_non_finite(item) for item in value)
     return False

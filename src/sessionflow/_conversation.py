@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from sessionflow._codec import holds_non_finite
 from sessionflow._errors import ConversationTooLarge, InvalidConversation
 
 MAX_ID_LENGTH = 256
@@ -79,6 +80,8 @@ def encode_metadata(metadata: object) -> bytes:
         encoded = orjson.dumps(dict(metadata))
     except TypeError as exc:
         raise InvalidConversation(f"metadata is not JSON-able: {exc}") from exc
+    if b"null" in encoded and holds_non_finite(metadata):  # orjson writes them as null
+        raise InvalidConversation("metadata holds NaN or an infinity, which JSON cannot carry")
     if len(encoded) > MAX_METADATA_BYTES:
         raise ConversationTooLarge(
             f"metadata is {len(encoded):,} bytes encoded; the limit is {MAX_METADATA_BYTES:,}"

@@ -174,6 +174,7 @@ def test_delete_all_removes_every_entry_of_one_owner(conversations: Any, owner: 
         (("alice", "x" * 300, {}, 1.0), InvalidConversation, "opponent is longer"),
         (("alice", "bob", ["not", "a", "dict"], 1.0), InvalidConversation, "JSON object"),
         (("alice", "bob", {"when": object()}, 1.0), InvalidConversation, "not JSON-able"),
+        (("alice", "bob", {"score": float("nan")}, 1.0), InvalidConversation, "NaN or an inf"),
         (("alice", "bob", {}, float("nan")), InvalidConversation, "finite"),
         (("alice", "bob", {}, -1.0), InvalidConversation, "negative"),
         (("alice", "bob", {"big": "x" * MAX_METADATA_BYTES}, 1.0), ConversationTooLarge, "limit"),
