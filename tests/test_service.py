@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -93,6 +94,18 @@ async def test_bad_input_gets_a_clear_4xx(api, path, body, status, code) -> None
     assert response.status_code == status
     assert response.json()["error"] == code
     assert response.json()["detail"]
+
+
+@pytest.mark.parametrize("user_id", ["tenant-7/ada", "/lead", "trail/", "a%2Fb", "ü b"])
+async def test_any_user_id_the_service_accepts_can_be_listed_and_revoked(api, user_id) -> None:
+    created = await api.post("/v1/sessions", json={"user_id": user_id})
+    assert created.status_code == 201
+    path = f"/v1/users/{quote(user_id, safe='')}"
+    listed = await api.get(f"{path}/sessions")
+    assert listed.status_code == 200
+    assert len(listed.json()) == 1
+    assert (await api.post(f"{path}/revoke", json={})).json() == {"revoked": 1}
+    assert (await api.get(f"{path}/sessions")).json() == []
 
 
 @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])

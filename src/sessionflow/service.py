@@ -293,7 +293,7 @@ def _session_routes(app: ServiceApp, store: AsyncSessionStore) -> None:  # noqa:
         moved = await store.regenerate(await live(body.id, touch=False), user_id=body.user_id)
         return {**_view(moved, with_attributes=True), "id": moved.id}
 
-    @app.get("/v1/users/{user_id}/sessions", response_model=list[SummaryView])
+    @app.get("/v1/users/{user_id:path}/sessions", response_model=list[SummaryView])
     async def list_user(user_id: str) -> list[dict[str, Any]]:
         """List a user's live sessions, oldest first, by handle."""
         return [
@@ -306,7 +306,7 @@ def _session_routes(app: ServiceApp, store: AsyncSessionStore) -> None:  # noqa:
             for s in await store.list_user(user_id)
         ]
 
-    @app.post("/v1/users/{user_id}/revoke")
+    @app.post("/v1/users/{user_id:path}/revoke")
     async def revoke_user(user_id: str, body: RevokeRequest) -> dict[str, int]:
         """Log a user out everywhere, optionally keeping one session."""
         return {"revoked": await store.revoke_user(user_id, keep=body.keep_id)}
