@@ -138,6 +138,13 @@ async def test_admin_routes_need_the_token(api) -> None:
     right = await api.get("/admin/stats", headers={"Authorization": f"Bearer {TOKEN}"})
     assert right.status_code == 200
     assert right.json()["unreadable_records"] == 0
+    refused = [f"Basic {TOKEN}", f"Bearer {TOKEN} ", f"Bearer  {TOKEN}", f"Bearer{TOKEN}", TOKEN]
+    for header in refused:
+        answer = await api.get("/admin/stats", headers={"Authorization": header})
+        assert answer.status_code == 401, header
+    for scheme in ("bearer", "BEARER"):  # a scheme's name is case-insensitive
+        answer = await api.get("/admin/stats", headers={"Authorization": f"{scheme} {TOKEN}"})
+        assert answer.status_code == 200
 
 
 async def test_health_readiness_and_metrics(api) -> None:

@@ -339,12 +339,18 @@ def _operations_routes(app: FastAPI, store: AsyncSessionStore, registry: Collect
 
 
 def _admin_guard(app: FastAPI, admin_token: str) -> Callable[..., Awaitable[None]]:
-    """Return the dependency that admits a request with the bearer token (constant time)."""
-    expected = f"Bearer {admin_token}".encode()
+    """Return the dependency that admits a request with the bearer token (constant time).
+
+    The scheme's name is case-insensitive (RFC 9110: ``bearer`` is ``Bearer``); the token
+    is compared byte for byte.
+    """
+    expected = admin_token.encode()
 
     async def require_admin(authorization: Annotated[str | None, Header()] = None) -> None:
-        given = (authorization or "").encode()
-        if not hmac.compare_digest(given, expected):
+        scheme, _, given = (authorization or "").partition(" ")
+        # compared even when the scheme is wrong, so the time says nothing about the token
+        token_matches = hmac.compare_digest(given.encode(), expected)
+        if scheme.lower() != "bearer" or not token_matches:
             raise _AdminRefused
 
     @app.exception_handler(_AdminRefused)
