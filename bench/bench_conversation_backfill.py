@@ -35,7 +35,7 @@ from sessionflow._async.conversations.dynamodb import (
 )
 from sessionflow._async.conversations.redis import AsyncRedisConversations
 from sessionflow._async.migration import AsyncMigration
-from sessionflow._open_backend import redis_client
+from sessionflow._redis_clients import redis_client
 from sessionflow.local_servers import DUMMY_AWS, DynamoDBLocal, RedisServer
 
 IN_FLIGHT = 32

@@ -50,7 +50,7 @@ from sessionflow import (
 )
 from sessionflow._async.migration import AsyncMigration
 from sessionflow._dynamodb_layout import record_to_item, table_definition
-from sessionflow._open_backend import redis_client
+from sessionflow._redis_clients import redis_client
 from sessionflow._redis_layout import expire_at_ms, parse_hash, record_fields
 from sessionflow.local_servers import DUMMY_AWS, DynamoDBLocal, RedisServer
 

@@ -53,7 +53,7 @@ from sessionflow import (
     storage_key,
 )
 from sessionflow._dynamodb_layout import PARTITION_KEY
-from sessionflow._open_backend import redis_client
+from sessionflow._redis_clients import redis_client
 from sessionflow._redis_layout import expire_at_ms, record_fields
 from sessionflow.local_servers import DUMMY_AWS, DynamoDBLocal, RedisServer
 

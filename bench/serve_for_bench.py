@@ -20,7 +20,7 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from sessionflow._open_backend import redis_client
+from sessionflow._redis_clients import redis_client
 from sessionflow._service_config import ServiceConfig
 from sessionflow.service import SERVICE_GC_THRESHOLD, build_app, run_service
 

@@ -29,8 +29,8 @@ from redis.exceptions import (
 )
 
 from sessionflow import AsyncRedisBackend, AsyncSessionStore, BackendError, new_session_id
-from sessionflow._open_backend import redis_client
 from sessionflow._redis_channel import ChannelTarget, RedisReadChannel, channel_target
+from sessionflow._redis_clients import redis_client
 from sessionflow.local_servers import RedisServer, free_port
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from sessionflow import AsyncRedisBackend, AsyncSessionStore, SessionExists
-from sessionflow._open_backend import redis_client
+from sessionflow._redis_clients import redis_client
 from sessionflow.local_servers import RedisServer
 
 

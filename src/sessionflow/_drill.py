@@ -214,7 +214,7 @@ class Drill:
 
     async def _run(self) -> dict[str, Any]:
         from sessionflow._async.redis_control import AsyncRedisControlPlane  # noqa: PLC0415
-        from sessionflow._open_backend import redis_client  # noqa: PLC0415
+        from sessionflow._redis_clients import redis_client  # noqa: PLC0415
 
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "drill")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "drill")
