@@ -27,7 +27,7 @@ from typing import Any, Literal, get_args
 
 from sessionflow._errors import ConfigError
 from sessionflow._service_config import coerce_setting, read_settings_file
-from sessionflow._urls import check_endpoint_url, check_redis_url
+from sessionflow._urls import check_redis_url, check_store_urls
 
 StoreKind = Literal["redis", "redis-cluster", "dynamodb", "memory"]
 DataKind = Literal["sessions", "conversations"]
@@ -50,10 +50,7 @@ class StoreConfig:
             raise ConfigError(
                 f"backend must be one of {', '.join(get_args(StoreKind))}, not {self.backend!r}"
             )
-        if self.backend in ("redis", "redis-cluster"):
-            check_redis_url("redis_url", self.redis_url, cluster=self.backend == "redis-cluster")
-        if self.dynamodb_endpoint is not None:
-            check_endpoint_url("dynamodb_endpoint", self.dynamodb_endpoint)
+        check_store_urls(self.backend, self.redis_url, self.dynamodb_endpoint)
 
     def describe(self) -> str:
         """Name the store without credentials (for status output)."""

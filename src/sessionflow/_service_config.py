@@ -12,7 +12,7 @@ from typing import Any, Literal, get_args
 
 from sessionflow._errors import ConfigError, one_line
 from sessionflow._policy import SessionPolicy
-from sessionflow._urls import check_endpoint_url, check_redis_url, redact
+from sessionflow._urls import check_store_urls, redact
 
 BackendKind = Literal["local", "memory", "redis", "redis-cluster", "dynamodb"]
 ENV_PREFIX = "SESSIONFLOW_"
@@ -51,10 +51,7 @@ class ServiceConfig:
             raise ConfigError("admin_token must be at least 16 characters")
         if not self.store_timeout > 0:
             raise ConfigError("store_timeout must be a positive number of seconds")
-        if self.backend in ("redis", "redis-cluster"):
-            check_redis_url("redis_url", self.redis_url, cluster=self.backend == "redis-cluster")
-        if self.dynamodb_endpoint is not None:
-            check_endpoint_url("dynamodb_endpoint", self.dynamodb_endpoint)
+        check_store_urls(self.backend, self.redis_url, self.dynamodb_endpoint)
         self.policy()  # validates the timeouts
 
     def policy(self) -> SessionPolicy:

@@ -133,6 +133,14 @@ def check_redis_url(setting: str, url: str, *, cluster: bool = False) -> None:
         raise ConfigError(f"{setting} {redact(url)!r}: the database must be a number")
 
 
+def check_store_urls(backend: str, redis_url: str, dynamodb_endpoint: str | None) -> None:
+    """Check the URLs a store's settings name: its Redis (for a Redis backend), its endpoint."""
+    if backend in ("redis", "redis-cluster"):
+        check_redis_url("redis_url", redis_url, cluster=backend == "redis-cluster")
+    if dynamodb_endpoint is not None:
+        check_endpoint_url("dynamodb_endpoint", dynamodb_endpoint)
+
+
 def check_endpoint_url(setting: str, url: str) -> None:
     """Raise `ConfigError` unless `url` is an ``http(s)://host[:port]`` endpoint."""
     try:
