@@ -136,7 +136,7 @@ def load(
     try:  # before the run: a report that cannot be written would lose it at the end
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise _fail(f"cannot write the report to {out}: {exc.strerror}") from exc
+        raise _fail(f"cannot write the report to {out}: {exc.strerror or exc}") from exc
     display = _Display(specs) if live else None
     try:
         if display is not None:

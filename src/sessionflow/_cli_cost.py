@@ -45,7 +45,7 @@ def _write_json(path: Path, data: Any) -> None:  # noqa: ANN401 - any JSON-ready
     try:
         path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
     except OSError as exc:
-        raise _fail(f"cannot write {path}: {exc.strerror}") from exc
+        raise _fail(f"cannot write {path}: {exc.strerror or exc}") from exc
     console.print(f"written: {path}")
 
 

@@ -272,7 +272,7 @@ def backfill(
     try:
         sink = quarantine_file.open("a") if quarantine_file else None
     except OSError as exc:
-        reason = escape(one_line(f"cannot write {quarantine_file}: {exc.strerror}"))
+        reason = escape(one_line(f"cannot write {quarantine_file}: {exc.strerror or exc}"))
         raise _fail(f"[red]--quarantine-file: {reason}[/red]", 2) from exc
 
     def quarantined(entry: dict[str, str]) -> None:
