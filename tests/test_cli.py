@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import httpx
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from sessionflow import Backend, __version__
@@ -33,6 +37,29 @@ def test_demo_rejects_an_unknown_emulator_with_a_usage_error() -> None:
     result = runner.invoke(app, ["demo", "--dynamodb", "cassandra"])
     assert result.exit_code == 2
     assert "cassandra" in result.output
+
+
+def _commands(command: Any, path: list[str]) -> Iterator[tuple[list[str], Any]]:
+    yield path, command
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _commands(sub, [*path, name])
+
+
+@pytest.mark.parametrize(
+    ("path", "command"),
+    [
+        pytest.param(path, command, id=" ".join(["sessionflow", *path]))
+        for path, command in _commands(typer.main.get_command(app), [])
+    ],
+)
+def test_every_help_text_is_printed_whole(path: list[str], command: Any) -> None:
+    """rich reads '[migration]' as a style and drops it, unless the help text escapes it."""
+    shown = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "1000"}).output
+    flat = " ".join(shown.replace("│", " ").split())
+    texts = [param.help for param in command.params if getattr(param, "help", None)]
+    texts += (command.help or "").split("\n\n")
+    for text in texts:
+        assert " ".join(text.replace("\\[", "[").split()) in flat
 
 
 def test_version() -> None:

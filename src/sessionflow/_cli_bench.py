@@ -93,7 +93,7 @@ def load(
         ["local-redis"],
         "--target",
         "-t",
-        help="[name=]spec, repeatable: memory, local-redis, local-dynamodb, redis://..., "
+        help=r"\[name=]spec, repeatable: memory, local-redis, local-dynamodb, redis://..., "
         "redis-sentinel://...#master, redis-cluster://..., dynamodb+http://host:port/table, "
         "http://service, config:FILE.",
     ),

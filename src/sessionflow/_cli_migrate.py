@@ -46,7 +46,8 @@ CONFIG_OPTION = typer.Option(
     "--config",
     "-c",
     envvar="SESSIONFLOW_MIGRATION_CONFIG",
-    help="A TOML or YAML file with [migration], [migration.old] and [migration.new].",
+    # help texts are rich markup: an unescaped '[migration]' would be read as a style
+    help=r"A TOML or YAML file with \[migration], \[migration.old] and \[migration.new].",
 )
 
 
