@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import resource
 import secrets
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import msgpack
 import pytest
+import zstandard
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -135,9 +137,50 @@ def test_decoding_never_raises_anything_but_codec_error(stored: bytes) -> None:
 
 def test_size_guard_counts_names_and_values() -> None:
     codec = Codec(max_session_bytes=100)
-    assert codec.check_size({"a": b"x" * 99}) == 100
-    with pytest.raises(SessionTooLarge, match="101 bytes"):
-        codec.check_size({"ab": b"x" * 99})
+    assert codec.check_size({"a": b"x" * 99}, {"a": b"1"}) == 100
+    with pytest.raises(SessionTooLarge, match="101 bytes encoded"):
+        codec.check_size({"ab": b"x" * 99}, {"ab": b"1"})
+
+
+def test_size_guard_holds_what_compressed_values_decode_to() -> None:
+    codec = Codec(max_decoded_bytes=1_000_000)
+    small = codec.encode("a", "x" * 999_000)
+    assert len(small.stored) < 1_000  # zstd: the stored limit alone would let it through
+    assert codec.check_size({"a": small.stored}, {"a": small.fingerprint}) < 1_000
+    big = codec.encode("a", "x" * 1_000_000)
+    with pytest.raises(SessionTooLarge, match=r"1000003 bytes decoded, over the 1000000"):
+        codec.check_size({"a": big.stored}, {"a": big.fingerprint})
+
+
+@pytest.mark.parametrize("announces_size", [True, False], ids=["announced", "unannounced"])
+def test_a_compressed_value_holding_more_than_the_limit_is_refused_before_it_is_inflated(
+    announces_size: bool,
+) -> None:
+    """zstd allocates what a frame announces and ignores max_output_size for such frames."""
+    bomb = zstandard.ZstdCompressor(write_content_size=announces_size).compress(
+        b'"' + b"x" * 200_000_000 + b'"'
+    )
+    stored = b"\x01\x04" + bomb  # JSON, zstd: 200 MB in about 6 KB
+    assert len(stored) < 10_000
+    codec = Codec()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(CodecError, match=f"{codec.max_decoded_bytes} bytes"):
+        codec.decode(stored)
+    with pytest.raises(CodecError):
+        codec.decode_fields({"a": stored})
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 100_000  # the 200 MB were never allocated
+
+
+def test_attributes_share_one_decoded_budget() -> None:
+    writer = Codec()
+    fields = {name: writer.encode(name, "x" * 600_000).stored for name in ("a", "b")}
+    assert len(writer.decode_fields(fields)) == 2
+    reader = Codec(max_decoded_bytes=1_000_000)
+    assert reader.decode(fields["a"]) == "x" * 600_000  # each alone fits
+    for read in (reader.decode_fields, reader.fingerprints):
+        with pytest.raises(CodecError, match="the 1000000 bytes"):
+            read(fields)
 
 
 def test_codec_settings_are_validated() -> None:
@@ -147,6 +190,8 @@ def test_codec_settings_are_validated() -> None:
         Codec(max_session_bytes=500_000)
     with pytest.raises(ConfigError, match="compress_threshold"):
         Codec(compress_threshold=0)
+    with pytest.raises(ConfigError, match="max_decoded_bytes"):
+        Codec(max_decoded_bytes=0)
 
 
 def test_non_json_values_name_the_attribute() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -29,6 +31,7 @@ from sessionflow import (
 from sessionflow._service_config import ServiceConfig
 from sessionflow.local_servers import free_port
 from sessionflow.service import build_app, create_app
+from tests.clients import running_service
 
 TOKEN = "a-long-admin-token-for-tests"
 
@@ -131,6 +134,85 @@ async def test_oversized_session_is_413(api) -> None:
     assert response.status_code == 413
 
 
+async def test_a_session_whose_compressed_values_hold_too_much_is_413() -> None:
+    """Under the stored limit (zstd packs it into kilobytes), over the decoded one."""
+    app = create_app(AsyncSessionStore(AsyncMemoryBackend()), max_body_bytes=20_000_000)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://service") as api:
+        response = await api.post("/v1/sessions", json={"attributes": {"a": "x" * 9_000_000}})
+    assert response.status_code == 413
+    assert response.json()["error"] == "session_too_large"
+    assert "bytes decoded, over the 8388608-byte limit" in response.json()["detail"]
+
+
+def _small_cap_api() -> httpx.AsyncClient:
+    app = create_app(AsyncSessionStore(AsyncMemoryBackend()), max_body_bytes=1_000)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://service")
+
+
+@pytest.mark.parametrize("path", ["/v1/sessions", "/v1/sessions/validate"])
+async def test_a_body_declared_over_the_cap_is_413_before_it_is_read(path: str) -> None:
+    read = 0
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal read
+        for _ in range(3):
+            read += 1
+            yield b" " * 1_000
+
+    async with _small_cap_api() as api:
+        response = await api.post(
+            path,
+            content=body(),
+            headers={"content-type": "application/json", "content-length": "3000"},
+        )
+        fits = await api.post("/v1/sessions", json={"attributes": {"a": "x" * 900}})
+    assert response.status_code == 413
+    assert response.json() == {
+        "error": "content_too_large",
+        "detail": "the request body is over the 1000-byte limit",
+    }
+    assert response.headers["connection"] == "close"
+    assert read <= 1  # httpx's transport starts the stream; the service read none of it
+    assert fits.status_code == 201
+
+
+async def test_a_chunked_body_is_413_when_it_crosses_the_cap() -> None:
+    async def body() -> AsyncIterator[bytes]:
+        yield b'{"attributes": {"a": "'
+        for _ in range(10):
+            yield b"x" * 200
+        yield b'"}}'
+
+    async with _small_cap_api() as api:
+        response = await api.post(
+            "/v1/sessions", content=body(), headers={"content-type": "application/json"}
+        )
+    assert response.status_code == 413
+    assert response.json()["error"] == "content_too_large"
+    assert response.headers["connection"] == "close"
+
+
+def test_the_running_service_refuses_a_huge_body_without_reading_it() -> None:
+    """uvicorn, a socket and a 1 GB promise: the answer comes before the body does."""
+    port = free_port()
+    with (
+        running_service(port, SESSIONFLOW_MAX_BODY_BYTES="65536"),
+        socket.create_connection(("127.0.0.1", port), timeout=10) as connection,
+    ):
+        connection.sendall(
+            b"POST /v1/sessions HTTP/1.1\r\nHost: service\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n{"
+        )
+        answer = b""
+        while chunk := connection.recv(65536):  # until the service closes the connection
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413")
+    assert b"connection: close" in head.lower()
+    assert b"over the 65536-byte limit" in body
+
+
 async def test_admin_routes_need_the_token(api) -> None:
     assert (await api.get("/admin/stats")).status_code == 401
     wrong = await api.get("/admin/stats", headers={"Authorization": "Bearer nope"})
@@ -222,6 +304,7 @@ def test_config_from_toml_yaml_and_environment(tmp_path: Path) -> None:
         ("backend = 'redis'\nredis_url = 'redis-sentinel://h:x/0#m'", ".toml", "cast to integer"),
         ("backend = 'redis-cluster'\nredis_url = 'redis-sentinel://h#m'", ".toml", "no sentinels"),
         ("backend = 'dynamodb'\ndynamodb_endpoint = 'http://h:p'", ".toml", "cast to integer"),
+        ("max_body_bytes = 0", ".toml", "max_body_bytes must be at least 1"),
         ("backend = 'memory'", ".ini", "^[^:]*service.ini: use a .toml, .yaml or .yml file$"),
     ],
 )

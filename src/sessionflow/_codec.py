@@ -33,7 +33,6 @@ _FORMAT_MASK: Final = 0b011
 _ORJSON_OPTIONS: Final = (
     orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 )
-_MAX_DECOMPRESSED: Final = 64 * 1024 * 1024
 _PLAIN_JSON_HEADER: Final = bytes((ENVELOPE_VERSION, _FORMAT_JSON))
 # Space the metadata of a record takes beside its attributes (names and numbers), generously.
 RECORD_OVERHEAD_BYTES: Final = 512
@@ -60,12 +59,17 @@ class Codec:
             that makes them smaller.
         max_session_bytes: the largest encoded session accepted; the default leaves room
             under DynamoDB's 400 KB item limit for the record's metadata.
+        max_decoded_bytes: the largest a session's attributes may be decoded (names and
+            canonical JSON). Compressed values can be thousands of times smaller than what
+            they hold; this bounds what a read may inflate, and a write is refused past it
+            rather than stored and then refused at every read.
         zstd_level: the zstd compression level.
     """
 
     format: Format = "json"
     compress_threshold: int = 1024
     max_session_bytes: int = 350_000
+    max_decoded_bytes: int = 8 * 1024 * 1024
     zstd_level: int = 3
     _compressor: zstandard.ZstdCompressor = field(init=False, repr=False, compare=False)
     _decompressor: zstandard.ZstdDecompressor = field(init=False, repr=False, compare=False)
@@ -81,6 +85,8 @@ class Codec:
                 f"max_session_bytes must be between 1 and {limit} (DynamoDB's item limit "
                 "less room for metadata)"
             )
+        if self.max_decoded_bytes < 1:
+            raise ConfigError("max_decoded_bytes must be at least 1 byte")
         object.__setattr__(self, "_compressor", zstandard.ZstdCompressor(level=self.zstd_level))
         object.__setattr__(self, "_decompressor", zstandard.ZstdDecompressor())
 
@@ -122,6 +128,14 @@ class Codec:
 
     def decode_with_fingerprint(self, stored: bytes) -> tuple[Any, bytes]:
         """Decode a stored envelope; return the value and its canonical fingerprint."""
+        value, fingerprint, _ = self._decode(stored, self.max_decoded_bytes)
+        return value, fingerprint
+
+    def _decode(self, stored: bytes, budget: int) -> tuple[Any, bytes, int]:
+        """Decode one envelope whose payload may be at most `budget` bytes decompressed.
+
+        Returns the value, its fingerprint and the payload's decompressed size.
+        """
         if len(stored) < 2:  # noqa: PLR2004 - the envelope header is two bytes
             raise CodecError("stored value is shorter than the envelope header")
         version, flags = stored[0], stored[1]
@@ -131,49 +145,89 @@ class Codec:
             raise CodecError(f"unknown envelope flags {flags:#04x}")
         payload = stored[2:]
         if flags & _FLAG_ZSTD:
-            try:
-                payload = self._decompressor.decompress(payload, max_output_size=_MAX_DECOMPRESSED)
-            except zstandard.ZstdError as exc:
-                raise CodecError(f"corrupt zstd payload: {exc}") from exc
+            payload = self._inflate(payload, budget)
         fmt = flags & _FORMAT_MASK
         try:
             if fmt == _FORMAT_JSON:
-                return orjson.loads(payload), payload
+                return orjson.loads(payload), payload, len(payload)
             if fmt == _FORMAT_MSGPACK:
                 value = msgpack.unpackb(payload, raw=False, strict_map_key=True)
-                return value, orjson.dumps(value, option=_ORJSON_OPTIONS)
+                return value, orjson.dumps(value, option=_ORJSON_OPTIONS), len(payload)
         except (orjson.JSONDecodeError, ValueError, TypeError, msgpack.UnpackException) as exc:
             raise CodecError(f"undecodable payload: {exc}") from exc
         raise CodecError(f"unknown payload format {fmt}")
 
-    def decode_fields(self, fields: Mapping[str, bytes]) -> dict[str, Any]:
-        """Decode every stored attribute; raise `CodecError` if any is not an envelope."""
-        decoded: dict[str, Any] = {}
-        loads = orjson.loads
+    def _inflate(self, payload: bytes, budget: int) -> bytes:
+        """Decompress a zstd payload; refuse one that holds more than `budget` bytes.
+
+        zstd allocates what a frame's header announces and ignores `max_output_size`
+        then, so the announced size is checked first; a frame that announces none is
+        bounded by `max_output_size`.
+        """
+        limit = self.max_decoded_bytes
         try:
-            for name, stored in fields.items():
-                if stored[:2] == _PLAIN_JSON_HEADER:  # the common case, kept cheap
-                    decoded[name] = loads(stored[2:])
-                else:
-                    decoded[name] = self.decode_with_fingerprint(stored)[0]
-        except orjson.JSONDecodeError as exc:
-            raise CodecError(f"undecodable payload: {exc}") from exc
-        return decoded
+            announced = zstandard.frame_content_size(payload)
+            if announced > budget:
+                raise CodecError(
+                    f"a compressed value of {announced} bytes takes the session over the "
+                    f"{limit} bytes it may hold decoded"
+                )
+            return self._decompressor.decompress(payload, max_output_size=budget)
+        except zstandard.ZstdError as exc:
+            raise CodecError(
+                f"corrupt zstd payload, or one over the {limit} bytes a session may hold "
+                f"decoded: {exc}"
+            ) from exc
+
+    def decode_fields(self, fields: Mapping[str, bytes]) -> dict[str, Any]:
+        """Decode every stored attribute; raise `CodecError` if any is not an envelope.
+
+        Also raised when the attributes together hold more than `max_decoded_bytes`.
+        """
+        return self._decode_all(fields)[0]
 
     def fingerprints(self, fields: Mapping[str, bytes]) -> dict[str, bytes]:
         """Return the canonical fingerprint of every stored attribute."""
-        return {
-            name: stored[2:]
-            if stored[:2] == _PLAIN_JSON_HEADER
-            else self.decode_with_fingerprint(stored)[1]
-            for name, stored in fields.items()
-        }
+        return self._decode_all(fields)[1]
 
-    def check_size(self, fields: Mapping[str, bytes]) -> int:
-        """Return the encoded size of a session's fields; raise `SessionTooLarge` if over limit."""
+    def _decode_all(self, fields: Mapping[str, bytes]) -> tuple[dict[str, Any], dict[str, bytes]]:
+        """Return every attribute's value and fingerprint, within one decoded budget."""
+        values: dict[str, Any] = {}
+        fingerprints: dict[str, bytes] = {}
+        budget = self.max_decoded_bytes
+        loads = orjson.loads
+        for name, stored in fields.items():
+            if stored[:2] == _PLAIN_JSON_HEADER:  # the common case, kept cheap
+                fingerprint = stored[2:]
+                try:
+                    values[name] = loads(fingerprint)
+                except orjson.JSONDecodeError as exc:
+                    raise CodecError(f"undecodable payload: {exc}") from exc
+                budget -= len(name) + len(fingerprint)
+            else:
+                budget -= len(name)
+                values[name], fingerprint, size = self._decode(stored, max(budget, 0))
+                budget -= size
+            fingerprints[name] = fingerprint
+        if budget < 0:
+            raise CodecError(
+                f"the attributes hold more than the {self.max_decoded_bytes} bytes a "
+                "session may hold decoded"
+            )
+        return values, fingerprints
+
+    def check_size(self, fields: Mapping[str, bytes], fingerprints: Mapping[str, bytes]) -> int:
+        """Return the encoded size of a session's fields; raise `SessionTooLarge` if too large.
+
+        `fingerprints` are the same attributes' canonical JSON: what a read decodes, held
+        to `max_decoded_bytes`.
+        """
         size = encoded_size(fields)
         if size > self.max_session_bytes:
             raise SessionTooLarge(size, self.max_session_bytes)
+        decoded = encoded_size(fingerprints)
+        if decoded > self.max_decoded_bytes:
+            raise SessionTooLarge(decoded, self.max_decoded_bytes, measure="decoded")
         return size
 
 

@@ -29,14 +29,19 @@ class CodecError(SessionflowError):
 
 
 class SessionTooLarge(SessionflowError, ValueError):  # noqa: N818
-    """A session's encoded size exceeds the configured maximum; nothing was written."""
+    """A session's size exceeds the configured maximum; nothing was written.
 
-    def __init__(self, size: int, limit: int) -> None:
+    `measure` says which size: ``"encoded"`` (as stored) or ``"decoded"`` (what its
+    compressed values hold).
+    """
+
+    def __init__(self, size: int, limit: int, measure: str = "encoded") -> None:
         super().__init__(
-            f"session is {size} bytes encoded, over the {limit}-byte limit; nothing was written"
+            f"session is {size} bytes {measure}, over the {limit}-byte limit; nothing was written"
         )
         self.size = size
         self.limit = limit
+        self.measure = measure
 
 
 class SessionNotFound(SessionflowError, KeyError):  # noqa: N818

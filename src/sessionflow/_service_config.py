@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from sessionflow._body_limit import DEFAULT_MAX_BODY_BYTES
 from sessionflow._errors import ConfigError, one_line
 from sessionflow._policy import SessionPolicy
 from sessionflow._urls import check_store_urls, redact
@@ -41,6 +42,8 @@ class ServiceConfig:
     admin_token: str | None = None
     store_timeout: float = 5.0
     """Seconds a request waits on a store that stopped answering before it gets a 503."""
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    """Request bodies over this many bytes get a 413 before they are read."""
 
     def __post_init__(self) -> None:
         if self.backend not in get_args(BackendKind):
@@ -51,6 +54,8 @@ class ServiceConfig:
             raise ConfigError("admin_token must be at least 16 characters")
         if not self.store_timeout > 0:
             raise ConfigError("store_timeout must be a positive number of seconds")
+        if self.max_body_bytes < 1:
+            raise ConfigError("max_body_bytes must be at least 1")
         check_store_urls(self.backend, self.redis_url, self.dynamodb_endpoint)
         self.policy()  # validates the timeouts
 

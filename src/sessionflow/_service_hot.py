@@ -20,6 +20,14 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 
+from sessionflow._body_limit import (
+    DEFAULT_MAX_BODY_BYTES,
+    TOO_LARGE_CODE,
+    counted,
+    declared_length,
+    refuse,
+    too_large_detail,
+)
 from sessionflow._errors import SessionflowError
 
 ErrorBody = tuple[int, dict[str, str]]
@@ -36,18 +44,28 @@ def validation_detail(errors: Sequence[Mapping[str, Any]], prefix: tuple[str, ..
 
 
 class ServiceApp(FastAPI):
-    """A FastAPI app whose `hot_routes` answer their requests before FastAPI's own work."""
+    """A FastAPI app whose `hot_routes` answer their requests before FastAPI's own work.
 
-    def __init__(self, **settings: Any) -> None:  # noqa: ANN401 - FastAPI's settings
+    Request bodies over `max_body_bytes` are refused with a 413 (see `_body_limit`).
+    """
+
+    def __init__(self, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, **settings: Any) -> None:  # noqa: ANN401 - FastAPI's settings
         super().__init__(**settings)
         self.hot_routes: list[HotRoute] = []
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve a hot route's request, or hand the request to FastAPI."""
-        for route in self.hot_routes:
-            if route.matches(scope):
-                await route.serve(receive, send)
+        if scope["type"] == "http":
+            declared = declared_length(scope)
+            if declared is not None and declared > self.max_body_bytes:
+                await refuse(send, self.max_body_bytes)
                 return
+            for route in self.hot_routes:
+                if route.matches(scope):
+                    await route.serve(receive, send)  # it caps its own, smaller bodies
+                    return
+            receive = counted(receive, self.max_body_bytes)
         await super().__call__(scope, receive, send)
 
 
@@ -106,7 +124,7 @@ class HotRoute:
     async def _respond(self, body: bytes) -> tuple[int, bytes]:
         if len(body) > MAX_HOT_BODY:
             return 413, orjson.dumps(
-                {"error": "content_too_large", "detail": f"at most {MAX_HOT_BODY} bytes"}
+                {"error": TOO_LARGE_CODE, "detail": too_large_detail(MAX_HOT_BODY)}
             )
         try:
             request = self.model.model_validate_json(body)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gc
 import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from http import HTTPStatus
 from typing import Annotated, Any, cast
@@ -27,6 +27,7 @@ from sessionflow._async.backends.base import AsyncBackend
 from sessionflow._async.backends.instrumented import AsyncInstrumentedBackend
 from sessionflow._async.migration import AsyncMigration
 from sessionflow._async.store import AsyncSessionStore
+from sessionflow._body_limit import DEFAULT_MAX_BODY_BYTES, TOO_LARGE_CODE
 from sessionflow._errors import (
     BackendError,
     ConfigError,
@@ -165,8 +166,10 @@ def _view(session: Session, *, with_attributes: bool) -> dict[str, Any]:
     }
 
 
-def _error(status: int, code: str, detail: str) -> JSONResponse:
-    return JSONResponse({"error": code, "detail": detail}, status_code=status)
+def _error(
+    status: int, code: str, detail: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
 
 
 def error_body(exc: SessionflowError) -> ErrorBody:
@@ -185,6 +188,7 @@ def create_app(
     lifespan: Callable[[FastAPI], Any] | None = None,
     migration: MigrationHandle | None = None,
     tier: TierHandle | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
     """Build the service on `store`.
 
@@ -198,6 +202,7 @@ def create_app(
             ``/admin/migration`` (status), ``/admin/migration/advance`` and ``/rollback``.
         tier: the hybrid tier the store's backend is; adds ``/admin/tier`` (statistics),
             ``/admin/tier/sweep`` and ``/admin/tier/flush``.
+        max_body_bytes: larger request bodies are refused with a 413 before they are read.
     """
     registry = registry or CollectorRegistry()
     registry.register(StoreStatsCollector(store.stats, "service"))
@@ -206,6 +211,7 @@ def create_app(
         version=__version__,
         lifespan=lifespan,
         description="Create, validate, read, update and revoke server-side sessions.",
+        max_body_bytes=max_body_bytes,
     )
 
     @app.exception_handler(SessionflowError)
@@ -215,8 +221,11 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
-        return _error(exc.status_code, code, str(exc.detail))
+        if exc.status_code == 413:  # noqa: PLR2004 - Python 3.11 still says "Request Entity"
+            code = TOO_LARGE_CODE
+        else:
+            code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
+        return _error(exc.status_code, code, str(exc.detail), exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -468,6 +477,7 @@ def build_app(
         lifespan=lifespan,
         migration=handle,
         tier=tier_handle,
+        max_body_bytes=config.max_body_bytes,
     )
 
 

@@ -94,7 +94,7 @@ class AsyncSessionStore:
         _check_user_id(user_id)
         data = dict(attributes or {})
         changes = self._encode(data, {})
-        self.codec.check_size(changes.fields)
+        self.codec.check_size(changes.fields, changes.fingerprints)
         now = self.clock.now()
         absolute = now + self.policy.absolute_timeout
         for attempt in range(_CREATE_ATTEMPTS):
@@ -168,7 +168,7 @@ class AsyncSessionStore:
             raise SessionNotFound("session expired")
         if now >= session.idle_expires_at:
             await self._live(session.key, now)  # another request may have touched it since
-        self.codec.check_size(changes.fields)
+        self.codec.check_size(changes.fields, changes.fingerprints)
         version, fields, changed = session.version, changes.fields, changes.changed
         fingerprints = changes.fingerprints
         merged = False
@@ -425,7 +425,7 @@ class AsyncSessionStore:
         for name in changes.removed:
             fields.pop(name, None)
             current_fingerprints.pop(name, None)
-        self.codec.check_size(fields)
+        self.codec.check_size(fields, current_fingerprints)
         return fields, current_fingerprints
 
     def _session(

@@ -95,7 +95,7 @@ class SessionStore:
         _check_user_id(user_id)
         data = dict(attributes or {})
         changes = self._encode(data, {})
-        self.codec.check_size(changes.fields)
+        self.codec.check_size(changes.fields, changes.fingerprints)
         now = self.clock.now()
         absolute = now + self.policy.absolute_timeout
         for attempt in range(_CREATE_ATTEMPTS):
@@ -169,7 +169,7 @@ class SessionStore:
             raise SessionNotFound("session expired")
         if now >= session.idle_expires_at:
             self._live(session.key, now)  # another request may have touched it since
-        self.codec.check_size(changes.fields)
+        self.codec.check_size(changes.fields, changes.fingerprints)
         version, fields, changed = session.version, changes.fields, changes.changed
         fingerprints = changes.fingerprints
         merged = False
@@ -426,7 +426,7 @@ class SessionStore:
         for name in changes.removed:
             fields.pop(name, None)
             current_fingerprints.pop(name, None)
-        self.codec.check_size(fields)
+        self.codec.check_size(fields, current_fingerprints)
         return fields, current_fingerprints
 
     def _session(
