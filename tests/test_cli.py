@@ -86,6 +86,14 @@ def test_serve_refuses_a_bad_config_with_a_one_line_reason(tmp_path, name, text,
     assert result.output.count("\n") == 1
 
 
+@pytest.mark.parametrize("port", ["65536", "99999", "-1"])
+def test_serve_refuses_a_port_out_of_range(port: str) -> None:
+    """uvloop would listen on the port modulo 65536 and print the number it was given."""
+    result = runner.invoke(app, ["serve", "--port", port], env={"COLUMNS": "200"})
+    assert result.exit_code == 2
+    assert "Invalid value for '--port'" in result.output
+
+
 def test_serve_runs_the_service_until_stopped() -> None:
     with running_service(free_port()) as url:
         assert httpx.get(f"{url}/healthz", timeout=5).text == "ok\n"

@@ -244,6 +244,8 @@ def _parse_worker(text: str) -> tuple[int, int]:
         worker, workers = (int(part) for part in text.split("/"))
     except ValueError as exc:
         raise _fail(f"[red]--worker must look like 0/4, not {escape(repr(text))}[/red]", 2) from exc
+    if workers < 1:
+        raise _fail(f"[red]--worker {text}: n, the number of workers, must be at least 1[/red]", 2)
     if not 0 <= worker < workers:
         raise _fail(f"[red]--worker {text}: the first number must be in 0..{workers - 1}[/red]", 2)
     return worker, workers

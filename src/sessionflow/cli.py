@@ -81,7 +81,7 @@ def serve(
         help="A TOML or YAML settings file; SESSIONFLOW_* variables override it.",
     ),
     host: str = typer.Option("127.0.0.1", help="The address to listen on."),
-    port: int = typer.Option(8080, help="The port to listen on."),
+    port: int = typer.Option(8080, min=0, max=65535, help="The port to listen on."),
     region: str | None = typer.Option(
         None, help="With a session_config table: the region whose hot Redis to use."
     ),
