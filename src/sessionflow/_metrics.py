@@ -243,6 +243,7 @@ class MigrationCollector(Collector):
         for name, help_text, value in (
             ("sessionflow_migration_mismatch_false_positives_total", "Compared reads that agreed on re-check (copies in flight).", stats.false_positives),  # noqa: E501
             ("sessionflow_migration_stage_read_errors_total", "Failed reads of the control record (the last stage stays in use).", stats.stage_read_errors),  # noqa: E501
+            ("sessionflow_migration_stage_records_restored_total", "Control records found gone back (lost) and written back by this process.", stats.stage_records_restored),  # noqa: E501
         ):  # fmt: skip
             family = CounterMetricFamily(name.removesuffix("_total"), help_text)
             family.add_metric((), value)

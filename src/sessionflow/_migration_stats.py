@@ -27,6 +27,8 @@ class MigrationStats:
     false_positives: int = 0
     """Shadow-read differences that a re-check showed were copies in flight."""
     stage_read_errors: int = 0
+    stage_records_restored: int = 0
+    """Times this process found the control record gone back and wrote its own back."""
     repair_depth: int = 0
     repair_oldest_age: float = 0.0
     repaired: Counter[str] = field(default_factory=Counter)

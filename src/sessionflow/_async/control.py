@@ -34,6 +34,15 @@ class AsyncControlPlane(Protocol):
         """Set the stage if the record is still at `expected_revision`; else `StageChanged`."""
         ...
 
+    async def restore_stage(self, record: StageRecord) -> StageRecord:
+        """Write `record` back if the stored one is older (a lower revision, or none).
+
+        A process that ran a stage calls this when the record it reads went back (lost in
+        a restart without persistence, or deleted). Returns the record stored afterwards:
+        when several processes restore at once, the highest revision wins.
+        """
+        ...
+
     async def heartbeat(self, process: str, stage: Stage, now: float) -> None:
         """Record that `process` runs `stage` at `now`."""
         ...
@@ -105,6 +114,13 @@ class AsyncMemoryControlPlane:
             if self._stage.revision != expected_revision:
                 raise StageChanged("the stage changed since it was read")
             self._stage = StageRecord(stage, expected_revision + 1, now, note)
+            return self._stage
+
+    async def restore_stage(self, record: StageRecord) -> StageRecord:
+        """See `AsyncControlPlane.restore_stage`."""
+        with self._lock:
+            if self._stage.revision < record.revision:
+                self._stage = record
             return self._stage
 
     async def heartbeat(self, process: str, stage: Stage, now: float) -> None:

@@ -26,6 +26,17 @@ redis.call('HSET', KEYS[1], 'stage', ARGV[2], 'revision', current + 1,
 return 1
 """
 
+# Only over a readable, older revision: a malformed record is left for an operator to see.
+_RESTORE_STAGE = """
+local current = tonumber(redis.call('HGET', KEYS[1], 'revision') or '0')
+if current ~= nil and current < tonumber(ARGV[1]) then
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'stage', ARGV[2], 'revision', ARGV[1],
+             'changed_at', ARGV[3], 'note', ARGV[4])
+end
+return redis.call('HGETALL', KEYS[1])
+"""
+
 _FINISH_REPAIRS = """
 local removed = 0
 for i = 1, #ARGV, 2 do
@@ -59,6 +70,7 @@ class RedisControlPlane:
         self._mismatch_key = f"{base}:mismatches"
         self._document_prefix = f"{base}:doc:"
         self._write_stage = client.register_script(_WRITE_STAGE)
+        self._restore_stage = client.register_script(_RESTORE_STAGE)
         self._finish_repairs = client.register_script(_FINISH_REPAIRS)
 
     def read_stage(self) -> StageRecord:
@@ -67,15 +79,7 @@ class RedisControlPlane:
             raw = self._client.hgetall(self._stage_key)
         except RedisError as exc:
             raise BackendError(f"control plane unreachable: {exc}") from exc
-        if not raw:
-            return INITIAL_STAGE
-        fields = {k.decode(): v.decode() for k, v in raw.items()}
-        return StageRecord(
-            Stage(fields["stage"]),
-            int(fields["revision"]),
-            float(fields["changed_at"]),
-            fields.get("note", ""),
-        )
+        return _stage_record(raw)
 
     def write_stage(
         self, stage: Stage, *, expected_revision: int, now: float, note: str = ""
@@ -90,6 +94,15 @@ class RedisControlPlane:
         if not written:
             raise StageChanged("the stage changed since it was read")
         return StageRecord(stage, expected_revision + 1, now, note)
+
+    def restore_stage(self, record: StageRecord) -> StageRecord:
+        """See `ControlPlane.restore_stage`."""
+        args = [record.revision, record.stage.value, repr(record.changed_at), record.note]
+        try:
+            flat = self._restore_stage(keys=[self._stage_key], args=args)
+        except RedisError as exc:
+            raise BackendError(f"control plane unreachable: {exc}") from exc
+        return _stage_record(dict(zip(flat[::2], flat[1::2], strict=True)))
 
     def heartbeat(self, process: str, stage: Stage, now: float) -> None:
         """See `ControlPlane.heartbeat`."""
@@ -195,3 +208,19 @@ class RedisControlPlane:
         except RedisError as exc:
             raise BackendError(f"control plane unreachable: {exc}") from exc
         return [json.loads(item) for item in raw]
+
+
+def _stage_record(raw: dict[bytes, bytes]) -> StageRecord:
+    """Parse the stage record's hash; raise `BackendError` if it is not one."""
+    if not raw:
+        return INITIAL_STAGE
+    try:
+        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        return StageRecord(
+            Stage(fields["stage"]),
+            int(fields["revision"]),
+            float(fields["changed_at"]),
+            fields.get("note", ""),
+        )
+    except (KeyError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise BackendError(f"the control record is malformed: {exc!r}") from exc

@@ -23,6 +23,7 @@ from sessionflow._sync.backends.base import Backend, deletes_are_final, put_guar
 from sessionflow._sync.control import ControlPlane
 from sessionflow._sync.reconcile import copy_record, reconcile_key, reconcile_records
 from sessionflow._clock import Clock, SystemClock
+from sessionflow._control import StageRecord
 from sessionflow._errors import (
     ConfigError,
     CorruptRecord,
@@ -111,6 +112,7 @@ class MigratingBackend:
         self.stats = stats or MigrationStats()
         self._deletes_final = deletes_are_final(old)
         self._stage: Stage | None = None
+        self._record: StageRecord | None = None  # the record this process runs
         self._stage_read_at = float("-inf")
         self.mirror = Mirror(
             reconcile=self._reconcile, enqueue=self._enqueue, timeout=mirror_timeout
@@ -122,13 +124,18 @@ class MigratingBackend:
         """Return the stage this process runs: the control record's, read every `stage_ttl`.
 
         If the control plane cannot be read, the last stage read stays in use (and the
-        failure is counted); with no stage read yet, `BackendError` is raised.
+        failure is counted); with no stage read yet, `BackendError` is raised. A record
+        older than the one this process ran (lost in a restart of a control Redis without
+        persistence, or deleted) is never followed back: the process keeps its stage and
+        writes its record back (`ControlPlane.restore_stage`).
         """
         now = self.clock.now()
         if self._stage is not None and now - self._stage_read_at < self.stage_ttl:
             return self._stage
         try:
             record = self.control.read_stage()
+            if self._record is not None and record.revision < self._record.revision:
+                record = self._restore(record, self._record)
             if self.heartbeat:
                 self.control.heartbeat(self.process_id, record.stage, now)
         except SessionflowError:
@@ -140,9 +147,21 @@ class MigratingBackend:
             return self._stage
         if record.stage is not self._stage:
             logger.info("migration stage %s -> %s", self._stage, record.stage)
-        self._stage, self._stage_read_at = record.stage, now
+        self._stage, self._record, self._stage_read_at = record.stage, record, now
         self.stats.stage = record.stage
         return record.stage
+
+    def _restore(self, found: StageRecord, ran: StageRecord) -> StageRecord:
+        logger.error(
+            "the control record went back to stage %s at revision %d; this process ran %s "
+            "at revision %d and writes it back",
+            found.stage,
+            found.revision,
+            ran.stage,
+            ran.revision,
+        )
+        self.stats.stage_records_restored += 1
+        return self.control.restore_stage(ran)
 
     def refresh_stage(self) -> Stage:
         """Read the stage now, ignoring the cache (jobs call this before they decide)."""
