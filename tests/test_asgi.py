@@ -138,6 +138,35 @@ async def test_a_stale_cookie_is_cleared(store) -> None:
     assert "Max-Age=0" in response.headers["set-cookie"]
 
 
+async def test_of_several_cookies_of_the_name_the_first_live_one_is_the_session(store) -> None:
+    """A dead cookie on a more specific path comes first and cannot be cleared from here."""
+    async with client_for(make_app(store)) as client:
+        first = await client.get("/visit")
+    live = first.headers["set-cookie"].split(";")[0].split("=", 1)[1]
+    dead, malformed = new_session_id(), "not-an-id"
+    async with client_for(make_app(store)) as client:
+        one_header = await client.get(
+            "/visit", headers={"cookie": f"session={malformed}; session={dead}; session={live}"}
+        )
+        two_headers = await client.get(
+            "/visit",
+            headers=[("cookie", f"theme=dark; session={dead}"), ("cookie", f"session={live}")],
+        )
+    assert one_header.json() == {"views": 2}
+    assert two_headers.json() == {"views": 3}
+    assert "set-cookie" not in one_header.headers  # the live id is kept: nothing to clear
+    assert "set-cookie" not in two_headers.headers
+
+
+async def test_at_most_four_presented_ids_are_looked_up(store, registry) -> None:
+    cookies = "; ".join(f"session={new_session_id()}" for _ in range(50))
+    async with client_for(make_app(store)) as client:
+        response = await client.get("/peek", headers={"cookie": cookies})
+    assert response.json()["has"] is False
+    assert "Max-Age=0" in response.headers["set-cookie"]
+    assert storage_calls(registry) == 4
+
+
 @pytest.mark.parametrize("garbage", ["x", "a" * 43 + "!", "../../etc", "ünïcode" * 7])
 async def test_malformed_cookies_never_reach_storage(store, registry, garbage: str) -> None:
     async with client_for(make_app(store)) as client:
@@ -233,11 +262,35 @@ def test_request_session_needs_the_middleware() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"name": "bad name"}, {"name": ""}, {"samesite": "none", "secure": False}, {"samesite": "x"}],
+    [
+        {"name": "bad name"},
+        {"name": ""},
+        {"samesite": "none", "secure": False},
+        {"samesite": "x"},
+        {"name": "__Host-session", "secure": False},
+        {"name": "__host-session", "path": "/app"},
+        {"name": "__Host-session", "domain": "example.com"},
+        {"name": "__Secure-session", "secure": False},
+    ],
 )
 def test_cookie_settings_are_validated(kwargs) -> None:
     with pytest.raises(ConfigError):
         CookieSettings(**kwargs)
+
+
+async def test_a_host_prefixed_cookie_is_written_the_way_browsers_accept_it(store) -> None:
+    """__Host-: Secure, Path=/, no Domain; a sibling subdomain cannot toss one in."""
+    app = make_app(store)
+    app.cookie = CookieSettings(name="__Host-session")
+    async with client_for(app) as client:
+        first = await client.get("/visit")
+        second = await client.get("/visit")
+    header = first.headers["set-cookie"]
+    assert header.startswith("__Host-session=")
+    assert "Secure" in header
+    assert "Path=/;" in header
+    assert "Domain" not in header
+    assert second.json() == {"views": 2}
 
 
 @given(st.text(max_size=200))

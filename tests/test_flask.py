@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from sessionflow import MemoryBackend, RedisBackend, SessionStore
+from sessionflow import MemoryBackend, RedisBackend, SessionStore, new_session_id
 from tests.conftest import Servers
 
 HTTPS = "https://localhost"
@@ -50,6 +50,19 @@ def test_counter_and_cookie_flags(store) -> None:
         assert flag in cookie
     assert session_cookie(second) is None
     assert "Cookie" in second.headers["Vary"]
+
+
+def test_of_several_session_cookies_the_first_live_one_is_used(store) -> None:
+    client = flask_example.create_app(store).test_client()
+    header = session_cookie(client.get("/", base_url=HTTPS))
+    assert header is not None
+    live = header.split(";")[0].split("=", 1)[1]
+    fresh = flask_example.create_app(store).test_client(use_cookies=False)  # our header only
+    response = fresh.get(
+        "/", base_url=HTTPS, headers={"Cookie": f"session={new_session_id()}; session={live}"}
+    )
+    assert response.json["views"] == 2
+    assert session_cookie(response) is None
 
 
 def test_reading_without_a_session_creates_nothing(store) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -42,6 +43,21 @@ class CookieSettings:
             raise ConfigError("samesite must be 'lax', 'strict' or 'none'")
         if self.samesite == "none" and not self.secure:
             raise ConfigError("samesite='none' requires secure=True (browsers reject it)")
+        self._check_prefix()
+
+    def _check_prefix(self) -> None:
+        """Refuse a ``__Host-`` or ``__Secure-`` name whose attributes browsers would reject.
+
+        Browsers drop such a cookie without a word, so every response would start a new
+        session. (They match the prefixes case-insensitively.)
+        """
+        lowered = self.name.lower()
+        if lowered.startswith(("__host-", "__secure-")) and not self.secure:
+            raise ConfigError(f"a cookie named {self.name!r} needs secure=True")
+        if lowered.startswith("__host-") and (self.path != "/" or self.domain is not None):
+            raise ConfigError(
+                f"a cookie named {self.name!r} needs path='/' and no domain (host-only)"
+            )
 
     def header(self, value: str, max_age: int | None) -> str:
         """Return a Set-Cookie header value; `max_age` 0 clears the cookie."""
@@ -66,12 +82,26 @@ def parse_cookie_header(header: str) -> dict[str, str]:
     Lenient the way browsers are: no quoting rules, the first occurrence of a name wins.
     """
     cookies: dict[str, str] = {}
+    for name, value in _pairs(header):
+        cookies.setdefault(name, value)
+    return cookies
+
+
+def cookie_values(headers: list[str], name: str) -> list[str]:
+    """Return every value of cookie `name` in `headers` (Cookie header values), in order.
+
+    A browser sends several when cookies of one name were set for several paths or a
+    parent domain, the most specific path first.
+    """
+    return [value for header in headers for found, value in _pairs(header) if found == name]
+
+
+def _pairs(header: str) -> Iterator[tuple[str, str]]:
     for chunk in header.split(";"):
         name, separator, value = chunk.partition("=")
         name, value = name.strip(), value.strip()
-        if not separator or not name or name in cookies:
+        if not separator or not name:
             continue
         if len(value) >= 2 and value[0] == value[-1] == '"':  # noqa: PLR2004
             value = value[1:-1]
-        cookies[name] = value
-    return cookies
+        yield name, value

@@ -20,7 +20,7 @@ from typing import Any
 
 from sessionflow._async.request_session import AsyncRequestSession as RequestSession
 from sessionflow._async.store import AsyncSessionStore
-from sessionflow._cookies import CookieSettings, parse_cookie_header
+from sessionflow._cookies import CookieSettings, cookie_values, parse_cookie_header
 from sessionflow._errors import ConfigError, SessionNotFound, VersionConflict
 
 Scope = MutableMapping[str, Any]
@@ -40,13 +40,9 @@ __all__ = [
 ]
 
 
-def _cookie_value(scope: Scope, name: str) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key.lower() == b"cookie":
-            found = parse_cookie_header(value.decode("latin-1")).get(name)
-            if found is not None:
-                return found
-    return None
+def _cookie_values(scope: Scope, name: str) -> list[str]:
+    headers = [v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == b"cookie"]
+    return cookie_values(headers, name)
 
 
 def request_session(scope: Scope) -> RequestSession:
@@ -89,7 +85,7 @@ class SessionMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        handle = RequestSession(self.store, _cookie_value(scope, self.cookie.name))
+        handle = RequestSession(self.store, _cookie_values(scope, self.cookie.name))
         scope[SCOPE_KEY] = handle
         if scope["type"] == "websocket":
             await self.app(scope, receive, send)

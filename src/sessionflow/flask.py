@@ -101,7 +101,7 @@ class SessionflowInterface(SessionInterface):
 
     def open_session(self, app: Flask, request: Request) -> FlaskSession:  # noqa: ARG002
         """Attach a lazily loaded session to the request."""
-        return FlaskSession(RequestSession(self.store, request.cookies.get(self.cookie.name)))
+        return FlaskSession(RequestSession(self.store, request.cookies.getlist(self.cookie.name)))
 
     def save_session(
         self,

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sessionflow._async.store import AsyncSessionStore
 from sessionflow._cookies import CookieSettings
 from sessionflow._errors import InvalidSessionId
 from sessionflow._ids import validate_session_id
 from sessionflow._session import Session
+
+MAX_PRESENTED_IDS = 4
+"""Session cookies of one name looked up per request: bounded work whatever is sent."""
 
 
 class AsyncRequestSession:
@@ -14,11 +19,22 @@ class AsyncRequestSession:
 
     The integrations (ASGI, Flask, Django) share it: they differ only in where the cookie
     comes from and where the Set-Cookie header goes.
+
+    Args:
+        store: the session store.
+        presented: the id the client's cookie holds, or every one in order when it sent
+            several cookies of that name (set for several paths, or for a parent domain):
+            the first that names a live session is the request's, as in Spring Session.
+            At most `MAX_PRESENTED_IDS` are looked up.
     """
 
-    def __init__(self, store: AsyncSessionStore, presented_id: str | None) -> None:
+    def __init__(self, store: AsyncSessionStore, presented: str | Sequence[str] | None) -> None:
         self._store = store
-        self._presented = presented_id
+        if presented is None:
+            presented = ()
+        elif isinstance(presented, str):
+            presented = (presented,)
+        self._presented = tuple(presented)
         self._session: Session | None = None
         self._loaded = False
         self._issue_cookie = False
@@ -38,15 +54,15 @@ class AsyncRequestSession:
         """Return the client's session, or None if it sent none, an unknown or a dead one."""
         if not self._loaded:
             self._loaded = True
-            if self._presented is not None:
+            for presented in self._presented[:MAX_PRESENTED_IDS]:
                 try:
-                    validate_session_id(self._presented)
+                    validate_session_id(presented)
                 except InvalidSessionId:
-                    # Malformed ids never reach storage.
-                    self._clear_cookie = True
-                else:
-                    self._session = await self._store.get(self._presented)
-                    self._clear_cookie = self._session is None
+                    continue  # malformed ids never reach storage
+                self._session = await self._store.get(presented)
+                if self._session is not None:
+                    break
+            self._clear_cookie = self._session is None and bool(self._presented)
         return self._session
 
     async def get(self) -> Session:
@@ -75,7 +91,7 @@ class AsyncRequestSession:
                 await self._store.revoke_user(session.user_id)
             await self._store.delete(session)
         self._session, self._issue_cookie = None, False
-        self._clear_cookie = self._presented is not None
+        self._clear_cookie = bool(self._presented)
 
     async def commit(self, cookie: CookieSettings) -> str | None:
         """Save what changed; return the Set-Cookie header to send, if any."""
