@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sessionflow._async.backends.base import AsyncBackend
 from sessionflow._errors import ConfigError
+from sessionflow._ids import new_session_id, storage_key
 from sessionflow._redis_clients import REDIS_SOCKET_TIMEOUT, redis_client
 
 if TYPE_CHECKING:
@@ -331,3 +332,36 @@ async def open_configured(
         )
     )
     return ConfiguredStore(backend, "migrating", migration=job)
+
+
+EMBEDDED_BACKENDS = ("local", "memory")
+"""Backends that start with the process: nothing outside it to check before serving."""
+
+
+async def check_configured(
+    config: StoreSettings,
+    *,
+    migration: MigrationConfig | None = None,
+    tier: TierConfig | None = None,
+    region: str | None = None,
+    timeouts: ClientTimeouts = JOB_TIMEOUTS,
+) -> None:
+    """Open what a settings file names, read from every store once, and close it again.
+
+    `sessionflow serve` calls this before it starts listening, so an unreachable store or
+    a table of another layout is one line and an exit code, not a traceback from the
+    server's start-up. Raises `ConfigError` or the store's `SessionflowError`.
+    """
+    probe = storage_key(new_session_id())  # a key no session has
+    async with AsyncExitStack() as stack:
+        opened = await open_configured(
+            config, stack, migration=migration, tier=tier, region=region, timeouts=timeouts
+        )
+        if opened.migration is not None:
+            # the stores and the control record directly: a read through the migrating
+            # backend would report this short-lived process as a member of the fleet
+            await opened.migration.old.get(probe)
+            await opened.migration.new.get(probe)
+            await opened.migration.control.read_stage()
+        else:
+            await opened.backend.get(probe)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -87,8 +88,13 @@ def serve(
     ),
 ) -> None:
     """Run the HTTP session service (on a local Redis it starts itself, unless configured)."""
-    from sessionflow._errors import ConfigError  # noqa: PLC0415 - keeps `--help` fast
+    from sessionflow._errors import ConfigError, SessionflowError  # noqa: PLC0415 - keeps `--help` fast
     from sessionflow._migration_config import MigrationConfig  # noqa: PLC0415
+    from sessionflow._open_backend import (  # noqa: PLC0415
+        EMBEDDED_BACKENDS,
+        ClientTimeouts,
+        check_configured,
+    )
     from sessionflow._service_config import ServiceConfig  # noqa: PLC0415
     from sessionflow._tier_config import TierConfig  # noqa: PLC0415
 
@@ -99,9 +105,25 @@ def serve(
         from sessionflow.service import build_app, run_service  # noqa: PLC0415
 
         service = build_app(settings, migration, tier=tier, region=region)
+        if migration is not None or tier is not None or settings.backend not in EMBEDDED_BACKENDS:
+            asyncio.run(
+                check_configured(
+                    settings,
+                    migration=migration,
+                    tier=tier,
+                    region=region,
+                    timeouts=ClientTimeouts.for_requests(settings.store_timeout),
+                )
+            )
     except ConfigError as exc:
         console.print(f"[red]sessionflow serve: {escape(one_line(str(exc)))}[/red]", soft_wrap=True)
         raise typer.Exit(2) from exc
+    except SessionflowError as exc:
+        console.print(
+            f"[red]sessionflow serve: a store did not answer: {escape(one_line(str(exc)))}[/red]",
+            soft_wrap=True,
+        )
+        raise typer.Exit(3) from exc
     except ImportError as exc:
         console.print(
             f"[red]sessionflow serve needs the 'server' extra: {escape(one_line(str(exc)))}[/red]",

@@ -102,8 +102,17 @@ class DynamoDBBackend:
             wait_seconds=wait_seconds,
         )
         with dynamodb_errors():
-            ttl = self._client.describe_time_to_live(TableName=self._table)
-            if ttl["TimeToLiveDescription"].get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
+            ttl = (self._client.describe_time_to_live(TableName=self._table))[
+                "TimeToLiveDescription"
+            ]
+            if ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING"):
+                if ttl.get("AttributeName") != layout.TTL_ATTRIBUTE:
+                    raise ConfigError(
+                        f"DynamoDB table {self._table!r} expires items by "
+                        f"{ttl.get('AttributeName')!r}; sessionflow's records carry their "
+                        f"expiry in {layout.TTL_ATTRIBUTE!r}, so they would never be removed"
+                    )
+            else:
                 self._client.update_time_to_live(
                     TableName=self._table,
                     TimeToLiveSpecification={
