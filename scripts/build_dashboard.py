@@ -100,9 +100,11 @@ SECTIONS: list[tuple[str, list[dict[str, Any]]]] = [
             target(f"sum by (store, outcome) (rate(sessionflow_migration_reads_total{RATE}))",
                    "{{store}} {{outcome}}"),
         ], unit="ops", width=9),
-        panel("Control record read errors (last stage kept)", [
+        panel("Control record: read errors, restores (last stage kept)", [
             target("sum(increase(sessionflow_migration_stage_read_errors_total"
-                   f"{RATE}))", "errors"),
+                   f"{RATE}))", "read errors"),
+            target("sum(increase(sessionflow_migration_stage_records_restored_total"
+                   f"{RATE}))", "written back after a loss"),
         ], width=6),
         panel("Repair queue depth", [
             target("max(sessionflow_migration_repair_queue_depth)", "keys waiting"),
