@@ -10,14 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import random
 import shutil
 import subprocess
 
 import pytest
+import redis.asyncio
 from redis.asyncio.cluster import RedisCluster
 
-from sessionflow import AsyncRedisBackend, AsyncSessionStore
+from sessionflow import (
+    AsyncMemoryBackend,
+    AsyncRedisBackend,
+    AsyncSessionStore,
+    BackendError,
+    Session,
+    Stage,
+)
+from sessionflow._async.control import AsyncMemoryControlPlane
+from sessionflow._async.migration import AsyncMigration
 from sessionflow.local_servers import RedisClusterServers
 
 REDIS_CLI = shutil.which("redis-cli")
@@ -33,58 +44,166 @@ def _reshard(port: int, source: str, target: str, slots: int) -> None:
     )  # fmt: skip
 
 
+class _Ledger:
+    """What the traffic was told: acknowledged writes, and writes whose request failed.
+
+    A failed request may or may not have landed; an acknowledged one must be there.
+    """
+
+    def __init__(self, ids: list[str]) -> None:
+        self.acknowledged = dict.fromkeys(ids, 0)
+        self.unacknowledged: collections.Counter[str] = collections.Counter()
+        self.deleted: set[str] = set()
+        self.maybe_deleted: set[str] = set()
+        self.failures: list[BackendError] = []
+        self.operations = 0
+
+    def writable(self, session_id: str) -> bool:
+        return session_id not in self.deleted and session_id not in self.maybe_deleted
+
+    def check(self, session_id: str, read: Session | None) -> None:
+        count = self.acknowledged[session_id]
+        if session_id in self.deleted:
+            assert read is None
+        elif not (session_id in self.maybe_deleted and read is None):
+            assert read is not None
+            assert count <= read["n"] <= count + self.unacknowledged[session_id]
+
+
+async def _use(store: AsyncSessionStore, ledger: _Ledger, session_id: str) -> None:
+    """Read a session, then save a change to it or (one time in twenty) delete it."""
+    deleting = random.random() < 0.05
+    try:
+        read = await store.get(session_id, touch=False)
+        assert read is not None, "an acknowledged session was missing"
+        if deleting:
+            await store.delete(read)
+            ledger.deleted.add(session_id)
+        else:
+            read["n"] += 1
+            await store.save(read)
+            ledger.acknowledged[session_id] = read["n"]
+        ledger.operations += 1
+    except BackendError as exc:
+        ledger.failures.append(exc)
+        if deleting:
+            ledger.maybe_deleted.add(session_id)
+        else:
+            ledger.unacknowledged[session_id] += 1
+
+
 @pytest.mark.parametrize("auto_pipeline", [False, True], ids=["commands", "auto-pipelined"])
 async def test_nothing_is_lost_while_slots_move_under_traffic(auto_pipeline: bool) -> None:
+    """redis-py fails a command now and then while it refreshes its slot map: each such
+    failure must be a `BackendError` (a 503 in the service), never a bare AttributeError
+    from inside redis-py, and must be rare."""
     with RedisClusterServers(3) as cluster:
         host, port = cluster.startup_nodes[0]
         client = RedisCluster(host=host, port=port)
         store = AsyncSessionStore(AsyncRedisBackend(client, auto_pipeline=auto_pipeline))
-        sessions = [await store.create({"n": 0}) for _ in range(600)]
-        expected = {session.id: 0 for session in sessions}
-        deleted: set[str] = set()
+        ids = [(await store.create({"n": 0})).id for _ in range(600)]
+        ledger = _Ledger(ids)
         locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
-        failures: list[str] = []
-        done = {"operations": 0}
         moving = True
 
         async def user() -> None:
             while moving:
-                session_id = random.choice(sessions).id
-                if session_id in deleted or locks[session_id].locked():
+                session_id = random.choice(ids)
+                if not ledger.writable(session_id) or locks[session_id].locked():
                     await asyncio.sleep(0)
                     continue
                 async with locks[session_id]:  # one writer per session: an exact ledger
-                    try:
-                        read = await store.get(session_id, touch=False)
-                        if read is None:
-                            failures.append("an acknowledged session was missing")
-                        elif random.random() < 0.05:
-                            await store.delete(read)
-                            deleted.add(session_id)
-                        else:
-                            read["n"] += 1
-                            await store.save(read)
-                            expected[session_id] += 1
-                        done["operations"] += 1
-                    except Exception as exc:  # every failure is the finding
-                        failures.append(f"{type(exc).__name__}: {exc}")
+                    await _use(store, ledger, session_id)
 
         users = [asyncio.create_task(user()) for _ in range(8)]
         nodes = [node["node_id"] for node in (await client.cluster_nodes()).values()]
-        before = done["operations"]
+        before = ledger.operations
         for source, target in ((0, 1), (1, 2), (2, 0)):
             await asyncio.to_thread(_reshard, port, nodes[source], nodes[target], 800)
-        during = done["operations"] - before
+        during = ledger.operations - before
         moving = False
         await asyncio.gather(*users)
 
-        assert failures == []
         assert during > 100  # traffic really ran while the slots moved
-        for session_id, count in expected.items():
-            read = await store.get(session_id, touch=False)
-            if session_id in deleted:
-                assert read is None
-            else:
-                assert read is not None
-                assert read["n"] == count
+        assert len(ledger.failures) <= during // 100
+        for session_id in ids:
+            ledger.check(session_id, await store.get(session_id, touch=False))
         await client.aclose()
+
+
+async def _primaries(client: RedisCluster) -> dict[str, str]:
+    """Node id by "host:port" of every primary."""
+    return {
+        name: node["node_id"]
+        for name, node in (await client.cluster_nodes()).items()
+        if "master" in node["flags"]
+    }
+
+
+async def test_a_backfill_during_resharding_copies_every_session() -> None:
+    """SCAN node by node misses keys moved to a node already scanned: the pass is redone.
+
+    Before the fix, this backfill reported done with about one session in six missing.
+    """
+    with RedisClusterServers(3) as cluster:
+        host, port = cluster.startup_nodes[0]
+        async with RedisCluster(host=host, port=port) as client:
+            old, new = AsyncRedisBackend(client), AsyncMemoryBackend()
+            store = AsyncSessionStore(old)
+            sessions = [await store.create({"n": n}) for n in range(4_000)]
+            nodes = list((await _primaries(client)).values())
+            job = AsyncMigration(old, new, AsyncMemoryControlPlane(Stage.DUALWRITE))
+
+            def reshard() -> None:
+                for source, target in ((2, 0), (1, 0), (2, 1)):
+                    _reshard(port, nodes[source], nodes[target], 1_500)
+
+            moving = asyncio.create_task(asyncio.to_thread(reshard))
+            done = await job.backfill(page_size=100, concurrency=2, max_rate=1_000)
+            await moving
+            assert done.done
+            missing = [s for s in sessions if await new.get(s.key) is None]
+            assert missing == []
+            assert done.scanned > len(sessions)  # at least one pass was redone
+
+
+async def test_a_pass_over_a_migrating_slot_is_followed_by_another() -> None:
+    with RedisClusterServers(3) as cluster:
+        host, port = cluster.startup_nodes[0]
+        async with RedisCluster(host=host, port=port) as client:
+            backend = AsyncRedisBackend(client)
+            store = AsyncSessionStore(backend)
+            for n in range(30):
+                await store.create({"n": n})
+
+            async def one_pass(cursor: str | None) -> tuple[int, str | None]:
+                """Scan until the scan ends or starts over; return records seen, cursor."""
+                seen = 0
+                while True:
+                    page = await backend.scan(cursor, count=5)
+                    seen, cursor = seen + len(page.records), page.cursor
+                    position = None if cursor is None else json.loads(cursor)
+                    if position is None or (position["node"], position["cursor"]) == (0, 0):
+                        return seen, cursor
+
+            seen, cursor = await one_pass(None)
+            assert (seen, cursor) == (30, None)  # a settled map: one pass
+
+            page = await backend.scan(None, count=5)
+            primaries = await _primaries(client)
+            (source, source_id), (target, target_id) = list(primaries.items())[:2]
+            slot = int((await client.cluster_nodes())[source]["slots"][0][0])
+            importing = redis.asyncio.Redis(port=int(target.rsplit(":", 1)[1]))
+            migrating = redis.asyncio.Redis(port=int(source.rsplit(":", 1)[1]))
+            await importing.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+            await migrating.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+            _, cursor = await one_pass(page.cursor)
+            assert cursor is not None  # the migration was seen: another pass follows
+            for node in (importing, migrating):
+                await node.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+            _, cursor = await one_pass(cursor)
+            assert cursor is not None  # that pass began while the slot was still migrating
+            seen, cursor = await one_pass(cursor)
+            assert (seen, cursor) == (30, None)
+            for node in (importing, migrating):
+                await node.aclose()

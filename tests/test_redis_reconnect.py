@@ -9,10 +9,24 @@ compare-and-set script, so a resend of one that did land is refused, never appli
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from sessionflow import AsyncRedisBackend, AsyncSessionStore, SessionExists
+from sessionflow import (
+    AsyncMemoryBackend,
+    AsyncMigratingBackend,
+    AsyncRedisBackend,
+    AsyncSessionStore,
+    BackendError,
+    ManualClock,
+    SessionExists,
+    Stage,
+)
+from sessionflow._async.control import AsyncMemoryControlPlane
+from sessionflow._async.redis_control import AsyncRedisControlPlane
 from sessionflow._redis_clients import redis_client
+from sessionflow._redis_failures import leaked_by_redis_py
 from sessionflow.local_servers import RedisServer
 
 
@@ -42,3 +56,75 @@ async def test_a_resent_create_that_had_landed_is_refused_not_applied_twice() ->
             assert record is not None
             with pytest.raises(SessionExists):
                 await backend.create(record)
+
+
+def _defined_in(module: str, source: str, **names: object) -> Any:
+    """Define the function in `source` as if in `module` (its frames then name it)."""
+    namespace: dict[str, Any] = {"__name__": module, **names}
+    exec(source, namespace)
+    return namespace["run"]
+
+
+def _raised(innermost: str, error: BaseException) -> BaseException:
+    """What escapes when redis-py's connection code calls into `innermost`, which fails."""
+    inner = _defined_in(innermost, "def run():\n    raise error\n", error=error)
+    outer = _defined_in("redis.asyncio.connection", "def run():\n    inner()\n", inner=inner)
+    try:
+        outer()
+    except BaseException as exc:
+        return exc
+    raise AssertionError("nothing was raised")
+
+
+@pytest.mark.parametrize(
+    ("innermost", "error", "leaked"),
+    [
+        ("redis.asyncio.connection", AttributeError("'NoneType' has no 'writelines'"), True),
+        ("asyncio.selector_events", TypeError("'NoneType' object is not callable"), True),
+        ("redis.asyncio.connection", ValueError("not a connection failure"), False),
+        ("sessionflow._codec", AttributeError("a bug of ours, called from redis-py"), False),
+    ],
+)
+def test_which_errors_count_as_connection_failures_redis_py_let_through(
+    innermost: str, error: BaseException, leaked: bool
+) -> None:
+    assert leaked_by_redis_py(_raised(innermost, error)) is leaked
+    assert not leaked_by_redis_py(AttributeError("raised here, in no redis-py frame"))
+
+
+class _ClosedUnderTheCommand:
+    """A client whose every call fails the way redis-py 8.1 does when a connection is
+    closed while it connects (seen while a Cluster's slots move)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return _defined_in(
+            "redis.asyncio.connection",
+            "async def run(*args, **kwargs):\n    None.writelines\n",
+        )
+
+    def register_script(self, _script: str) -> Any:
+        return self.__getattr__("script")
+
+    def get_connection_kwargs(self) -> dict[str, Any]:
+        return {}
+
+
+async def test_a_leaked_connection_failure_is_a_backend_error_and_the_fleet_keeps_its_stage() -> (
+    None
+):
+    backend = AsyncRedisBackend(_ClosedUnderTheCommand())
+    with pytest.raises(BackendError, match="the connection failed under the command"):
+        await backend.get("0" * 64)
+    control = AsyncRedisControlPlane(_ClosedUnderTheCommand())
+    with pytest.raises(BackendError, match="control plane unreachable: the connection failed"):
+        await control.read_stage()
+    clock = ManualClock(start=0.0)
+    memory = AsyncMemoryControlPlane(Stage.LIVE)
+    migrating = AsyncMigratingBackend(
+        AsyncMemoryBackend(), AsyncMemoryBackend(), memory, stage_ttl=1, clock=clock
+    )
+    assert await migrating.stage() is Stage.LIVE
+    migrating.control = control  # the control plane's connection now fails under it
+    clock.advance(2)
+    assert await migrating.stage() is Stage.LIVE
+    assert migrating.stats.stage_read_errors == 1

@@ -10,11 +10,10 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
-from redis.exceptions import RedisError
-
 from sessionflow._async.control import INITIAL_STAGE, MISMATCH_LOG_LENGTH
 from sessionflow._control import ProcessBeat, RepairDepth, RepairItem, StageRecord
 from sessionflow._errors import BackendError, ConfigError, StageChanged
+from sessionflow._redis_failures import redis_failures
 from sessionflow._stages import Stage
 
 _WRITE_STAGE = """
@@ -74,22 +73,18 @@ class AsyncRedisControlPlane:
 
     async def read_stage(self) -> StageRecord:
         """See `AsyncControlPlane.read_stage`."""
-        try:
+        with redis_failures("control plane unreachable"):
             raw = await self._client.hgetall(self._stage_key)
-        except RedisError as exc:
-            raise BackendError(f"control plane unreachable: {exc}") from exc
         return _stage_record(raw)
 
     async def write_stage(
         self, stage: Stage, *, expected_revision: int, now: float, note: str = ""
     ) -> StageRecord:
         """See `AsyncControlPlane.write_stage`."""
-        try:
+        with redis_failures("control plane unreachable"):
             written = await self._write_stage(
                 keys=[self._stage_key], args=[expected_revision, stage.value, repr(now), note]
             )
-        except RedisError as exc:
-            raise BackendError(f"control plane unreachable: {exc}") from exc
         if not written:
             raise StageChanged("the stage changed since it was read")
         return StageRecord(stage, expected_revision + 1, now, note)
@@ -97,23 +92,19 @@ class AsyncRedisControlPlane:
     async def restore_stage(self, record: StageRecord) -> StageRecord:
         """See `AsyncControlPlane.restore_stage`."""
         args = [record.revision, record.stage.value, repr(record.changed_at), record.note]
-        try:
+        with redis_failures("control plane unreachable"):
             flat = await self._restore_stage(keys=[self._stage_key], args=args)
-        except RedisError as exc:
-            raise BackendError(f"control plane unreachable: {exc}") from exc
         return _stage_record(dict(zip(flat[::2], flat[1::2], strict=True)))
 
     async def heartbeat(self, process: str, stage: Stage, now: float) -> None:
         """See `AsyncControlPlane.heartbeat`."""
         beat = json.dumps({"stage": stage.value, "seen_at": now})
-        try:
+        with redis_failures("control plane unreachable"):
             await self._client.hset(self._beats_key, process, beat)
-        except RedisError as exc:
-            raise BackendError(f"control plane unreachable: {exc}") from exc
 
     async def processes(self, now: float, max_age: float) -> list[ProcessBeat]:
         """See `AsyncControlPlane.processes`."""
-        try:
+        with redis_failures("control plane unreachable"):
             raw = await self._client.hgetall(self._beats_key)
             beats, stale = [], []
             for name, value in raw.items():
@@ -124,8 +115,6 @@ class AsyncRedisControlPlane:
                     beats.append(ProcessBeat(name.decode(), Stage(data["stage"]), data["seen_at"]))
             if stale:
                 await self._client.hdel(self._beats_key, *stale)
-        except RedisError as exc:
-            raise BackendError(f"control plane unreachable: {exc}") from exc
         return sorted(beats, key=lambda beat: beat.process)
 
     async def enqueue_repairs(self, keys: Iterable[str], now: float) -> None:
@@ -133,17 +122,13 @@ class AsyncRedisControlPlane:
         mapping = dict.fromkeys(keys, now)
         if not mapping:
             return
-        try:
+        with redis_failures("control plane unreachable"):
             await self._client.zadd(self._repair_key, mapping)
-        except RedisError as exc:
-            raise BackendError(f"control plane unreachable: {exc}") from exc
 
     async def repair_batch(self, limit: int) -> list[RepairItem]:
         """See `AsyncControlPlane.repair_batch`."""
-        try:
+        with redis_failures("control plane unreachable"):
             raw = await self._client.zrange(self._repair_key, 0, limit - 1, withscores=True)
-        except RedisError as exc:
-            raise BackendError(f"control plane unreachable: {exc}") from exc
         return [RepairItem(key.decode(), float(score)) for key, score in raw]
 
     async def finish_repairs(self, items: Sequence[RepairItem]) -> None:
@@ -153,59 +138,45 @@ class AsyncRedisControlPlane:
         args: list[str] = []
         for item in items:
             args += [item.key, repr(item.since)]
-        try:
+        with redis_failures("control plane unreachable"):
             await self._finish_repairs(keys=[self._repair_key], args=args)
-        except RedisError as exc:
-            raise BackendError(f"control plane unreachable: {exc}") from exc
 
     async def repair_depth(self) -> RepairDepth:
         """See `AsyncControlPlane.repair_depth`."""
-        try:
+        with redis_failures("control plane unreachable"):
             count = await self._client.zcard(self._repair_key)
             oldest = await self._client.zrange(self._repair_key, 0, 0, withscores=True)
-        except RedisError as exc:
-            raise BackendError(f"control plane unreachable: {exc}") from exc
         return RepairDepth(int(count), float(oldest[0][1]) if oldest else None)
 
     async def read_document(self, name: str) -> dict[str, Any] | None:
         """See `AsyncControlPlane.read_document`."""
-        try:
+        with redis_failures("control plane unreachable"):
             raw = await self._client.get(self._document_prefix + name)
-        except RedisError as exc:
-            raise BackendError(f"control plane unreachable: {exc}") from exc
         return None if raw is None else cast("dict[str, Any]", json.loads(raw))
 
     async def write_document(self, name: str, document: dict[str, Any]) -> None:
         """See `AsyncControlPlane.write_document`."""
-        try:
+        with redis_failures("control plane unreachable"):
             await self._client.set(self._document_prefix + name, json.dumps(document))
-        except RedisError as exc:
-            raise BackendError(f"control plane unreachable: {exc}") from exc
 
     async def delete_documents(self, prefix: str) -> None:
         """See `AsyncControlPlane.delete_documents`."""
         pattern = self._document_prefix + prefix + "*"
-        try:
+        with redis_failures("control plane unreachable"):
             names = [name async for name in self._client.scan_iter(match=pattern, count=500)]
             if names:
                 await self._client.delete(*names)
-        except RedisError as exc:
-            raise BackendError(f"control plane unreachable: {exc}") from exc
 
     async def record_mismatch(self, entry: dict[str, Any]) -> None:
         """See `AsyncControlPlane.record_mismatch`."""
-        try:
+        with redis_failures("control plane unreachable"):
             await self._client.lpush(self._mismatch_key, json.dumps(entry))
             await self._client.ltrim(self._mismatch_key, 0, MISMATCH_LOG_LENGTH - 1)
-        except RedisError as exc:
-            raise BackendError(f"control plane unreachable: {exc}") from exc
 
     async def mismatches(self, limit: int = 50) -> list[dict[str, Any]]:
         """See `AsyncControlPlane.mismatches`."""
-        try:
+        with redis_failures("control plane unreachable"):
             raw = await self._client.lrange(self._mismatch_key, 0, limit - 1)
-        except RedisError as exc:
-            raise BackendError(f"control plane unreachable: {exc}") from exc
         return [json.loads(item) for item in raw]
 
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from redis.exceptions import RedisError
-
-from sessionflow._errors import BackendError
+from sessionflow._redis_failures import redis_failures
 
 # KEYS[1] index; ARGV[1] member; ARGV[2] score. Removes the member if its score is still
 # at most ARGV[2] (a later access or change re-scored it: keep it).
@@ -35,19 +33,15 @@ class AsyncRedisTierIndex:
 
     async def accessed(self, key: str, last_access: float) -> None:
         """See `AsyncTierIndex.accessed`."""
-        try:
+        with redis_failures("the tier index is unreachable"):
             await self._client.zadd(self._access_key, {key: last_access}, gt=True)
-        except RedisError as exc:
-            raise BackendError(f"the tier index is unreachable: {exc}") from exc
 
     async def inactive(self, before: float, limit: int) -> list[tuple[str, float]]:
         """See `AsyncTierIndex.inactive`."""
-        try:
+        with redis_failures("the tier index is unreachable"):
             pairs = await self._client.zrangebyscore(
                 self._access_key, "-inf", f"({before!r}", start=0, num=limit, withscores=True
             )
-        except RedisError as exc:
-            raise BackendError(f"the tier index is unreachable: {exc}") from exc
         return [(_text(key), float(score)) for key, score in pairs]
 
     async def forget(self, key: str, last_access: float) -> None:
@@ -56,17 +50,13 @@ class AsyncRedisTierIndex:
 
     async def changed(self, key: str, version: int) -> None:
         """See `AsyncTierIndex.changed`."""
-        try:
+        with redis_failures("the tier index is unreachable"):
             await self._client.zadd(self._dirty_key, {key: version}, gt=True)
-        except RedisError as exc:
-            raise BackendError(f"the tier index is unreachable: {exc}") from exc
 
     async def dirty(self, limit: int) -> list[tuple[str, int]]:
         """See `AsyncTierIndex.dirty`."""
-        try:
+        with redis_failures("the tier index is unreachable"):
             pairs = await self._client.zrange(self._dirty_key, 0, limit - 1, withscores=True)
-        except RedisError as exc:
-            raise BackendError(f"the tier index is unreachable: {exc}") from exc
         return [(_text(key), int(score)) for key, score in pairs]
 
     async def flushed(self, key: str, version: int) -> None:
@@ -75,19 +65,15 @@ class AsyncRedisTierIndex:
 
     async def sizes(self) -> tuple[int, int]:
         """See `AsyncTierIndex.sizes`."""
-        try:
+        with redis_failures("the tier index is unreachable"):
             return (
                 int(await self._client.zcard(self._access_key)),
                 int(await self._client.zcard(self._dirty_key)),
             )
-        except RedisError as exc:
-            raise BackendError(f"the tier index is unreachable: {exc}") from exc
 
     async def _remove_if_not_newer(self, index: str, key: str, score: float) -> None:
-        try:
+        with redis_failures("the tier index is unreachable"):
             await self._remove(keys=[index], args=[key, repr(float(score))])
-        except RedisError as exc:
-            raise BackendError(f"the tier index is unreachable: {exc}") from exc
 
 
 def _text(value: bytes | str) -> str:

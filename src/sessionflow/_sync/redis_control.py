@@ -11,11 +11,10 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
-from redis.exceptions import RedisError
-
 from sessionflow._sync.control import INITIAL_STAGE, MISMATCH_LOG_LENGTH
 from sessionflow._control import ProcessBeat, RepairDepth, RepairItem, StageRecord
 from sessionflow._errors import BackendError, ConfigError, StageChanged
+from sessionflow._redis_failures import redis_failures
 from sessionflow._stages import Stage
 
 _WRITE_STAGE = """
@@ -75,22 +74,18 @@ class RedisControlPlane:
 
     def read_stage(self) -> StageRecord:
         """See `ControlPlane.read_stage`."""
-        try:
+        with redis_failures("control plane unreachable"):
             raw = self._client.hgetall(self._stage_key)
-        except RedisError as exc:
-            raise BackendError(f"control plane unreachable: {exc}") from exc
         return _stage_record(raw)
 
     def write_stage(
         self, stage: Stage, *, expected_revision: int, now: float, note: str = ""
     ) -> StageRecord:
         """See `ControlPlane.write_stage`."""
-        try:
+        with redis_failures("control plane unreachable"):
             written = self._write_stage(
                 keys=[self._stage_key], args=[expected_revision, stage.value, repr(now), note]
             )
-        except RedisError as exc:
-            raise BackendError(f"control plane unreachable: {exc}") from exc
         if not written:
             raise StageChanged("the stage changed since it was read")
         return StageRecord(stage, expected_revision + 1, now, note)
@@ -98,23 +93,19 @@ class RedisControlPlane:
     def restore_stage(self, record: StageRecord) -> StageRecord:
         """See `ControlPlane.restore_stage`."""
         args = [record.revision, record.stage.value, repr(record.changed_at), record.note]
-        try:
+        with redis_failures("control plane unreachable"):
             flat = self._restore_stage(keys=[self._stage_key], args=args)
-        except RedisError as exc:
-            raise BackendError(f"control plane unreachable: {exc}") from exc
         return _stage_record(dict(zip(flat[::2], flat[1::2], strict=True)))
 
     def heartbeat(self, process: str, stage: Stage, now: float) -> None:
         """See `ControlPlane.heartbeat`."""
         beat = json.dumps({"stage": stage.value, "seen_at": now})
-        try:
+        with redis_failures("control plane unreachable"):
             self._client.hset(self._beats_key, process, beat)
-        except RedisError as exc:
-            raise BackendError(f"control plane unreachable: {exc}") from exc
 
     def processes(self, now: float, max_age: float) -> list[ProcessBeat]:
         """See `ControlPlane.processes`."""
-        try:
+        with redis_failures("control plane unreachable"):
             raw = self._client.hgetall(self._beats_key)
             beats, stale = [], []
             for name, value in raw.items():
@@ -125,8 +116,6 @@ class RedisControlPlane:
                     beats.append(ProcessBeat(name.decode(), Stage(data["stage"]), data["seen_at"]))
             if stale:
                 self._client.hdel(self._beats_key, *stale)
-        except RedisError as exc:
-            raise BackendError(f"control plane unreachable: {exc}") from exc
         return sorted(beats, key=lambda beat: beat.process)
 
     def enqueue_repairs(self, keys: Iterable[str], now: float) -> None:
@@ -134,17 +123,13 @@ class RedisControlPlane:
         mapping = dict.fromkeys(keys, now)
         if not mapping:
             return
-        try:
+        with redis_failures("control plane unreachable"):
             self._client.zadd(self._repair_key, mapping)
-        except RedisError as exc:
-            raise BackendError(f"control plane unreachable: {exc}") from exc
 
     def repair_batch(self, limit: int) -> list[RepairItem]:
         """See `ControlPlane.repair_batch`."""
-        try:
+        with redis_failures("control plane unreachable"):
             raw = self._client.zrange(self._repair_key, 0, limit - 1, withscores=True)
-        except RedisError as exc:
-            raise BackendError(f"control plane unreachable: {exc}") from exc
         return [RepairItem(key.decode(), float(score)) for key, score in raw]
 
     def finish_repairs(self, items: Sequence[RepairItem]) -> None:
@@ -154,59 +139,45 @@ class RedisControlPlane:
         args: list[str] = []
         for item in items:
             args += [item.key, repr(item.since)]
-        try:
+        with redis_failures("control plane unreachable"):
             self._finish_repairs(keys=[self._repair_key], args=args)
-        except RedisError as exc:
-            raise BackendError(f"control plane unreachable: {exc}") from exc
 
     def repair_depth(self) -> RepairDepth:
         """See `ControlPlane.repair_depth`."""
-        try:
+        with redis_failures("control plane unreachable"):
             count = self._client.zcard(self._repair_key)
             oldest = self._client.zrange(self._repair_key, 0, 0, withscores=True)
-        except RedisError as exc:
-            raise BackendError(f"control plane unreachable: {exc}") from exc
         return RepairDepth(int(count), float(oldest[0][1]) if oldest else None)
 
     def read_document(self, name: str) -> dict[str, Any] | None:
         """See `ControlPlane.read_document`."""
-        try:
+        with redis_failures("control plane unreachable"):
             raw = self._client.get(self._document_prefix + name)
-        except RedisError as exc:
-            raise BackendError(f"control plane unreachable: {exc}") from exc
         return None if raw is None else cast("dict[str, Any]", json.loads(raw))
 
     def write_document(self, name: str, document: dict[str, Any]) -> None:
         """See `ControlPlane.write_document`."""
-        try:
+        with redis_failures("control plane unreachable"):
             self._client.set(self._document_prefix + name, json.dumps(document))
-        except RedisError as exc:
-            raise BackendError(f"control plane unreachable: {exc}") from exc
 
     def delete_documents(self, prefix: str) -> None:
         """See `ControlPlane.delete_documents`."""
         pattern = self._document_prefix + prefix + "*"
-        try:
+        with redis_failures("control plane unreachable"):
             names = [name for name in self._client.scan_iter(match=pattern, count=500)]
             if names:
                 self._client.delete(*names)
-        except RedisError as exc:
-            raise BackendError(f"control plane unreachable: {exc}") from exc
 
     def record_mismatch(self, entry: dict[str, Any]) -> None:
         """See `ControlPlane.record_mismatch`."""
-        try:
+        with redis_failures("control plane unreachable"):
             self._client.lpush(self._mismatch_key, json.dumps(entry))
             self._client.ltrim(self._mismatch_key, 0, MISMATCH_LOG_LENGTH - 1)
-        except RedisError as exc:
-            raise BackendError(f"control plane unreachable: {exc}") from exc
 
     def mismatches(self, limit: int = 50) -> list[dict[str, Any]]:
         """See `ControlPlane.mismatches`."""
-        try:
+        with redis_failures("control plane unreachable"):
             raw = self._client.lrange(self._mismatch_key, 0, limit - 1)
-        except RedisError as exc:
-            raise BackendError(f"control plane unreachable: {exc}") from exc
         return [json.loads(item) for item in raw]
 
 

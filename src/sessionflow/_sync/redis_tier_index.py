@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from redis.exceptions import RedisError
-
-from sessionflow._errors import BackendError
+from sessionflow._redis_failures import redis_failures
 
 # KEYS[1] index; ARGV[1] member; ARGV[2] score. Removes the member if its score is still
 # at most ARGV[2] (a later access or change re-scored it: keep it).
@@ -36,19 +34,15 @@ class RedisTierIndex:
 
     def accessed(self, key: str, last_access: float) -> None:
         """See `TierIndex.accessed`."""
-        try:
+        with redis_failures("the tier index is unreachable"):
             self._client.zadd(self._access_key, {key: last_access}, gt=True)
-        except RedisError as exc:
-            raise BackendError(f"the tier index is unreachable: {exc}") from exc
 
     def inactive(self, before: float, limit: int) -> list[tuple[str, float]]:
         """See `TierIndex.inactive`."""
-        try:
+        with redis_failures("the tier index is unreachable"):
             pairs = self._client.zrangebyscore(
                 self._access_key, "-inf", f"({before!r}", start=0, num=limit, withscores=True
             )
-        except RedisError as exc:
-            raise BackendError(f"the tier index is unreachable: {exc}") from exc
         return [(_text(key), float(score)) for key, score in pairs]
 
     def forget(self, key: str, last_access: float) -> None:
@@ -57,17 +51,13 @@ class RedisTierIndex:
 
     def changed(self, key: str, version: int) -> None:
         """See `TierIndex.changed`."""
-        try:
+        with redis_failures("the tier index is unreachable"):
             self._client.zadd(self._dirty_key, {key: version}, gt=True)
-        except RedisError as exc:
-            raise BackendError(f"the tier index is unreachable: {exc}") from exc
 
     def dirty(self, limit: int) -> list[tuple[str, int]]:
         """See `TierIndex.dirty`."""
-        try:
+        with redis_failures("the tier index is unreachable"):
             pairs = self._client.zrange(self._dirty_key, 0, limit - 1, withscores=True)
-        except RedisError as exc:
-            raise BackendError(f"the tier index is unreachable: {exc}") from exc
         return [(_text(key), int(score)) for key, score in pairs]
 
     def flushed(self, key: str, version: int) -> None:
@@ -76,19 +66,15 @@ class RedisTierIndex:
 
     def sizes(self) -> tuple[int, int]:
         """See `TierIndex.sizes`."""
-        try:
+        with redis_failures("the tier index is unreachable"):
             return (
                 int(self._client.zcard(self._access_key)),
                 int(self._client.zcard(self._dirty_key)),
             )
-        except RedisError as exc:
-            raise BackendError(f"the tier index is unreachable: {exc}") from exc
 
     def _remove_if_not_newer(self, index: str, key: str, score: float) -> None:
-        try:
+        with redis_failures("the tier index is unreachable"):
             self._remove(keys=[index], args=[key, repr(float(score))])
-        except RedisError as exc:
-            raise BackendError(f"the tier index is unreachable: {exc}") from exc
 
 
 def _text(value: bytes | str) -> str:

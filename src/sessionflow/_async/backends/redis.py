@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Collection, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
@@ -11,7 +12,7 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.exceptions import RedisError, ResponseError
 
 from sessionflow import _redis_layout as layout
-from sessionflow._async.redis_nodes import cluster_primaries
+from sessionflow._async.redis_nodes import cluster_primaries, cluster_topology
 from sessionflow._coalescing import AsyncReadCoalescer
 from sessionflow._errors import (
     BackendError,
@@ -23,10 +24,13 @@ from sessionflow._errors import (
 )
 from sessionflow._ids import key_hint
 from sessionflow._record import SessionRecord
+from sessionflow._redis_failures import failure_reason, leaked_by_redis_py
 from sessionflow._scan import GuardedResult, GuardedWrite, ScanPage, check_share, in_share
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis as AsyncRedis
+
+logger = logging.getLogger(__name__)
 
 
 def _translated(exc: BaseException, key: str) -> SessionflowError:
@@ -35,7 +39,7 @@ def _translated(exc: BaseException, key: str) -> SessionflowError:
         if "WRONGTYPE" in str(exc):
             return CorruptRecord(key_hint(key), "the Redis key is not a session hash")
         return BackendError(f"Redis refused a command: {exc}")
-    return BackendError(f"Redis failed: {exc}")
+    return BackendError(f"Redis failed: {failure_reason(exc)}")
 
 
 class _redis_errors:  # noqa: N801 - used like a function: `with _redis_errors(key):`
@@ -58,7 +62,8 @@ class _redis_errors:  # noqa: N801 - used like a function: `with _redis_errors(k
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if isinstance(exc, RedisError):
+        if isinstance(exc, RedisError) or leaked_by_redis_py(exc):
+            assert exc is not None  # noqa: S101 - for the type checker
             raise _translated(exc, self.key) from exc
 
 
@@ -154,6 +159,10 @@ class AsyncRedisBackend:
             fields = cast("dict[bytes, bytes]", reply)
         except RedisError as exc:
             raise _translated(exc, key) from exc
+        except (AttributeError, TypeError) as exc:
+            if leaked_by_redis_py(exc):
+                raise _translated(exc, key) from exc
+            raise
         if not fields:
             return None
         return layout.parse_hash(key, fields)
@@ -286,16 +295,26 @@ class AsyncRedisBackend:
 
         The cursor records the node and its SCAN cursor. Every worker walks all keys and
         reads only its share; the records themselves are fetched in one pipeline a page.
+        On a Cluster whose slots moved during a pass (resharding, a failover), keys may
+        have moved from a node not yet scanned to one already scanned: such a pass is
+        followed by another, until one runs from start to end on a settled slot map.
         """
         check_share(worker, workers)
-        position = {"node": 0, "cursor": 0} if cursor is None else json.loads(cursor)
+        position: dict[str, Any] = (
+            {"node": 0, "cursor": 0} if cursor is None else json.loads(cursor)
+        )
         node_index, node_cursor = int(position["node"]), int(position["cursor"])
         pattern = f"{self._prefix}:{{*"
         with _redis_errors(pattern):
             if isinstance(self._client, AsyncRedisCluster):
+                topology, settled = await cluster_topology(self._client)
+                disturbed = cursor is not None and (
+                    position.get("disturbed", True) or position.get("topology") != topology
+                )
+                position = {"topology": topology, "disturbed": disturbed or not settled}
                 nodes = await cluster_primaries(self._client)
                 if node_index >= len(nodes):  # the cluster shrank since the checkpoint
-                    return ScanPage([], None)
+                    return self._after_pass([], position, settled=settled)
                 cluster: Any = self._client  # the sync client's methods are untyped
                 cursors, names = await cluster.execute_command(
                     "SCAN", node_cursor, "MATCH", pattern, "COUNT", count,
@@ -306,15 +325,28 @@ class AsyncRedisBackend:
                 next_cursor, names = await self._client.scan(
                     node_cursor, match=pattern, count=count
                 )
-                node_count = 1
+                node_count, settled = 1, True
         keys = [layout.key_from_redis_key(name) for name in names]
         keys = [key for key in keys if in_share(key, worker, workers)]
         records = [r for r in await self.get_many(keys) if r is not None]
         if next_cursor == 0:
             node_index, next_cursor = node_index + 1, 0
-        done = node_index >= node_count
-        following = None if done else json.dumps({"node": node_index, "cursor": next_cursor})
-        return ScanPage(records, following)
+        if node_index >= node_count:
+            return self._after_pass(records, position, settled=settled)
+        return ScanPage(
+            records, json.dumps({**position, "node": node_index, "cursor": next_cursor})
+        )
+
+    @staticmethod
+    def _after_pass(
+        records: list[SessionRecord | CorruptRecord], position: dict[str, Any], *, settled: bool
+    ) -> ScanPage:
+        """End the scan, or start another pass if the Cluster's slots moved during this one."""
+        if not position.get("disturbed"):
+            return ScanPage(records, None)
+        logger.warning("the Cluster's slots moved during the scan; scanning every node again")
+        again = {"topology": position["topology"], "disturbed": not settled, "node": 0}
+        return ScanPage(records, json.dumps({**again, "cursor": 0}))
 
     async def approximate_count(self) -> int:
         """Return the number of keys of the database(s): an upper bound for progress bars."""

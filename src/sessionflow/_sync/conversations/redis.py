@@ -14,12 +14,11 @@ Writes are Lua scripts, atomic per owner.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from sessionflow._sync.redis_nodes import cluster_primaries
 from sessionflow._conversation import (
@@ -35,6 +34,7 @@ from sessionflow._conversation import (
 )
 from sessionflow._conversation_records import owner_share_key
 from sessionflow._errors import BackendError, CorruptRecord, SessionflowError
+from sessionflow._redis_failures import redis_failures
 from sessionflow._redis_layout import check_client
 from sessionflow._scan import GuardedResult, GuardedWrite, check_share, in_share
 
@@ -101,12 +101,8 @@ return 'written'
 """
 
 
-@contextmanager
-def _redis_errors() -> Iterator[None]:
-    try:
-        yield
-    except RedisError as exc:
-        raise BackendError(f"Redis failed: {exc}") from exc
+def _redis_errors() -> redis_failures:
+    return redis_failures("Redis failed")
 
 
 class RedisConversations:
