@@ -28,6 +28,7 @@ from sessionflow import (
     Stage,
 )
 from sessionflow._async.control import AsyncMemoryControlPlane
+from sessionflow._async.conversations.redis import AsyncRedisConversations
 from sessionflow._async.migration import AsyncMigration
 from sessionflow.local_servers import RedisClusterServers
 
@@ -207,3 +208,43 @@ async def test_a_pass_over_a_migrating_slot_is_followed_by_another() -> None:
             assert (seen, cursor) == (30, None)
             for node in (importing, migrating):
                 await node.aclose()
+
+
+def _starts_over(position: dict[str, object]) -> bool:
+    """A conversation scan's cursor at the start of a pass: first node, nothing pending."""
+    return (position["node"], position["scan"], position["pending"]) == (0, 0, [])
+
+
+async def test_a_conversation_scan_over_a_migrating_slot_is_followed_by_another() -> None:
+    with RedisClusterServers(3) as cluster:
+        host, port = cluster.startup_nodes[0]
+        async with RedisCluster(host=host, port=port) as client:
+            conversations = AsyncRedisConversations(client)
+            for owner in range(20):
+                await conversations.record(f"user-{owner}", "support", {"unread": 1}, 1.0)
+
+            async def to_the_end(cursor: str | None) -> tuple[int, str | None]:
+                """Scan until the scan ends or starts over; return entries seen, cursor."""
+                seen = 0
+                while True:
+                    entries, cursor = await conversations.scan_entries(cursor, count=4)
+                    seen += len(entries)
+                    if cursor is None or _starts_over(json.loads(cursor)):
+                        return seen, cursor
+
+            assert await to_the_end(None) == (20, None)
+            _, cursor = await conversations.scan_entries(None, count=4)
+            primaries = await _primaries(client)
+            (source, source_id), (target, target_id) = list(primaries.items())[:2]
+            slot = int((await client.cluster_nodes())[source]["slots"][0][0])
+            importing = redis.asyncio.Redis(port=int(target.rsplit(":", 1)[1]))
+            migrating = redis.asyncio.Redis(port=int(source.rsplit(":", 1)[1]))
+            await importing.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+            await migrating.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+            _, cursor = await to_the_end(cursor)
+            assert cursor is not None  # the migration was seen: another pass follows
+            for node in (importing, migrating):
+                await node.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+                await node.aclose()
+            _, cursor = await to_the_end(cursor)  # began while the slot still migrated
+            assert await to_the_end(cursor) == (20, None)

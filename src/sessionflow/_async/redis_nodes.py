@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+
+logger = logging.getLogger(__name__)
 
 
 async def cluster_primaries(client: Any) -> list[Any]:  # noqa: ANN401 - any redis-py client
@@ -44,3 +47,29 @@ async def cluster_topology(client: Any) -> tuple[str, bool]:  # noqa: ANN401 - a
     )
     settled = not any(migrations for *_, migrations in own)
     return hashlib.sha256(json.dumps(own, sort_keys=True).encode()).hexdigest()[:16], settled
+
+
+async def watch_slot_map(client: Any, position: dict[str, Any], *, first_page: bool) -> None:  # noqa: ANN401 - a Cluster client
+    """Record a Cluster's slot map in a scan's cursor `position`, once a page.
+
+    The pass is marked disturbed when the map differs from the one the previous page saw
+    (or the cursor predates this record), or while a slot is migrating.
+    """
+    topology, settled = await cluster_topology(client)
+    changed = not first_page and (
+        position.get("disturbed", True) or position.get("topology") != topology
+    )
+    position["topology"], position["disturbed"] = topology, changed or not settled
+    position["settled"] = settled
+
+
+def pass_again(position: dict[str, Any]) -> dict[str, Any] | None:
+    """At the end of a pass: the slot map to start another pass with, or None if it held.
+
+    A pass that saw the slot map move may have missed keys that moved to a node already
+    scanned; the next pass starts disturbed if a slot is still migrating.
+    """
+    if not position.get("disturbed"):
+        return None
+    logger.warning("the Cluster's slots moved during the scan; scanning every node again")
+    return {"topology": position["topology"], "disturbed": not position.get("settled", False)}

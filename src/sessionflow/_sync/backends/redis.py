@@ -13,7 +13,7 @@ from redis.cluster import RedisCluster as RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
 from sessionflow import _redis_layout as layout
-from sessionflow._sync.redis_nodes import cluster_primaries, cluster_topology
+from sessionflow._sync.redis_nodes import cluster_primaries, pass_again, watch_slot_map
 from sessionflow._coalescing import ReadCoalescer
 from sessionflow._errors import (
     BackendError,
@@ -308,14 +308,10 @@ class RedisBackend:
         pattern = f"{self._prefix}:{{*"
         with _redis_errors(pattern):
             if isinstance(self._client, RedisCluster):
-                topology, settled = cluster_topology(self._client)
-                disturbed = cursor is not None and (
-                    position.get("disturbed", True) or position.get("topology") != topology
-                )
-                position = {"topology": topology, "disturbed": disturbed or not settled}
+                watch_slot_map(self._client, position, first_page=cursor is None)
                 nodes = cluster_primaries(self._client)
                 if node_index >= len(nodes):  # the cluster shrank since the checkpoint
-                    return self._after_pass([], position, settled=settled)
+                    return self._after_pass([], position)
                 cluster: Any = self._client  # the sync client's methods are untyped
                 cursors, names = cluster.execute_command(
                     "SCAN", node_cursor, "MATCH", pattern, "COUNT", count,
@@ -326,28 +322,27 @@ class RedisBackend:
                 next_cursor, names = self._client.scan(
                     node_cursor, match=pattern, count=count
                 )
-                node_count, settled = 1, True
+                node_count = 1
         keys = [layout.key_from_redis_key(name) for name in names]
         keys = [key for key in keys if in_share(key, worker, workers)]
         records = [r for r in self.get_many(keys) if r is not None]
         if next_cursor == 0:
             node_index, next_cursor = node_index + 1, 0
         if node_index >= node_count:
-            return self._after_pass(records, position, settled=settled)
+            return self._after_pass(records, position)
         return ScanPage(
             records, json.dumps({**position, "node": node_index, "cursor": next_cursor})
         )
 
     @staticmethod
     def _after_pass(
-        records: list[SessionRecord | CorruptRecord], position: dict[str, Any], *, settled: bool
+        records: list[SessionRecord | CorruptRecord], position: dict[str, Any]
     ) -> ScanPage:
         """End the scan, or start another pass if the Cluster's slots moved during this one."""
-        if not position.get("disturbed"):
+        again = pass_again(position)
+        if again is None:
             return ScanPage(records, None)
-        logger.warning("the Cluster's slots moved during the scan; scanning every node again")
-        again = {"topology": position["topology"], "disturbed": not settled, "node": 0}
-        return ScanPage(records, json.dumps({**again, "cursor": 0}))
+        return ScanPage(records, json.dumps({**again, "node": 0, "cursor": 0}))
 
     def approximate_count(self) -> int:
         """Return the number of keys of the database(s): an upper bound for progress bars."""

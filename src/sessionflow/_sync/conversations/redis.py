@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from redis.exceptions import ResponseError
 
-from sessionflow._sync.redis_nodes import cluster_primaries
+from sessionflow._sync.redis_nodes import cluster_primaries, pass_again, watch_slot_map
 from sessionflow._conversation import (
     DEFAULT_PAGE,
     Conversation,
@@ -301,16 +301,24 @@ class RedisConversations:
         entries: builtins.list[Conversation | CorruptRecord] = []
         with _redis_errors():
             nodes = cluster_primaries(self._client)
+            if nodes:
+                watch_slot_map(self._client, position, first_page=cursor is None)
             node_count = len(nodes) or 1
             while len(entries) < count:
                 if position["pending"]:
                     entries += self._read_owner(position, count - len(entries))
                 elif position["node"] >= node_count:
-                    return entries, None
+                    break
                 else:
                     self._find_owners(position, nodes, worker, workers)
-        done = not position["pending"] and position["node"] >= node_count
-        return entries, None if done else orjson.dumps(position).decode()
+        if position["pending"] or position["node"] < node_count:
+            return entries, orjson.dumps(position).decode()
+        again = pass_again(position)
+        if again is None:
+            return entries, None
+        return entries, orjson.dumps(
+            {**again, "node": 0, "scan": 0, "pending": [], "field": 0}
+        ).decode()
 
     def _find_owners(
         self, position: dict[str, Any], nodes: builtins.list[Any], worker: int, workers: int
