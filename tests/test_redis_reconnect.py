@@ -9,6 +9,7 @@ compare-and-set script, so a resend of one that did land is refused, never appli
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -128,3 +129,30 @@ async def test_a_leaked_connection_failure_is_a_backend_error_and_the_fleet_keep
     clock.advance(2)
     assert await migrating.stage() is Stage.LIVE
     assert migrating.stats.stage_read_errors == 1
+
+
+async def test_a_scan_across_a_restart_makes_another_pass() -> None:
+    """A SCAN cursor is good only on the instance that gave it: after a restart (here
+    with the data reloaded from its append-only file) the pass is scanned again."""
+    with RedisServer(extra_args=("--appendonly", "yes")) as server:
+        async with redis_client(server.url) as client:
+            backend = AsyncRedisBackend(client)
+            store = AsyncSessionStore(backend)
+            keys = {(await store.create({"n": n})).key for n in range(60)}
+            seen: set[str] = set()
+            page = await backend.scan(None, count=5)
+            seen |= {record.key for record in page.records}
+            server.restart()
+            passes, cursor = 1, page.cursor
+            while cursor is not None:
+                page = await backend.scan(cursor, count=5)
+                seen |= {record.key for record in page.records}
+                if (
+                    page.cursor is not None
+                    and json.loads(page.cursor)["cursor"] == 0
+                    and (json.loads(page.cursor)["node"] == 0)
+                ):
+                    passes += 1
+                cursor = page.cursor
+            assert passes == 2
+            assert seen == keys

@@ -24,16 +24,20 @@ async def cluster_primaries(client: Any) -> list[Any]:  # noqa: ANN401 - any red
     return sorted(nodes, key=lambda node: str(node.name))
 
 
-async def cluster_topology(client: Any) -> tuple[str, bool]:  # noqa: ANN401 - a Cluster client
-    """Return a fingerprint of a Cluster's slot map, and whether the map is settled.
+async def scan_source(client: Any) -> tuple[str, bool]:  # noqa: ANN401 - any redis-py client
+    """Return a fingerprint of what a SCAN walks, and whether it is settled.
 
-    The fingerprint changes when a slot changes owner (each move bumps a config epoch), a
-    node comes or goes, or a slot migration opens or closes; the map is not settled while a
-    slot is migrating. A SCAN of every primary sees every key only if the map was the same,
-    and settled, from the first page to the last: SCAN promises nothing about a key that
-    moved between nodes meanwhile.
+    SCAN's cursor is only good on the instance that gave it, and promises nothing about a
+    key that moves between nodes. The fingerprint holds each server's run id, which a
+    restart or a failover changes; on a Cluster, also every primary's config epoch, slots
+    and open migrations (a slot move bumps an epoch). The source is not settled while a
+    slot is migrating. A pass sees every key only if the fingerprint held, settled, from
+    its first page to its last.
     """
     cluster: Any = client  # the sync client's methods are untyped
+    if not isinstance(client, AsyncRedisCluster):
+        info = await cluster.info("server")
+        return str(info["run_id"]), True
     answers = await cluster.execute_command(
         "CLUSTER NODES", target_nodes=AsyncRedisCluster.PRIMARIES
     )
@@ -45,31 +49,37 @@ async def cluster_topology(client: Any) -> tuple[str, bool]:  # noqa: ANN401 - a
         for entry in answer.values()
         if "myself" in entry["flags"]
     )
+    servers = await cluster.info("server", target_nodes=AsyncRedisCluster.PRIMARIES)
+    run_ids = sorted(str(info["run_id"]) for info in servers.values())
     settled = not any(migrations for *_, migrations in own)
-    return hashlib.sha256(json.dumps(own, sort_keys=True).encode()).hexdigest()[:16], settled
+    fingerprint = json.dumps([own, run_ids], sort_keys=True).encode()
+    return hashlib.sha256(fingerprint).hexdigest()[:16], settled
 
 
-async def watch_slot_map(client: Any, position: dict[str, Any], *, first_page: bool) -> None:  # noqa: ANN401 - a Cluster client
-    """Record a Cluster's slot map in a scan's cursor `position`, once a page.
+async def watch_source(client: Any, position: dict[str, Any], *, first_page: bool) -> None:  # noqa: ANN401 - any redis-py client
+    """Record the scanned source's fingerprint (`scan_source`) in a cursor, once a page.
 
-    The pass is marked disturbed when the map differs from the one the previous page saw
-    (or the cursor predates this record), or while a slot is migrating.
+    The pass is marked disturbed when the fingerprint differs from the one the previous
+    page saw (or the cursor predates this record), or while the source is not settled.
     """
-    topology, settled = await cluster_topology(client)
+    fingerprint, settled = await scan_source(client)
     changed = not first_page and (
-        position.get("disturbed", True) or position.get("topology") != topology
+        position.get("disturbed", True) or position.get("source") != fingerprint
     )
-    position["topology"], position["disturbed"] = topology, changed or not settled
+    position["source"], position["disturbed"] = fingerprint, changed or not settled
     position["settled"] = settled
 
 
 def pass_again(position: dict[str, Any]) -> dict[str, Any] | None:
-    """At the end of a pass: the slot map to start another pass with, or None if it held.
+    """At the end of a pass: the source to start another pass with, or None if it held.
 
-    A pass that saw the slot map move may have missed keys that moved to a node already
-    scanned; the next pass starts disturbed if a slot is still migrating.
+    A pass during which a server restarted or failed over, or a Cluster's slots moved,
+    may have missed keys; the next pass starts disturbed if a slot is still migrating.
     """
     if not position.get("disturbed"):
         return None
-    logger.warning("the Cluster's slots moved during the scan; scanning every node again")
-    return {"topology": position["topology"], "disturbed": not position.get("settled", False)}
+    logger.warning(
+        "the scanned Redis restarted, failed over or moved slots during the scan; "
+        "scanning every node again"
+    )
+    return {"source": position["source"], "disturbed": not position.get("settled", False)}

@@ -12,7 +12,7 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.exceptions import RedisError, ResponseError
 
 from sessionflow import _redis_layout as layout
-from sessionflow._async.redis_nodes import cluster_primaries, pass_again, watch_slot_map
+from sessionflow._async.redis_nodes import cluster_primaries, pass_again, watch_source
 from sessionflow._coalescing import AsyncReadCoalescer
 from sessionflow._errors import (
     BackendError,
@@ -295,9 +295,10 @@ class AsyncRedisBackend:
 
         The cursor records the node and its SCAN cursor. Every worker walks all keys and
         reads only its share; the records themselves are fetched in one pipeline a page.
-        On a Cluster whose slots moved during a pass (resharding, a failover), keys may
-        have moved from a node not yet scanned to one already scanned: such a pass is
-        followed by another, until one runs from start to end on a settled slot map.
+        A pass during which the server restarted or failed over (a SCAN cursor is only good
+        on the instance that gave it), or a Cluster's slots moved (keys may have gone to a
+        node already scanned), is followed by another, until one runs from start to end
+        on the same, settled source.
         """
         check_share(worker, workers)
         position: dict[str, Any] = (
@@ -306,8 +307,8 @@ class AsyncRedisBackend:
         node_index, node_cursor = int(position["node"]), int(position["cursor"])
         pattern = f"{self._prefix}:{{*"
         with _redis_errors(pattern):
+            await watch_source(self._client, position, first_page=cursor is None)
             if isinstance(self._client, AsyncRedisCluster):
-                await watch_slot_map(self._client, position, first_page=cursor is None)
                 nodes = await cluster_primaries(self._client)
                 if node_index >= len(nodes):  # the cluster shrank since the checkpoint
                     return self._after_pass([], position)
@@ -337,7 +338,7 @@ class AsyncRedisBackend:
     def _after_pass(
         records: list[SessionRecord | CorruptRecord], position: dict[str, Any]
     ) -> ScanPage:
-        """End the scan, or start another pass if the Cluster's slots moved during this one."""
+        """End the scan, or start another pass if the source changed during this one."""
         again = pass_again(position)
         if again is None:
             return ScanPage(records, None)

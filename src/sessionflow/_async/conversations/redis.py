@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from redis.exceptions import ResponseError
 
-from sessionflow._async.redis_nodes import cluster_primaries, pass_again, watch_slot_map
+from sessionflow._async.redis_nodes import cluster_primaries, pass_again, watch_source
 from sessionflow._conversation import (
     DEFAULT_PAGE,
     Conversation,
@@ -300,8 +300,7 @@ class AsyncRedisConversations:
         entries: builtins.list[Conversation | CorruptRecord] = []
         with _redis_errors():
             nodes = await cluster_primaries(self._client)
-            if nodes:
-                await watch_slot_map(self._client, position, first_page=cursor is None)
+            await watch_source(self._client, position, first_page=cursor is None)
             node_count = len(nodes) or 1
             while len(entries) < count:
                 if position["pending"]:

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from redis.exceptions import ResponseError
 
-from sessionflow._sync.redis_nodes import cluster_primaries, pass_again, watch_slot_map
+from sessionflow._sync.redis_nodes import cluster_primaries, pass_again, watch_source
 from sessionflow._conversation import (
     DEFAULT_PAGE,
     Conversation,
@@ -301,8 +301,7 @@ class RedisConversations:
         entries: builtins.list[Conversation | CorruptRecord] = []
         with _redis_errors():
             nodes = cluster_primaries(self._client)
-            if nodes:
-                watch_slot_map(self._client, position, first_page=cursor is None)
+            watch_source(self._client, position, first_page=cursor is None)
             node_count = len(nodes) or 1
             while len(entries) < count:
                 if position["pending"]:
