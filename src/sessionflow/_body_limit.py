@@ -13,6 +13,8 @@ import orjson
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Message, Receive, Scope, Send
 
+from sessionflow._asgi_send import send_whole
+
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 TOO_LARGE_CODE = "content_too_large"  # RFC 9110's name for 413
 _CLOSE = {"connection": "close"}
@@ -41,18 +43,9 @@ def declared_length(scope: Scope) -> int | None:
 async def refuse(send: Send, limit: int) -> None:
     """Answer 413 with the service's error body, and close the connection after it."""
     body = orjson.dumps({"error": TOO_LARGE_CODE, "detail": too_large_detail(limit)})
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
+    await send_whole(
+        send, 413, body, content_type=b"application/json", headers=[(b"connection", b"close")]
     )
-    await send({"type": "http.response.body", "body": body})
 
 
 def counted(receive: Receive, limit: int) -> Receive:

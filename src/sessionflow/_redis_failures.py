@@ -15,7 +15,7 @@ from types import TracebackType
 
 from redis.exceptions import RedisError
 
-from sessionflow._errors import BackendError
+from sessionflow._errors import BackendError, SessionflowError
 
 
 def leaked_by_redis_py(exc: BaseException | None) -> bool:
@@ -48,7 +48,8 @@ def failure_reason(exc: BaseException) -> str:
 class redis_failures:  # noqa: N801 - used like a function: `with redis_failures("..."):`
     """Raise `BackendError(f"{what}: {reason}")` for a redis-py failure inside the block.
 
-    A class rather than a generator-based context manager: it sits on hot paths.
+    A class rather than a generator-based context manager: it sits on hot paths. A
+    subclass may say otherwise what a failure becomes (`translated`).
     """
 
     __slots__ = ("what",)
@@ -67,4 +68,8 @@ class redis_failures:  # noqa: N801 - used like a function: `with redis_failures
     ) -> None:
         if isinstance(exc, RedisError) or leaked_by_redis_py(exc):
             assert exc is not None  # noqa: S101 - for the type checker
-            raise BackendError(f"{self.what}: {failure_reason(exc)}") from exc
+            raise self.translated(exc) from exc
+
+    def translated(self, exc: BaseException) -> SessionflowError:
+        """Return what the redis-py failure `exc` becomes."""
+        return BackendError(f"{self.what}: {failure_reason(exc)}")

@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 
+from sessionflow._asgi_send import send_whole
 from sessionflow._body_limit import (
     DEFAULT_MAX_BODY_BYTES,
     TOO_LARGE_CODE,
@@ -109,17 +110,7 @@ class HotRoute:
         if body is None:  # the client went away
             return
         status, payload = await self._respond(body)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        await send_whole(send, status, payload, content_type=b"application/json")
 
     async def _respond(self, body: bytes) -> tuple[int, bytes]:
         if len(body) > MAX_HOT_BODY:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from sessionflow._asgi_send import send_whole
 from sessionflow._async.request_session import AsyncRequestSession as RequestSession
 from sessionflow._async.store import AsyncSessionStore
 from sessionflow._cookies import CookieSettings, cookie_values, parse_cookie_header
@@ -113,14 +114,4 @@ class SessionMiddleware:
 
 async def _send_conflict(send: Send, reason: str) -> None:
     body = f"session not saved: {reason}; retry the request\n".encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 409,
-            "headers": [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await send_whole(send, 409, body, content_type=b"text/plain; charset=utf-8")

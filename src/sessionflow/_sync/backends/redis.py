@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Collection, Sequence
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
 from redis.cluster import RedisCluster as RedisCluster
@@ -25,7 +24,7 @@ from sessionflow._errors import (
 )
 from sessionflow._ids import key_hint
 from sessionflow._record import SessionRecord
-from sessionflow._redis_failures import failure_reason, leaked_by_redis_py
+from sessionflow._redis_failures import failure_reason, leaked_by_redis_py, redis_failures
 from sessionflow._scan import GuardedResult, GuardedWrite, ScanPage, check_share, in_share
 
 if TYPE_CHECKING:
@@ -43,29 +42,14 @@ def _translated(exc: BaseException, key: str) -> SessionflowError:
     return BackendError(f"Redis failed: {failure_reason(exc)}")
 
 
-class _redis_errors:  # noqa: N801 - used like a function: `with _redis_errors(key):`
-    """Turn redis-py errors into sessionflow's: wrong-typed keys are corrupt records.
+class _redis_errors(redis_failures):  # noqa: N801 - used like a function
+    """Turn redis-py errors into sessionflow's: wrong-typed keys are corrupt records."""
 
-    A class rather than a generator-based context manager: it sits on every call's path.
-    """
+    __slots__ = ()
 
-    __slots__ = ("key",)
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if isinstance(exc, RedisError) or leaked_by_redis_py(exc):
-            assert exc is not None  # noqa: S101 - for the type checker
-            raise _translated(exc, self.key) from exc
+    def translated(self, exc: BaseException) -> SessionflowError:
+        """See `redis_failures.translated`; `what` is the session's key."""
+        return _translated(exc, self.what)
 
 
 class RedisBackend:
