@@ -301,7 +301,10 @@ class SessionStore:
     # -- users ------------------------------------------------------------------------
 
     def list_user(self, user_id: str) -> list[SessionSummary]:
-        """Return the user's live sessions, oldest first, pruning dead index entries."""
+        """Return the user's live sessions, oldest first, pruning dead index entries.
+
+        Sessions created at the same moment are ordered by handle.
+        """
         _check_user_id(user_id)
         keys = self.backend.user_keys(user_id)
         if not keys:
@@ -318,7 +321,7 @@ class SessionStore:
                 live.append(_summary(record))
         if dead:
             self.backend.forget_user_keys(user_id, dead)
-        return sorted(live, key=lambda summary: summary.created_at)
+        return sorted(live, key=lambda summary: (summary.created_at, summary.handle))
 
     def revoke_user(self, user_id: str, *, keep: Session | str | None = None) -> int:
         """Delete every session of a user ("log out everywhere"); return how many.
@@ -377,12 +380,20 @@ class SessionStore:
         return bool(changes.changed or changes.removed)
 
     def _enforce_cap(self, user_id: str, *, keep: str) -> None:
+        """Revoke the user's sessions older than the newest `cap`.
+
+        Every process computes the same list (oldest first, ties by handle), so logins of
+        one user at the same moment agree on which sessions go. A process never revokes
+        the session it has just created (`keep`): if that one is among the old, a newer
+        login's process revokes it.
+        """
         cap = self.policy.max_sessions_per_user
         if cap is None:
             return
-        sessions = [s for s in self.list_user(user_id) if s.handle != keep]
-        for summary in sessions[: max(0, len(sessions) - (cap - 1))]:
-            self._delete_key(summary.handle)
+        sessions = self.list_user(user_id)
+        for summary in sessions[: max(0, len(sessions) - cap)]:
+            if summary.handle != keep:
+                self._delete_key(summary.handle)
 
     def _encode(self, data: Mapping[str, Any], base: Mapping[str, bytes]) -> _Changes:
         fields: dict[str, bytes] = {}
