@@ -1,4 +1,8 @@
-"""The primaries of a Redis Cluster, for jobs that walk every node (SCAN is per node)."""
+"""What jobs that SCAN Redis need to know: a Cluster's primaries, and when to scan again.
+
+SCAN is per node and per instance: `scan_source` tells whether what a pass walked held
+still, and `keys_in_open_slots` reads the keys of slots that migrate while it runs.
+"""
 
 from __future__ import annotations
 
@@ -24,57 +28,64 @@ async def cluster_primaries(client: Any) -> list[Any]:  # noqa: ANN401 - any red
     return sorted(nodes, key=lambda node: str(node.name))
 
 
-async def scan_source(client: Any) -> tuple[str, bool]:  # noqa: ANN401 - any redis-py client
-    """Return a fingerprint of what a SCAN walks, and whether it is settled.
+async def scan_source(client: Any) -> tuple[str, list[list[Any]]]:  # noqa: ANN401 - any redis-py client
+    """Return a fingerprint of what a SCAN walks, and the Cluster's slots migrating now.
 
     SCAN's cursor is only good on the instance that gave it, and promises nothing about a
     key that moves between nodes. The fingerprint holds each server's run id, which a
     restart or a failover changes; on a Cluster, also every primary's config epoch, slots
-    and open migrations (a slot move bumps an epoch). The source is not settled while a
-    slot is migrating. A pass sees every key only if the fingerprint held, settled, from
-    its first page to its last.
+    and open migrations (a finished slot move bumps an epoch). A pass sees every key if
+    the fingerprint held from its first page to its last, except keys of a slot that was
+    migrating throughout: `keys_in_open_slots` reads those at the end. Open slots come as
+    ``[slot, source node name, target node name]``.
     """
     cluster: Any = client  # the sync client's methods are untyped
     if not isinstance(client, AsyncRedisCluster):
         info = await cluster.info("server")
-        return str(info["run_id"]), True
+        return str(info["run_id"]), []
     answers = await cluster.execute_command(
         "CLUSTER NODES", target_nodes=AsyncRedisCluster.PRIMARIES
     )
     if any("node_id" in entry for entry in answers.values()):  # one primary: one answer
         answers = {"": answers}
-    own = sorted(
-        (entry["node_id"], entry["epoch"], entry["slots"], entry["migrations"])
-        for answer in answers.values()
-        for entry in answer.values()
-        if "myself" in entry["flags"]
-    )
+    names = {
+        entry["node_id"]: name for answer in answers.values() for name, entry in answer.items()
+    }
+    own, open_slots = [], []
+    for answer in answers.values():
+        for name, entry in answer.items():
+            if "myself" not in entry["flags"]:
+                continue
+            own.append((entry["node_id"], entry["epoch"], entry["slots"], entry["migrations"]))
+            open_slots += [
+                [int(migration["slot"]), name, names.get(migration["node_id"], "")]
+                for migration in entry["migrations"]
+                if migration["state"] == "migrating"
+            ]
     servers = await cluster.info("server", target_nodes=AsyncRedisCluster.PRIMARIES)
     run_ids = sorted(str(info["run_id"]) for info in servers.values())
-    settled = not any(migrations for *_, migrations in own)
-    fingerprint = json.dumps([own, run_ids], sort_keys=True).encode()
-    return hashlib.sha256(fingerprint).hexdigest()[:16], settled
+    fingerprint = json.dumps([sorted(own), run_ids], sort_keys=True).encode()
+    return hashlib.sha256(fingerprint).hexdigest()[:16], sorted(open_slots)
 
 
 async def watch_source(client: Any, position: dict[str, Any], *, first_page: bool) -> None:  # noqa: ANN401 - any redis-py client
     """Record the scanned source's fingerprint (`scan_source`) in a cursor, once a page.
 
     The pass is marked disturbed when the fingerprint differs from the one the previous
-    page saw (or the cursor predates this record), or while the source is not settled.
+    page saw, or the cursor predates this record.
     """
-    fingerprint, settled = await scan_source(client)
+    fingerprint, open_slots = await scan_source(client)
     changed = not first_page and (
         position.get("disturbed", True) or position.get("source") != fingerprint
     )
-    position["source"], position["disturbed"] = fingerprint, changed or not settled
-    position["settled"] = settled
+    position.update(source=fingerprint, disturbed=changed, open=open_slots)
 
 
 def pass_again(position: dict[str, Any]) -> dict[str, Any] | None:
     """At the end of a pass: the source to start another pass with, or None if it held.
 
     A pass during which a server restarted or failed over, or a Cluster's slots moved,
-    may have missed keys; the next pass starts disturbed if a slot is still migrating.
+    may have missed keys.
     """
     if not position.get("disturbed"):
         return None
@@ -82,4 +93,32 @@ def pass_again(position: dict[str, Any]) -> dict[str, Any] | None:
         "the scanned Redis restarted, failed over or moved slots during the scan; "
         "scanning every node again"
     )
-    return {"source": position["source"], "disturbed": not position.get("settled", False)}
+    return {"source": position["source"], "disturbed": False}
+
+
+async def keys_in_open_slots(client: Any, open_slots: list[list[Any]]) -> list[bytes]:  # noqa: ANN401 - a Cluster client
+    """Return the names of every key in the slots migrating now, from both their nodes.
+
+    While a slot migrates its keys move one by one from the source to the target, so SCAN
+    node by node can miss one that moved to a node it had already scanned. Reading the
+    source first and the target second finds a key that moves in between at the target.
+    """
+    cluster: Any = client  # the sync client's methods are untyped
+    found: list[bytes] = []
+    for slot, source, target in open_slots:
+        for name in (source, target):
+            node = cluster.get_node(node_name=name)
+            if node is None:
+                continue
+            count = int(
+                await cluster.execute_command("CLUSTER COUNTKEYSINSLOT", slot, target_nodes=node)
+            )
+            if count:
+                names = await cluster.execute_command(
+                    "CLUSTER GETKEYSINSLOT", slot, count + _SLACK, target_nodes=node
+                )
+                found += [n if isinstance(n, bytes) else str(n).encode() for n in names]
+    return found
+
+
+_SLACK = 100  # keys created between the count and the listing (new keys are dual-written)

@@ -19,7 +19,12 @@ from typing import Any
 import orjson
 from redis.exceptions import ResponseError
 
-from sessionflow._async.redis_nodes import cluster_primaries, pass_again, watch_source
+from sessionflow._async.redis_nodes import (
+    cluster_primaries,
+    keys_in_open_slots,
+    pass_again,
+    watch_source,
+)
 from sessionflow._conversation import (
     DEFAULT_PAGE,
     Conversation,
@@ -305,10 +310,15 @@ class AsyncRedisConversations:
             while len(entries) < count:
                 if position["pending"]:
                     entries += await self._read_owner(position, count - len(entries))
-                elif position["node"] >= node_count:
-                    break
-                else:
+                elif position["node"] < node_count:
                     await self._find_owners(position, nodes, worker, workers)
+                elif position["open"] and not (position["disturbed"] or position.get("swept")):
+                    # SCAN may have missed owners that moved with a migrating slot
+                    names = await keys_in_open_slots(self._client, position["open"])
+                    position["pending"] = self._owners(names, worker, workers)
+                    position["field"], position["swept"] = 0, True
+                else:
+                    break
         if position["pending"] or position["node"] < node_count:
             return entries, orjson.dumps(position).decode()
         again = pass_again(position)
@@ -333,16 +343,24 @@ class AsyncRedisConversations:
             following, names = await self._client.scan(
                 position["scan"], match=pattern, count=SCAN_KEYS
             )
-        start = len(f"{self._prefix}:conv:{{")
-        owners = [name.decode()[start : -len("}:data")] for name in names]
-        position["pending"] = sorted(
-            owner for owner in owners if in_share(owner_share_key(owner), worker, workers)
-        )
+        position["pending"] = self._owners(names, worker, workers)
         position["field"] = 0
         if int(following) == 0:
             position["node"], position["scan"] = position["node"] + 1, 0
         else:
             position["scan"] = int(following)
+
+    def _owners(self, names: builtins.list[bytes], worker: int, workers: int) -> builtins.list[str]:
+        """Return the owners whose entry hashes these Redis names are (this worker's, sorted)."""
+        head, tail = f"{self._prefix}:conv:{{".encode(), b"}:data"
+        owners = [
+            name[len(head) : -len(tail)].decode()
+            for name in names
+            if name.startswith(head) and name.endswith(tail)
+        ]
+        return sorted(
+            owner for owner in owners if in_share(owner_share_key(owner), worker, workers)
+        )
 
     async def _read_owner(
         self, position: dict[str, Any], count: int

@@ -12,7 +12,12 @@ from redis.cluster import RedisCluster as RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
 from sessionflow import _redis_layout as layout
-from sessionflow._sync.redis_nodes import cluster_primaries, pass_again, watch_source
+from sessionflow._sync.redis_nodes import (
+    cluster_primaries,
+    keys_in_open_slots,
+    pass_again,
+    watch_source,
+)
 from sessionflow._coalescing import ReadCoalescer
 from sessionflow._errors import (
     BackendError,
@@ -296,7 +301,7 @@ class RedisBackend:
             if isinstance(self._client, RedisCluster):
                 nodes = cluster_primaries(self._client)
                 if node_index >= len(nodes):  # the cluster shrank since the checkpoint
-                    return self._after_pass([], position)
+                    return self._after_pass([], position, worker, workers)
                 cluster: Any = self._client  # the sync client's methods are untyped
                 cursors, names = cluster.execute_command(
                     "SCAN", node_cursor, "MATCH", pattern, "COUNT", count,
@@ -308,26 +313,45 @@ class RedisBackend:
                     node_cursor, match=pattern, count=count
                 )
                 node_count = 1
-        keys = [layout.key_from_redis_key(name) for name in names]
-        keys = [key for key in keys if in_share(key, worker, workers)]
-        records = [r for r in self.get_many(keys) if r is not None]
+        records = self._records_named(names, worker, workers)
         if next_cursor == 0:
             node_index, next_cursor = node_index + 1, 0
         if node_index >= node_count:
-            return self._after_pass(records, position)
+            return self._after_pass(records, position, worker, workers)
         return ScanPage(
             records, json.dumps({**position, "node": node_index, "cursor": next_cursor})
         )
 
-    @staticmethod
+    def _records_named(
+        self, names: list[bytes], worker: int, workers: int
+    ) -> list[SessionRecord | CorruptRecord]:
+        """Read the sessions stored under these Redis names that are this worker's share."""
+        keys = [layout.key_from_redis_key(name) for name in names]
+        keys = [key for key in keys if in_share(key, worker, workers)]
+        return [r for r in self.get_many(keys) if r is not None]
+
     def _after_pass(
-        records: list[SessionRecord | CorruptRecord], position: dict[str, Any]
+        self,
+        records: list[SessionRecord | CorruptRecord],
+        position: dict[str, Any],
+        worker: int,
+        workers: int,
     ) -> ScanPage:
-        """End the scan, or start another pass if the source changed during this one."""
+        """End the scan, or start another pass if the source changed during this one.
+
+        A pass that held ends with the sessions of the slots migrating now, read from
+        both their nodes: SCAN may have missed the ones that moved during the pass.
+        """
         again = pass_again(position)
-        if again is None:
-            return ScanPage(records, None)
-        return ScanPage(records, json.dumps({**again, "node": 0, "cursor": 0}))
+        if again is not None:
+            return ScanPage(records, json.dumps({**again, "node": 0, "cursor": 0}))
+        if position.get("open"):
+            prefix = f"{self._prefix}:{{".encode()
+            with _redis_errors("getkeysinslot"):
+                names = keys_in_open_slots(self._client, position["open"])
+            named = [name for name in names if name.startswith(prefix)]
+            records = records + self._records_named(named, worker, workers)
+        return ScanPage(records, None)
 
     def approximate_count(self) -> int:
         """Return the number of keys of the database(s): an upper bound for progress bars."""
