@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
 import pytest
@@ -103,3 +104,29 @@ def test_a_migration_reads_its_stores_and_control_record_through_sentinels(
     assert "off" in result.output
     validated = CliRunner().invoke(cli, ["migrate", "validate", "-c", str(settings)])
     assert validated.exit_code == 0, validated.output
+
+
+def test_a_scan_across_a_failover_makes_another_pass(sentinel_group: RedisSentinelGroup) -> None:
+    """The new master's SCAN cursors are not the old one's: the pass is scanned again."""
+    sentinel = Sentinel(sentinel_group.sentinels, socket_timeout=2)
+    master = sentinel.master_for(RedisSentinelGroup.MASTER_NAME, socket_timeout=2)
+    backend = RedisBackend(master, prefix="scanfailover")
+    store = SessionStore(backend)
+    keys = {store.create({"n": n}).key for n in range(60)}
+    assert master.wait(1, 2000) == 1
+    page = backend.scan(None, count=5)
+    seen = {record.key for record in page.records}
+    sentinel_group.failover()
+    passes, cursor = 1, page.cursor
+    while cursor is not None:
+        try:
+            page = backend.scan(cursor, count=5)
+        except BackendError:  # the connection to the demoted master is dropped once
+            continue
+        seen |= {record.key for record in page.records}
+        position = json.loads(page.cursor) if page.cursor else {}
+        passes += (position.get("node"), position.get("cursor")) == (0, 0)
+        cursor = page.cursor
+    assert passes == 2
+    assert seen == keys
+    master.close()
