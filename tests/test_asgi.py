@@ -160,11 +160,14 @@ async def test_of_several_cookies_of_the_name_the_first_live_one_is_the_session(
 
 async def test_at_most_four_presented_ids_are_looked_up(store, registry) -> None:
     cookies = "; ".join(f"session={new_session_id()}" for _ in range(50))
+    repeated = "; ".join([f"session={new_session_id()}"] * 50)
     async with client_for(make_app(store)) as client:
         response = await client.get("/peek", headers={"cookie": cookies})
+        assert storage_calls(registry) == 4
+        await client.get("/peek", headers={"cookie": repeated})
     assert response.json()["has"] is False
     assert "Max-Age=0" in response.headers["set-cookie"]
-    assert storage_calls(registry) == 4
+    assert storage_calls(registry) == 5  # the same id fifty times: one lookup
 
 
 @pytest.mark.parametrize("garbage", ["x", "a" * 43 + "!", "../../etc", "ünïcode" * 7])

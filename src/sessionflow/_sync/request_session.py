@@ -26,7 +26,7 @@ class RequestSession:
         presented: the id the client's cookie holds, or every one in order when it sent
             several cookies of that name (set for several paths, or for a parent domain):
             the first that names a live session is the request's, as in Spring Session.
-            At most `MAX_PRESENTED_IDS` are looked up.
+            At most `MAX_PRESENTED_IDS` different ids are looked up.
     """
 
     def __init__(self, store: SessionStore, presented: str | Sequence[str] | None) -> None:
@@ -35,7 +35,7 @@ class RequestSession:
             presented = ()
         elif isinstance(presented, str):
             presented = (presented,)
-        self._presented = tuple(presented)
+        self._presented = tuple(dict.fromkeys(presented))  # each id looked up once
         self._session: Session | None = None
         self._loaded = False
         self._issue_cookie = False
