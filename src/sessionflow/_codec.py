@@ -184,14 +184,20 @@ class Codec:
 
         Also raised when the attributes together hold more than `max_decoded_bytes`.
         """
-        return self._decode_all(fields)[0]
+        return self._decode_all(fields, with_values=True)[0]
 
     def fingerprints(self, fields: Mapping[str, bytes]) -> dict[str, bytes]:
         """Return the canonical fingerprint of every stored attribute."""
-        return self._decode_all(fields)[1]
+        return self._decode_all(fields, with_values=False)[1]
 
-    def _decode_all(self, fields: Mapping[str, bytes]) -> tuple[dict[str, Any], dict[str, bytes]]:
-        """Return every attribute's value and fingerprint, within one decoded budget."""
+    def _decode_all(
+        self, fields: Mapping[str, bytes], *, with_values: bool
+    ) -> tuple[dict[str, Any], dict[str, bytes]]:
+        """Return every attribute's value and fingerprint, within one decoded budget.
+
+        Without `with_values`, a plain JSON value is not parsed: its stored bytes are
+        its fingerprint.
+        """
         values: dict[str, Any] = {}
         fingerprints: dict[str, bytes] = {}
         budget = self.max_decoded_bytes
@@ -199,10 +205,11 @@ class Codec:
         for name, stored in fields.items():
             if stored[:2] == _PLAIN_JSON_HEADER:  # the common case, kept cheap
                 fingerprint = stored[2:]
-                try:
-                    values[name] = loads(fingerprint)
-                except orjson.JSONDecodeError as exc:
-                    raise CodecError(f"undecodable payload: {exc}") from exc
+                if with_values:
+                    try:
+                        values[name] = loads(fingerprint)
+                    except orjson.JSONDecodeError as exc:
+                        raise CodecError(f"undecodable payload: {exc}") from exc
                 budget -= len(name) + len(fingerprint)
             else:
                 budget -= len(name)
