@@ -287,7 +287,8 @@ class AsyncRedisBackend:
         A pass during which the server restarted or failed over (a SCAN cursor is only good
         on the instance that gave it), or a Cluster's slots moved (keys may have gone to a
         node already scanned), is followed by another, until one runs from start to end
-        on the same, settled source.
+        on an unchanged source; such a pass ends with the keys of the slots still
+        migrating, read from both their nodes.
         """
         check_share(worker, workers)
         position: dict[str, Any] = (
