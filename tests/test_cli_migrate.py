@@ -132,8 +132,20 @@ def test_bad_arguments_exit_2_with_one_line(config: Path, args: list[str], messa
         ('[migration]\nname = "x"\n[migration.old]\nbackend = "redis"\n',
          "[migration.new] is missing"),
         (('[migration]\n[migration.old]\nbackend = "dynamodb"\n'
-         '[migration.new]\nbackend = "dynamodb"\ndynamodb_table = "b"\n'),
+         '[migration.new]\nbackend = "dynamodb"\ndynamodb_table = "bbb"\n'),
          "control_url is needed"),
+        (('[migration]\n[migration.old]\nbackend = "redis"\nredis_prefix = "{x}"\n'
+         '[migration.new]\nbackend = "dynamodb"\n'),
+         "key prefix must be non-empty and free of braces, not '{x}'"),
+        (('[migration]\n[migration.old]\nbackend = "redis"\n'
+         '[migration.new]\nbackend = "dynamodb"\ndynamodb_table = "eu sessions"\n'),
+         "table name must be 3 to 255 letters"),
+        (('[migration]\nstage_ttl = nan\n[migration.old]\nbackend = "redis"\n'
+         '[migration.new]\nbackend = "dynamodb"\n'),
+         "migration.stage_ttl must be a number of seconds from 0 up to 100 years, not nan"),
+        (('[migration]\nheartbeat_max_age = inf\n[migration.old]\nbackend = "redis"\n'
+         '[migration.new]\nbackend = "dynamodb"\n'),
+         "migration.heartbeat_max_age must be a positive number of seconds"),
         (('[migration]\n[migration.old]\nbackend = "redis"\nredis_url = "redis://:pw@h:x/0"\n'
          '[migration.new]\nbackend = "dynamodb"\ndynamodb_endpoint = "http://[::1"\n'),
          "redis_url 'redis://***@h:x/0': Port could not be cast"),
@@ -187,7 +199,7 @@ def test_conversation_lists_migrate_from_the_command_line(servers: Servers, tmp_
 
 def test_an_unknown_data_type_exits_2(servers: Servers, tmp_path: Path) -> None:
     path = tmp_path / "m.toml"
-    path.write_text(redis_to_dynamodb_settings(servers, "x", data="carts"))
+    path.write_text(redis_to_dynamodb_settings(servers, "carts", data="carts"))
     code, out = _invoke("status", "-c", str(path))
     assert code == 2
     assert "migration.data must be one of sessions, conversations, not 'carts'" in out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import math
 import resource
 import secrets
 import subprocess
@@ -31,6 +32,7 @@ from sessionflow import (
     validate_session_id,
 )
 from sessionflow._codec import pack_fields, unpack_fields
+from sessionflow._policy import LONGEST_SECONDS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -234,11 +236,30 @@ def test_field_blobs_round_trip_and_reject_garbage() -> None:
         {"max_save_retries": -1},
         {"on_conflict": "merge-somehow"},
         {"tombstone_seconds": 0},
+        {"idle_timeout": math.nan},
+        {"absolute_timeout": math.inf},
+        {"touch_interval": math.nan},
+        {"tombstone_seconds": math.nan},
+        {"idle_timeout": 1e300, "absolute_timeout": 1e300},
+        {"idle_timeout": True},
     ],
 )
 def test_policy_rejects_nonsense(kwargs: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
         SessionPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_timeout_out_of_range_names_itself_and_its_value() -> None:
+    with pytest.raises(
+        ConfigError,
+        match=r"^idle_timeout must be a positive number of seconds "
+        r"up to 100 years, not nan$",
+    ):
+        SessionPolicy(idle_timeout=math.nan)
+    with pytest.raises(ConfigError, match="touch_interval must be a number of seconds from 0"):
+        SessionPolicy(touch_interval=-1)
+    longest = SessionPolicy(idle_timeout=LONGEST_SECONDS, absolute_timeout=LONGEST_SECONDS)
+    assert longest.absolute_timeout == LONGEST_SECONDS
 
 
 def test_manual_clock_moves_only_forward() -> None:

@@ -229,6 +229,13 @@ async def test_admin_routes_need_the_token(api) -> None:
         assert answer.status_code == 200
 
 
+@pytest.mark.parametrize("token", ["", "short", " " * 20, "sixteen chars\tand a tab", "été-" * 5])
+def test_an_admin_token_that_could_be_guessed_or_never_sent_is_refused(token: str) -> None:
+    """An empty token would admit ``Authorization: Bearer``, a header with no token."""
+    with pytest.raises(ConfigError, match="admin_token must be"):
+        create_app(AsyncSessionStore(AsyncMemoryBackend()), admin_token=token)
+
+
 async def test_health_readiness_and_metrics(api) -> None:
     assert (await api.get("/healthz")).text == "ok\n"
     assert (await api.get("/readyz")).json() == {"ready": True}
@@ -305,6 +312,15 @@ def test_config_from_toml_yaml_and_environment(tmp_path: Path) -> None:
         ("backend = 'redis-cluster'\nredis_url = 'redis-sentinel://h#m'", ".toml", "no sentinels"),
         ("backend = 'dynamodb'\ndynamodb_endpoint = 'http://h:p'", ".toml", "cast to integer"),
         ("max_body_bytes = 0", ".toml", "max_body_bytes must be at least 1"),
+        ("idle_timeout = nan", ".toml", "idle_timeout must be a positive number of seconds"),
+        ("absolute_timeout = inf", ".toml", "absolute_timeout must be a positive number"),
+        ("idle_timeout: .nan", ".yaml", "idle_timeout must be a positive number of seconds"),
+        ("store_timeout = inf", ".toml", "store_timeout must be a positive number of seconds"),
+        ("redis_prefix = ''", ".toml", "key prefix must be non-empty and free of braces"),
+        ("redis_prefix = 'a{b}'", ".toml", "key prefix must be non-empty and free of braces"),
+        ("dynamodb_table = 'a b'", ".toml", "table name must be 3 to 255 letters"),
+        ("admin_token = '                    '", ".toml", "visible ASCII characters"),
+        ("admin_token = 'abcdefghij klmnopq'", ".toml", "without spaces"),
         ("backend = 'memory'", ".ini", "^[^:]*service.ini: use a .toml, .yaml or .yml file$"),
     ],
 )

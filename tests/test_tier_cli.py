@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from pathlib import Path
@@ -82,7 +83,13 @@ def test_the_adr_configuration_loads(tmp_path: Path) -> None:
         ({"sync": {"batch_size": 0}}, "sync.batch_size must be at least 1"),
         ({"sync": {"batch_size": 2.5}}, "whole number"),
         ({"sync": {"durability": "sometimes"}}, "durability must be one of"),
-        ({"sync": {"sync_interval": -1}}, "sync.sync_interval must be positive"),
+        ({"sync": {"sync_interval": -1}}, "sync.sync_interval must be a positive number"),
+        ({"hot_storage": {"ttl": math.nan}}, "hot_storage.ttl must be a positive number"),
+        ({"sync": {"active_window": math.inf}}, "sync.active_window must be a positive number"),
+        (
+            {"cold_storage": {"compliance_retention": math.nan}},
+            r"cold_storage.compliance_retention must be a number of seconds from 0 up to 100 years",
+        ),
         ({"hot_storage": {"regions": ["a", "a"]}}, "each once"),
         ({"hot_storage": {"regions": "us-east-1"}}, "list of region names"),
         ({"hot_storage": {"redis_urls": {"us-east-1": "redis://x"}}}, "no URL for region"),

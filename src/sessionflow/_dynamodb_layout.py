@@ -9,18 +9,30 @@ leave the index.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from sessionflow._codec import pack_fields, unpack_fields
-from sessionflow._errors import CodecError, CorruptRecord
+from sessionflow._errors import CodecError, ConfigError, CorruptRecord
 from sessionflow._ids import key_hint
 from sessionflow._record import SessionRecord, tombstone_record
+
+_TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 
 PARTITION_KEY = "session_id"
 USER_INDEX = "user_id-created_at-index"
 TTL_ATTRIBUTE = "expires_at"
+
+
+def check_table_name(name: str) -> None:
+    """Refuse a name DynamoDB would refuse at every request: 3-255 of ``A-Za-z0-9_.-``."""
+    if not isinstance(name, str) or not _TABLE_NAME.fullmatch(name):
+        raise ConfigError(
+            f"a DynamoDB table name must be 3 to 255 letters, digits, '_', '-' or '.', not {name!r}"
+        )
+
 
 # The condition a save carries: the version it read, and not deleted since.
 SAVE_CONDITION = "#v = :expected AND attribute_not_exists(tombstone)"

@@ -25,7 +25,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from sessionflow._dynamodb_layout import check_table_name
 from sessionflow._errors import ConfigError
+from sessionflow._policy import check_seconds
+from sessionflow._redis_layout import check_prefix
 from sessionflow._service_config import coerce_setting, read_settings_file
 from sessionflow._urls import check_redis_url, check_store_urls
 
@@ -51,6 +54,8 @@ class StoreConfig:
                 f"backend must be one of {', '.join(get_args(StoreKind))}, not {self.backend!r}"
             )
         check_store_urls(self.backend, self.redis_url, self.dynamodb_endpoint)
+        check_prefix(self.redis_prefix)
+        check_table_name(self.dynamodb_table)
 
     def describe(self) -> str:
         """Name the store without credentials (for status output)."""
@@ -94,7 +99,9 @@ class MigrationConfig:
             )
         if not 0 <= self.compare_sample <= 1:
             raise ConfigError("migration.compare_sample must be between 0 and 1")
-        if self.stage_ttl < 0 or self.heartbeat_max_age <= self.stage_ttl:
+        check_seconds("migration.stage_ttl", self.stage_ttl, zero_ok=True)
+        check_seconds("migration.heartbeat_max_age", self.heartbeat_max_age)
+        if self.heartbeat_max_age <= self.stage_ttl:
             raise ConfigError("migration.heartbeat_max_age must exceed stage_ttl (>= 0)")
 
     def control_redis_url(self) -> str | None:

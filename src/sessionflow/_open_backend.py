@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sessionflow._async.backends.base import AsyncBackend
 from sessionflow._errors import ConfigError
 from sessionflow._ids import new_session_id, storage_key
+from sessionflow._policy import check_seconds
 from sessionflow._redis_clients import REDIS_SOCKET_TIMEOUT, redis_client
 
 if TYPE_CHECKING:
@@ -50,8 +51,7 @@ class ClientTimeouts:
         about half a second more. Measured end to end through the service: a 503 after
         1.7, 3.8 and 6.2 s for `seconds` of 1, 2 and 5.
         """
-        if seconds <= 0:
-            raise ConfigError("a store timeout must be positive")
+        check_seconds("a store timeout", seconds)
         return cls(redis_socket=seconds, dynamodb_read=seconds / 4, dynamodb_attempts=2)
 
 

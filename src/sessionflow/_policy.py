@@ -9,6 +9,21 @@ from sessionflow._errors import ConfigError
 
 ConflictPolicy = Literal["raise", "last_writer_wins"]
 
+LONGEST_SECONDS = 100 * 365 * 24 * 3600
+"""The longest timeout a policy takes: expiry times past it overflow Redis's PEXPIREAT."""
+
+
+def check_seconds(name: str, value: float, *, zero_ok: bool = False) -> None:
+    """Raise `ConfigError` unless `value` is a finite number of seconds in range.
+
+    NaN slips past a plain ``<= 0`` check, and an infinite or huge timeout makes expiry
+    times no store can keep (Redis refuses the PEXPIREAT; a NaN expiry fails every read).
+    """
+    low_ok = value >= 0 if zero_ok else value > 0
+    if isinstance(value, bool) or not (low_ok and value <= LONGEST_SECONDS):
+        kind = "a number of seconds from 0" if zero_ok else "a positive number of seconds"
+        raise ConfigError(f"{name} must be {kind} up to 100 years, not {value!r}")
+
 
 @dataclass(frozen=True)
 class SessionPolicy:
@@ -38,18 +53,17 @@ class SessionPolicy:
     tombstone_seconds: float | None = None
 
     def __post_init__(self) -> None:
-        if self.idle_timeout <= 0 or self.absolute_timeout <= 0:
-            raise ConfigError("idle_timeout and absolute_timeout must be positive")
-        if self.touch_interval < 0:
-            raise ConfigError("touch_interval must not be negative")
+        check_seconds("idle_timeout", self.idle_timeout)
+        check_seconds("absolute_timeout", self.absolute_timeout)
+        check_seconds("touch_interval", self.touch_interval, zero_ok=True)
+        if self.tombstone_seconds is not None:
+            check_seconds("tombstone_seconds", self.tombstone_seconds)
         if self.max_sessions_per_user is not None and self.max_sessions_per_user < 1:
             raise ConfigError("max_sessions_per_user must be at least 1 when set")
         if self.max_save_retries < 0:
             raise ConfigError("max_save_retries must not be negative")
         if self.on_conflict not in ("raise", "last_writer_wins"):
             raise ConfigError("on_conflict must be 'raise' or 'last_writer_wins'")
-        if self.tombstone_seconds is not None and self.tombstone_seconds <= 0:
-            raise ConfigError("tombstone_seconds must be positive when set")
 
     @property
     def tombstone_ttl(self) -> float:

@@ -278,5 +278,12 @@ def check_client(client: Any, prefix: str) -> None:  # noqa: ANN401 - a redis-py
     """Refuse a client that decodes replies and a prefix that would break the hash tags."""
     if client.get_connection_kwargs().get("decode_responses"):
         raise ConfigError("the Redis client must be created with decode_responses=False")
+    check_prefix(prefix)
+
+
+def check_prefix(prefix: str) -> None:
+    """Refuse a key prefix that is empty or would break the hash tags (braces)."""
     if not prefix or "{" in prefix or "}" in prefix:
-        raise ConfigError("the Redis key prefix must be non-empty and free of braces")
+        raise ConfigError(
+            f"the Redis key prefix must be non-empty and free of braces, not {prefix!r}"
+        )

@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from sessionflow._body_limit import DEFAULT_MAX_BODY_BYTES
+from sessionflow._dynamodb_layout import check_table_name
 from sessionflow._errors import ConfigError, one_line
-from sessionflow._policy import SessionPolicy
+from sessionflow._policy import SessionPolicy, check_seconds
+from sessionflow._redis_layout import check_prefix
 from sessionflow._urls import check_store_urls, redact
 
 BackendKind = Literal["local", "memory", "redis", "redis-cluster", "dynamodb"]
@@ -50,13 +52,13 @@ class ServiceConfig:
             raise ConfigError(
                 f"backend must be one of {', '.join(get_args(BackendKind))}, not {self.backend!r}"
             )
-        if self.admin_token is not None and len(self.admin_token) < 16:  # noqa: PLR2004
-            raise ConfigError("admin_token must be at least 16 characters")
-        if not self.store_timeout > 0:
-            raise ConfigError("store_timeout must be a positive number of seconds")
+        check_seconds("store_timeout", self.store_timeout)
         if self.max_body_bytes < 1:
             raise ConfigError("max_body_bytes must be at least 1")
+        check_admin_token(self.admin_token)
         check_store_urls(self.backend, self.redis_url, self.dynamodb_endpoint)
+        check_prefix(self.redis_prefix)
+        check_table_name(self.dynamodb_table)
         self.policy()  # validates the timeouts
 
     def policy(self) -> SessionPolicy:
@@ -129,6 +131,20 @@ def read_settings_file(path: Path, section: str = "sessionflow") -> dict[str, An
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [{section}] must be a table")
     return table
+
+
+def check_admin_token(token: str | None) -> None:
+    """Refuse an admin token a client could not send whole, or guess.
+
+    A bearer token travels in one header: leading and trailing spaces are stripped on the
+    way and control characters are refused, so a token with them could never match.
+    """
+    if token is None:
+        return
+    if len(token) < 16:  # noqa: PLR2004
+        raise ConfigError("admin_token must be at least 16 characters")
+    if not all(33 <= ord(c) <= 126 for c in token):  # noqa: PLR2004 - visible ASCII
+        raise ConfigError("admin_token must be visible ASCII characters, without spaces")
 
 
 def coerce_setting(name: str, annotation: Any, raw: Any, source: str) -> Any:  # noqa: ANN401

@@ -28,7 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sessionflow._dynamodb_layout import check_table_name
 from sessionflow._errors import ConfigError
+from sessionflow._policy import check_seconds
+from sessionflow._redis_layout import check_prefix
 from sessionflow._service_config import read_settings_file
 from sessionflow._tier import Durability, parse_durability
 from sessionflow._urls import check_endpoint_url, check_redis_url
@@ -79,6 +82,8 @@ class TierConfig:
     background_promotions: bool = False
 
     def __post_init__(self) -> None:
+        check_prefix(self.redis_prefix)
+        check_table_name(self.dynamodb_table)
         for name in (
             "hot_ttl",
             "promotion_threshold",
@@ -86,8 +91,9 @@ class TierConfig:
             "sync_interval",
             "active_window",
         ):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{_PATHS[name]} must be positive")
+            check_seconds(_PATHS[name], getattr(self, name))
+        for name in ("compliance_retention", "analytics_retention", "cross_region_delay"):
+            check_seconds(_PATHS.get(name, name), getattr(self, name), zero_ok=True)
         if self.batch_size < 1:
             raise ConfigError("sync.batch_size must be at least 1")
         if self.hot_ttl < self.promotion_threshold:

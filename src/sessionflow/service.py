@@ -50,7 +50,7 @@ from sessionflow._metrics import (
 from sessionflow._migration_config import MigrationConfig
 from sessionflow._migration_stats import MigrationStats
 from sessionflow._open_backend import ClientTimeouts, open_configured
-from sessionflow._service_config import ServiceConfig
+from sessionflow._service_config import ServiceConfig, check_admin_token
 from sessionflow._service_hot import ErrorBody, HotRoute, ServiceApp, validation_detail
 from sessionflow._service_tier import TierHandle, tier_routes
 from sessionflow._session import Session
@@ -203,7 +203,12 @@ def create_app(
         tier: the hybrid tier the store's backend is; adds ``/admin/tier`` (statistics),
             ``/admin/tier/sweep`` and ``/admin/tier/flush``.
         max_body_bytes: larger request bodies are refused with a 413 before they are read.
+
+    Raises:
+        ConfigError: an `admin_token` shorter than 16 characters or with characters other
+            than visible ASCII (an empty token would admit ``Authorization: Bearer``).
     """
+    check_admin_token(admin_token)
     registry = registry or CollectorRegistry()
     registry.register(StoreStatsCollector(store.stats, "service"))
     app = ServiceApp(

@@ -13,6 +13,7 @@ from redis.backoff import NoBackoff
 
 from sessionflow import (
     AsyncDynamoDBBackend,
+    AsyncDynamoDBConversations,
     AsyncMemoryBackend,
     AsyncRedisBackend,
     AsyncSessionStore,
@@ -222,9 +223,14 @@ async def test_wrong_typed_key_in_a_user_listing_is_counted_not_fatal(
     assert await async_redis.lrange(backend.redis_key(bad.key), 0, -1) == [b"not a hash"]
 
 
-async def test_empty_dynamodb_table_name_is_refused(async_dynamodb_client) -> None:
-    with pytest.raises(ConfigError):
-        AsyncDynamoDBBackend(async_dynamodb_client, table_name="")
+@pytest.mark.parametrize("name", ["", "ab", "a b", "sessions/eu", "x" * 256, "séance"])
+async def test_a_dynamodb_table_name_dynamodb_would_refuse_is_a_config_error(
+    async_dynamodb_client, name: str
+) -> None:
+    with pytest.raises(ConfigError, match="3 to 255 letters, digits"):
+        AsyncDynamoDBBackend(async_dynamodb_client, table_name=name)
+    with pytest.raises(ConfigError, match="3 to 255 letters, digits"):
+        AsyncDynamoDBConversations(async_dynamodb_client, table_name=name)
 
 
 async def test_scan_surfaces_wrong_typed_keys_for_quarantine(

@@ -14,6 +14,7 @@ from redis.backoff import NoBackoff
 
 from sessionflow import (
     DynamoDBBackend,
+    DynamoDBConversations,
     MemoryBackend,
     RedisBackend,
     SessionStore,
@@ -223,9 +224,14 @@ def test_wrong_typed_key_in_a_user_listing_is_counted_not_fatal(
     assert sync_redis.lrange(backend.redis_key(bad.key), 0, -1) == [b"not a hash"]
 
 
-def test_empty_dynamodb_table_name_is_refused(sync_dynamodb_client) -> None:
-    with pytest.raises(ConfigError):
-        DynamoDBBackend(sync_dynamodb_client, table_name="")
+@pytest.mark.parametrize("name", ["", "ab", "a b", "sessions/eu", "x" * 256, "séance"])
+def test_a_dynamodb_table_name_dynamodb_would_refuse_is_a_config_error(
+    sync_dynamodb_client, name: str
+) -> None:
+    with pytest.raises(ConfigError, match="3 to 255 letters, digits"):
+        DynamoDBBackend(sync_dynamodb_client, table_name=name)
+    with pytest.raises(ConfigError, match="3 to 255 letters, digits"):
+        DynamoDBConversations(sync_dynamodb_client, table_name=name)
 
 
 def test_scan_surfaces_wrong_typed_keys_for_quarantine(

@@ -71,8 +71,7 @@ class DynamoDBBackend:
         table_name: str = "sessions",
         consistent_reads: bool = True,
     ) -> None:
-        if not table_name:
-            raise ConfigError("table_name must not be empty")
+        layout.check_table_name(table_name)
         self._client = client
         self._table = table_name
         self._consistent = consistent_reads

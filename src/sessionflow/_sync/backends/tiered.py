@@ -42,6 +42,7 @@ from sessionflow._errors import (
     VersionConflict,
 )
 from sessionflow._ids import key_hint
+from sessionflow._policy import check_seconds
 from sessionflow._record import SessionRecord
 from sessionflow._scan import GuardedResult, GuardedWrite, ScanPage
 from sessionflow._tier import (
@@ -118,8 +119,8 @@ class TieredBackend:
     ) -> None:
         if not isinstance(hot, Evictable):
             raise ConfigError("the hot tier must support evict (Redis or memory backends do)")
-        if demote_after <= 0 or active_window <= 0:
-            raise ConfigError("demote_after and active_window must be positive")
+        check_seconds("demote_after", demote_after)
+        check_seconds("active_window", active_window)
         self.hot = hot
         self.cold = cold
         self.index = index

@@ -32,6 +32,7 @@ from sessionflow._conversation import (
     encode_metadata,
 )
 from sessionflow._dynamodb_client import dynamodb_errors, error_code
+from sessionflow._dynamodb_layout import check_table_name
 from sessionflow._errors import BackendError, CorruptRecord, SessionflowError
 from sessionflow._scan import GuardedResult, GuardedWrite, check_share
 
@@ -73,6 +74,7 @@ class DynamoDBConversations:
     """See `ConversationBackend`; on a DynamoDB table (boto3 / aioboto3 client)."""
 
     def __init__(self, client: Any, *, table_name: str = "conversations") -> None:  # noqa: ANN401
+        check_table_name(table_name)
         self._client = client
         self._table = table_name
 
