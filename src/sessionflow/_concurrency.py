@@ -23,6 +23,25 @@ def sync_sleep(seconds: float) -> None:
     time.sleep(seconds)
 
 
+async def async_stop_if_cancelled() -> None:
+    """Raise `asyncio.CancelledError` if this task was cancelled and the cancellation was lost.
+
+    On Python 3.11 `asyncio.wait_for` returns the result instead of raising when the work
+    it waits for finishes in the loop turn the cancellation arrives in (fixed in 3.12),
+    and redis-py sends every command through it. So long jobs (a backfill, a verification,
+    a repair pass, the drill) call this between steps: Ctrl-C or SIGTERM then stops them
+    at the next step instead of never. Only between steps of work going forward: clean-up
+    after a cancellation runs while the task is still marked cancelled, and must finish.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+def sync_stop_if_cancelled() -> None:
+    """Nothing to check: a thread is stopped by `KeyboardInterrupt`, which nothing loses."""
+
+
 async def async_together(first: Awaitable[_T], second: Awaitable[_R]) -> tuple[_T, _R]:
     """Await two calls at once; return both results."""
     both = await asyncio.gather(first, second)
@@ -78,13 +97,16 @@ async def async_in_order(
 
     try:
         async for unit in units:
+            await async_stop_if_cancelled()
             at_work.append((unit, asyncio.get_running_loop().create_task(run(unit))))
             while at_work and (len(at_work) >= limit or at_work[0][1].done()):
                 done, task = at_work.popleft()
                 await finish(done, await task)
+                await async_stop_if_cancelled()
         while at_work:
             done, task = at_work.popleft()
             await finish(done, await task)
+            await async_stop_if_cancelled()
     finally:
         for _, task in at_work:
             task.cancel()

@@ -185,15 +185,15 @@ def demo_backends(
     with ExitStack() as stack:
         binary = find_redis_server()
         with console.status(f"starting Redis and a 3-node Redis Cluster ({binary})"):
-            server = RedisServer(binary=binary).start()
-            stack.callback(server.stop)
-            cluster = RedisClusterServers(3, binary=binary).start()
-            stack.callback(cluster.stop)
+            server = stack.enter_context(RedisServer(binary=binary))
+            cluster = stack.enter_context(RedisClusterServers(3, binary=binary))
         use_local = dynamodb == "local" or (dynamodb == "auto" and find_dynamodb_local())
         label = "DynamoDB Local" if use_local else "moto (in-process emulator)"
         with console.status(f"starting {label}"):
-            emulator = DynamoDBLocal().start() if use_local else MotoDynamoDB().start()
-            stack.callback(emulator.stop)
+            emulator: DynamoDBLocal | MotoDynamoDB = (
+                DynamoDBLocal() if use_local else MotoDynamoDB()
+            )
+            stack.enter_context(emulator)
         client = redis.Redis(port=server.port)
         cluster_client = redis.RedisCluster(host="127.0.0.1", port=cluster.nodes[0].port)
         ddb = boto3.client(

@@ -33,6 +33,7 @@ from hdrh.histogram import HdrHistogram
 
 from sessionflow._async.backends.base import AsyncBackend
 from sessionflow._async.backends.migrating import AsyncMigratingBackend
+from sessionflow._concurrency import async_stop_if_cancelled
 from sessionflow._drill_conversations import ConversationWorkload
 from sessionflow._drill_ledger import (
     AcknowledgedItemMissing,
@@ -159,6 +160,20 @@ class Traffic:
                 self.phase.operations[operation] += 1
 
 
+async def _finish_before_cancelling(work: Awaitable[_T]) -> _T:
+    """Await `work`; when cancelled meanwhile, let it finish, then pass the cancellation on.
+
+    For a server restart in a worker thread, which no cancellation stops: stopping the
+    servers while it runs could leave the restarted process behind.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.gather(task, return_exceptions=True)
+        raise
+
+
 @dataclass
 class DrillServers:
     """The servers of a drill and how to reach them."""
@@ -226,7 +241,10 @@ class Drill:
             client = await stack.enter_async_context(redis_client(servers.redis_url))
             self.control = AsyncRedisControlPlane(client, migration="drill")
             self.migration = await self.workload.open(old_config, new_config, self.control, stack)
-            self.config_file = self._write_config(old_config, new_config)
+            scratch = Path(
+                stack.enter_context(tempfile.TemporaryDirectory(prefix="sessionflow-drill-"))
+            )
+            self.config_file = self._write_config(scratch, old_config, new_config)
             self.event("servers up: Redis, DynamoDB Local")
             began = time.monotonic()
             await self.workload.seed(self.migration, self.settings.items, self.rng)
@@ -266,9 +284,9 @@ class Drill:
             await self._final_check()
         return self.report
 
-    def _write_config(self, old: StoreConfig, new: StoreConfig) -> Path:
-        """Write the migration settings the backfill process reads."""
-        path = Path(tempfile.mkdtemp(prefix="sessionflow-drill-")) / "migration.toml"
+    def _write_config(self, directory: Path, old: StoreConfig, new: StoreConfig) -> Path:
+        """Write the migration settings the backfill process reads, in `directory`."""
+        path = directory / "migration.toml"
         lines = ["[migration]", 'name = "drill"', f'data = "{self.workload.data}"']
         for side, store in (("old", old), ("new", new)):
             lines.append(f"[migration.{side}]")
@@ -294,9 +312,11 @@ class Drill:
             except SessionflowError as exc:
                 self.say(f"repairer waits: {exc}")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), 0.5)
+                async with asyncio.timeout(0.5):
+                    await done.wait()
 
     async def _stage(self, name: str, *, advance: bool = True, rollback: bool = False) -> None:
+        await async_stop_if_cancelled()
         if advance:
             record = await self._change(rollback=rollback)
             converged = await self.migration.wait_converged(self.settings.stage_ttl * 5 + 5)
@@ -307,6 +327,7 @@ class Drill:
     async def _change(self, *, rollback: bool) -> Any:  # noqa: ANN401 - a StageRecord
         """Advance or roll back; while refused (copies still queued), repair and retry."""
         for attempt in range(40):
+            await async_stop_if_cancelled()
             try:
                 if rollback:
                     return await self.migration.rollback()
@@ -357,12 +378,16 @@ class Drill:
         self.traffic.start_phase("dualwrite+dynamodb-paused")
         dynamodb.pause()
         self.event("DynamoDB paused (SIGSTOP)")
-        await asyncio.sleep(max(2.0, self.settings.seconds_per_stage / 2))
-        dynamodb.resume()
+        try:
+            await asyncio.sleep(max(2.0, self.settings.seconds_per_stage / 2))
+        finally:
+            # A drill stopped here must not leave its clean-up (the traffic's and the
+            # repairer's last requests) waiting on a frozen server.
+            dynamodb.resume()
         depth = await self.control.repair_depth()
         self.event(f"DynamoDB resumed (SIGCONT); repair queue {depth.count} key(s)")
         self.traffic.start_phase("dualwrite+dynamodb-restarted")
-        await asyncio.to_thread(dynamodb.restart)
+        await _finish_before_cancelling(asyncio.to_thread(dynamodb.restart))
         self.event("DynamoDB restarted")
         await asyncio.sleep(self.settings.seconds_per_stage / 2)
         self.traffic.start_phase("dualwrite")
@@ -466,7 +491,8 @@ class Drill:
         task still waiting go to standard error for the diagnosis.
         """
         try:
-            return await asyncio.wait_for(work, STEP_LIMIT)
+            async with asyncio.timeout(STEP_LIMIT):
+                return await work
         except TimeoutError:
             dump_tasks(f"drill step stuck: {what}")
             raise DrillStuck(f"{what} did not finish within {STEP_LIMIT:.0f} s") from None
@@ -500,9 +526,39 @@ def dump_tasks(title: str) -> None:
     stream = sys.__stderr__ or sys.stderr
     print(f"=== {title}: {len(asyncio.all_tasks())} task(s) ===", file=stream, flush=True)
     for task in asyncio.all_tasks():
-        print(f"--- {task.get_name()}: {task.get_coro()!r}", file=stream)
-        task.print_stack(limit=20, file=stream)
+        state = "cancelling" if task.cancelling() else "pending"
+        print(f"--- {task.get_name()} ({state})", file=stream)
+        for where in _await_chain(task.get_coro()):
+            print(f"  {where}", file=stream)
     stream.flush()
+
+
+def _await_chain(awaitable: object) -> list[str]:
+    """Where a task waits: each coroutine it awaits down to the innermost, as file:line."""
+    chain: list[str] = []
+    while awaitable is not None and len(chain) < 50:  # noqa: PLR2004 - enough to diagnose
+        frame = next(
+            (
+                getattr(awaitable, name)
+                for name in ("cr_frame", "ag_frame", "gi_frame")
+                if getattr(awaitable, name, None) is not None
+            ),
+            None,
+        )
+        if frame is None:
+            chain.append(repr(awaitable)[:200])
+            break
+        code = frame.f_code
+        chain.append(f"{code.co_filename}:{frame.f_lineno} in {code.co_name}")
+        awaitable = next(
+            (
+                getattr(awaitable, name)
+                for name in ("cr_await", "ag_await", "gi_yieldfrom")
+                if getattr(awaitable, name, None) is not None
+            ),
+            None,
+        )
+    return chain
 
 
 def workload_for(data: str) -> DrillWorkload:

@@ -128,7 +128,8 @@ class AsyncMirror:
         client's own read timeout ends a late copy, and the guard makes it harmless.
         """
         try:
-            await asyncio.wait_for(asyncio.shield(copy), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                await asyncio.shield(copy)
         except TimeoutError:
             self._helpers.add(copy)
             copy.add_done_callback(self._forget_late_copy)

@@ -17,6 +17,7 @@ from sessionflow._cli_cost import cost_app
 from sessionflow._cli_migrate import migrate_app
 from sessionflow._cli_tier import tier_app
 from sessionflow._errors import one_line
+from sessionflow._signals import termination_as_interrupt
 
 app = typer.Typer(
     name="sessionflow",
@@ -148,7 +149,9 @@ def drill(
     data: DrillData = typer.Option(
         DrillData.sessions, help="What the fleet keeps: sessions, or conversation lists."
     ),
-    seconds_per_stage: float = typer.Option(4.0, min=0.5, help="Traffic time in each stage."),
+    seconds_per_stage: float = typer.Option(
+        4.0, min=0.5, max=86_400, help="Traffic time in each stage."
+    ),
     workers: int = typer.Option(32, min=1, help="Concurrent users of the traffic generator."),
     rate: float = typer.Option(400.0, min=1, help="Operations per second, all users together."),
     processes: int = typer.Option(4, min=1, help="Migrating processes (each caches the stage)."),
@@ -223,7 +226,8 @@ def version() -> None:
 
 def main() -> None:
     """Entry point of the ``sessionflow`` script."""
-    app()
+    with termination_as_interrupt():
+        app()
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -98,6 +99,22 @@ def find_dynamodb_local() -> Path | None:
     return None
 
 
+def _die_with_parent() -> list[str]:
+    """Return a command prefix that kills the server when this process dies, even by SIGKILL.
+
+    util-linux's ``setpriv --pdeathsig`` sets the parent-death signal and then execs the
+    server, so the server keeps its own PID. Linux sends that signal when the *thread* that
+    started the child ends, so it is only asked for from the main thread (a server the drill
+    restarts from a worker thread must outlive that thread). Elsewhere, and where
+    ``setpriv`` is missing, a server outlives a hard kill of this process; an orderly exit,
+    SIGTERM and SIGHUP included (`sessionflow._signals`), still stops it.
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or threading.current_thread() is not threading.main_thread():
+        return []
+    return [setpriv, "--pdeathsig", "KILL", "--"]
+
+
 class _LocalServer:
     """Something started with `start` and stopped with `stop`; a context manager of both."""
 
@@ -110,7 +127,11 @@ class _LocalServer:
         raise NotImplementedError
 
     def __enter__(self) -> Self:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()  # a start that failed half-way leaves no process and no directory
+            raise
 
     def __exit__(
         self,
@@ -124,10 +145,23 @@ class _LocalServer:
 class _Process(_LocalServer):
     """A child process with a scratch directory, stopped by its PID."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, scratch_parent: Path | None = None) -> None:
         self.name = name
-        self.directory = Path(tempfile.mkdtemp(prefix=f"sessionflow-{name}-"))
         self.process: subprocess.Popen[bytes] | None = None
+        self._scratch_parent = scratch_parent
+        self._directory: Path | None = None
+
+    @property
+    def directory(self) -> Path:
+        """The server's scratch directory, made on first use and removed by `stop`.
+
+        Made lazily, so a server that fails its checks before it starts leaves nothing.
+        """
+        if self._directory is None:
+            self._directory = Path(
+                tempfile.mkdtemp(prefix=f"sessionflow-{self.name}-", dir=self._scratch_parent)
+            )
+        return self._directory
 
     @property
     def pid(self) -> int:
@@ -139,7 +173,7 @@ class _Process(_LocalServer):
     def _spawn(self, argv: list[str]) -> None:
         log = (self.directory / "server.log").open("wb")
         self.process = subprocess.Popen(
-            argv,
+            [*_die_with_parent(), *argv],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -148,9 +182,20 @@ class _Process(_LocalServer):
         )
         log.close()
 
+    def _launch(self, argv: list[str], wait_ready: Callable[[], None]) -> None:
+        """Spawn the server and wait until it is ready; one that is not is stopped by its PID."""
+        self._spawn(argv)
+        try:
+            wait_ready()
+        except BaseException:
+            self._terminate()
+            raise
+
     def log_tail(self, lines: int = 20) -> str:
         """Return the last lines the server wrote."""
-        path = self.directory / "server.log"
+        if self._directory is None:
+            return ""
+        path = self._directory / "server.log"
         if not path.exists():
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -186,6 +231,7 @@ class _Process(_LocalServer):
     def _terminate(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
+            os.kill(self.process.pid, signal.SIGCONT)  # a paused server cannot act on SIGTERM
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -196,7 +242,9 @@ class _Process(_LocalServer):
     def stop(self) -> None:
         """Stop the process by its PID and remove its scratch directory."""
         self._terminate()
-        shutil.rmtree(self.directory, ignore_errors=True)
+        if self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
+            self._directory = None
 
 
 class RedisServer(_Process):
@@ -221,7 +269,7 @@ class RedisServer(_Process):
 
     def start(self) -> Self:
         """Start the server and wait until it answers PING."""
-        self._spawn(
+        self._launch(
             [
                 self.binary,
                 "--port",
@@ -237,9 +285,9 @@ class RedisServer(_Process):
                 "--dir",
                 str(self.directory),
                 *self.extra_args,
-            ]
+            ],
+            self.wait_ready,
         )
-        self.wait_ready()
         return self
 
     def wait_ready(self, timeout: float = _READY_TIMEOUT) -> None:
@@ -517,11 +565,9 @@ class DynamoDBLocal(_Process):
     def __init__(
         self, *, port: int | None = None, directory: Path | None = None, on_disk: bool = False
     ) -> None:
-        super().__init__("dynamodb-local")
+        shm = Path("/dev/shm")  # noqa: S108 - tmpfs: sqlite without fsync cost
+        super().__init__("dynamodb-local", scratch_parent=shm if on_disk and shm.is_dir() else None)
         self.on_disk = on_disk
-        if on_disk and Path("/dev/shm").is_dir():  # noqa: S108 - tmpfs: sqlite without fsync cost
-            shutil.rmtree(self.directory, ignore_errors=True)
-            self.directory = Path(tempfile.mkdtemp(prefix="sessionflow-dynamodb-", dir="/dev/shm"))
         found = directory or find_dynamodb_local()
         if found is None:
             raise ConfigError(
@@ -542,7 +588,7 @@ class DynamoDBLocal(_Process):
 
     def start(self) -> Self:
         """Start the server and wait until it answers ListTables."""
-        self._spawn(
+        self._launch(
             [
                 self.java,
                 "-Xmx512m",
@@ -554,14 +600,17 @@ class DynamoDBLocal(_Process):
                 "-disableTelemetry",
                 "-port",
                 str(self.port),
-            ]
+            ],
+            self._wait_ready,
         )
+        return self
+
+    def _wait_ready(self) -> None:
         try:
             wait_for_dynamodb(self.endpoint_url)
         except Exception as exc:
             self._check_alive()
             raise RuntimeError(f"DynamoDB Local did not start:\n{self.log_tail()}") from exc
-        return self
 
 
 class MotoDynamoDB(_LocalServer):
@@ -661,21 +710,25 @@ class PrometheusServer(_Process):
             f"scrape_configs:\n  - job_name: sessionflow\n    static_configs:\n"
             f"      - targets: [{targets}]\n"
         )
-        self._spawn(
+        self._launch(
             [
                 self.binary,
                 f"--config.file={config}",
                 f"--storage.tsdb.path={self.directory / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
-            ]
+            ],
+            self._wait_ready,
         )
+        return self
+
+    def _wait_ready(self) -> None:
         deadline = time.monotonic() + _READY_TIMEOUT
         while True:
             self._check_alive()
             try:
                 with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as answer:  # noqa: S310 - loopback
                     if answer.status == 200:  # noqa: PLR2004
-                        return self
+                        return
             except OSError:
                 pass
             if time.monotonic() > deadline:

@@ -28,7 +28,12 @@ from sessionflow._async.reconcile import (
 from sessionflow._async.validation import probe_for
 from sessionflow._clock import Clock, SystemClock
 from sessionflow._codec import Codec, encoded_size
-from sessionflow._concurrency import async_in_order, async_map_limited, async_sleep
+from sessionflow._concurrency import (
+    async_in_order,
+    async_map_limited,
+    async_sleep,
+    async_stop_if_cancelled,
+)
 from sessionflow._control import StageRecord
 from sessionflow._errors import (
     BackendError,
@@ -240,6 +245,7 @@ class AsyncMigration:
         """Wait until every live process reports the current stage; False on timeout."""
         deadline = time.monotonic() + within
         while True:
+            await async_stop_if_cancelled()
             stage = (await self.control.read_stage()).stage
             beats = await self.control.processes(self.clock.now(), self.heartbeat_max_age)
             if all(beat.stage is stage for beat in beats):
@@ -468,6 +474,7 @@ class AsyncMigration:
             scanned = truth if direction == "forward" else copy
             cursor: str | None = None
             while True:
+                await async_stop_if_cancelled()
                 page = await scanned.scan(cursor, count=page_size, worker=0, workers=share)
                 await self._verify_page(page.records, run)
                 cursor = page.cursor
@@ -543,6 +550,7 @@ class AsyncMigration:
         began = time.monotonic()
         seen_failed: set[str] = set()
         while True:
+            await async_stop_if_cancelled()
             items = [
                 item
                 for item in await self.control.repair_batch(batch + len(seen_failed))

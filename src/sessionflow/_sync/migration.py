@@ -29,7 +29,12 @@ from sessionflow._sync.reconcile import (
 from sessionflow._sync.validation import probe_for
 from sessionflow._clock import Clock, SystemClock
 from sessionflow._codec import Codec, encoded_size
-from sessionflow._concurrency import sync_in_order, sync_map_limited, sync_sleep
+from sessionflow._concurrency import (
+    sync_in_order,
+    sync_map_limited,
+    sync_sleep,
+    sync_stop_if_cancelled,
+)
 from sessionflow._control import StageRecord
 from sessionflow._errors import (
     BackendError,
@@ -241,6 +246,7 @@ class Migration:
         """Wait until every live process reports the current stage; False on timeout."""
         deadline = time.monotonic() + within
         while True:
+            sync_stop_if_cancelled()
             stage = (self.control.read_stage()).stage
             beats = self.control.processes(self.clock.now(), self.heartbeat_max_age)
             if all(beat.stage is stage for beat in beats):
@@ -469,6 +475,7 @@ class Migration:
             scanned = truth if direction == "forward" else copy
             cursor: str | None = None
             while True:
+                sync_stop_if_cancelled()
                 page = scanned.scan(cursor, count=page_size, worker=0, workers=share)
                 self._verify_page(page.records, run)
                 cursor = page.cursor
@@ -544,6 +551,7 @@ class Migration:
         began = time.monotonic()
         seen_failed: set[str] = set()
         while True:
+            sync_stop_if_cancelled()
             items = [
                 item
                 for item in self.control.repair_batch(batch + len(seen_failed))
