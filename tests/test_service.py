@@ -111,6 +111,24 @@ async def test_any_user_id_the_service_accepts_can_be_listed_and_revoked(api, us
     assert (await api.get(f"{path}/sessions")).json() == []
 
 
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        ('{"attributes": {"\\ud800": 1}}', "is not valid Unicode (a lone surrogate)"),
+        ('{"attributes": {"a": "\\udfff"}}', "surrogates not allowed"),
+        ('{"user_id": "ada\\ud800"}', "unable to parse raw data as a unicode string"),
+        ('{"user_id": "' + "😀" * 300 + '"}', "1200 bytes in UTF-8, over the limit of 1024"),
+    ],
+    ids=["name-surrogate", "value-surrogate", "user-surrogate", "user-over-1024-bytes"],
+)
+async def test_text_the_stores_cannot_take_is_a_422_with_a_reason(api, body, detail) -> None:
+    response = await api.post(
+        "/v1/sessions", content=body.encode(), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert detail in response.json()["detail"]
+
+
 @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
 async def test_numbers_json_cannot_carry_are_refused_not_stored_as_null(api, number) -> None:
     # Python's JSON parser (FastAPI's) accepts these; stored, they would come back as null.

@@ -23,6 +23,8 @@ _TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 
 PARTITION_KEY = "session_id"
 USER_INDEX = "user_id-created_at-index"
+INDEX_KEY_LIMIT = 2048
+"""Bytes DynamoDB takes in the partition key of a secondary index (here ``user_id``)."""
 TTL_ATTRIBUTE = "expires_at"
 
 

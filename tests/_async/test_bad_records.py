@@ -20,11 +20,15 @@ from sessionflow import (
     BackendError,
     ConfigError,
     CorruptRecord,
+    InvalidAttribute,
     ManualClock,
     SessionTooLarge,
+    Stage,
     new_session_id,
     storage_key,
 )
+from sessionflow._async.control import AsyncMemoryControlPlane
+from sessionflow._async.migration import AsyncMigration
 from sessionflow._dynamodb_client import dynamodb_errors
 from sessionflow._redis_layout import user_index_key
 from sessionflow._scan import GuardedWrite
@@ -306,6 +310,34 @@ async def test_guarded_batch_refuses_bad_records_in_place_and_writes_the_rest(
     assert isinstance(results[2], CorruptRecord)
     assert (await store.get(good.id)) is not None
     assert await backend.get(huge.key) is None
+
+
+async def test_a_backfill_quarantines_a_user_id_too_long_for_dynamodbs_user_index(
+    async_redis, async_dynamodb_client, prefix: str, clock: ManualClock
+) -> None:
+    """Sessions written before user ids were limited may carry one DynamoDB cannot index."""
+    old = AsyncRedisBackend(async_redis, prefix=prefix)
+    new = AsyncDynamoDBBackend(async_dynamodb_client, table_name=TABLE)
+    source = AsyncSessionStore(AsyncMemoryBackend(clock), clock=clock)
+    sessions = [await source.create({"n": n}, user_id=f"user-{n}") for n in range(3)]
+    records = [await source.backend.get(s.key) for s in sessions]
+    assert None not in records
+    records[1] = records[1]._replace(user_id="😀" * 600)  # 2,400 bytes in UTF-8
+    for record in records:
+        assert await old.put_guarded(record) is GuardedWrite.WRITTEN
+    with pytest.raises(InvalidAttribute, match="2400 bytes in UTF-8, over the 2048"):
+        await new.put_guarded(records[1])
+    migration = AsyncMigration(old, new, AsyncMemoryControlPlane(Stage.DUALWRITE), clock=clock)
+
+    entries: list[dict[str, str]] = []
+    result = await migration.backfill(quarantined=entries.append)
+
+    assert (result.copied, result.quarantine.total) == (2, 1)
+    assert [e["key"] for e in entries] == [records[1].key[:12]]
+    assert "2048 bytes DynamoDB takes in an index key" in entries[0]["reason"]
+    assert await new.get(records[0].key) is not None
+    assert await new.get(records[1].key) is None
+    assert await old.get(records[1].key) is not None  # kept where it was
 
 
 async def test_redis_guarded_batch_gives_a_refused_record_its_error_and_writes_the_rest(

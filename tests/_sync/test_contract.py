@@ -494,6 +494,46 @@ def test_attribute_names_must_be_strings(sync_store: SessionStore) -> None:
         sync_store.create(user_id="")
 
 
+def test_text_without_a_utf8_form_is_refused_as_invalid_input(
+    sync_store: SessionStore, user: str
+) -> None:
+    """A lone surrogate (JSON's ``"\\ud800"`` decodes to one) is no store's to encode."""
+    session = sync_store.create({"a": 1}, user_id=user)
+    with pytest.raises(InvalidAttribute, match="lone surrogate"):
+        sync_store.create({"\ud800": 1})
+    with pytest.raises(InvalidAttribute, match="lone surrogate"):
+        sync_store.create({"a": 1}, user_id=user + "\udfff")
+    with pytest.raises(InvalidAttribute, match="lone surrogate"):
+        sync_store.list_user(user + "\ud800")
+    with pytest.raises(InvalidAttribute, match="lone surrogate"):
+        sync_store.revoke_user(user + "\ud800")
+    session["\ud800"] = 2
+    with pytest.raises(InvalidAttribute, match="lone surrogate"):
+        sync_store.save(session)
+    assert [s.handle for s in sync_store.list_user(user)] == [session.key]
+
+
+def _sized(user: str, filler: str, size: int) -> str:
+    """Return `user` padded with `filler` (then ASCII) to exactly `size` bytes of UTF-8."""
+    room = size - len(user.encode())
+    width = len(filler.encode())
+    return user + filler * (room // width) + "x" * (room % width)
+
+
+def test_user_ids_are_limited_to_1024_bytes_of_utf8_on_every_backend(
+    sync_store: SessionStore, user: str
+) -> None:
+    """One limit everywhere, within DynamoDB's 2048-byte index key: no migration refuses one."""
+    for filler in ("u", "é", "😀"):
+        longest = _sized(user, filler, 1024)
+        sync_store.create(user_id=longest)
+        assert len(sync_store.list_user(longest)) == 1
+        with pytest.raises(InvalidAttribute, match="bytes in UTF-8, over the limit of 1024"):
+            sync_store.create(user_id=_sized(user, filler, 1025))
+    with pytest.raises(InvalidAttribute, match="2048 bytes in UTF-8"):
+        sync_store.create(user_id="😀" * 512)  # 512 characters, 2048 bytes
+
+
 def test_oversized_sessions_are_refused_and_nothing_is_written(
     sync_store: SessionStore,
 ) -> None:

@@ -32,7 +32,7 @@ from sessionflow._store_stats import StoreStats
 logger = logging.getLogger("sessionflow")
 
 _MAX_NAME_LENGTH = 1024
-_MAX_USER_ID_LENGTH = 1024
+_MAX_USER_ID_BYTES = 1024  # in UTF-8; DynamoDB's user index takes keys up to 2048 bytes
 _HANDLE_PATTERN = re.compile(r"[0-9a-f]{64}")
 _CREATE_ATTEMPTS = 3
 
@@ -472,15 +472,38 @@ def _check_name(name: object) -> None:
             f"attribute names must be non-empty strings of at most {_MAX_NAME_LENGTH} "
             f"characters, got {type(name).__name__}"
         )
+    if _utf8_size(name) is None:
+        raise InvalidAttribute(
+            f"attribute name {_shown(name)} is not valid Unicode (a lone surrogate)"
+        )
 
 
 def _check_user_id(user_id: object) -> None:
     if user_id is None:
         return
-    if not isinstance(user_id, str) or not user_id or len(user_id) > _MAX_USER_ID_LENGTH:
+    if not isinstance(user_id, str) or not user_id:
+        raise InvalidAttribute(f"user_id must be a non-empty string, got {type(user_id).__name__}")
+    size = _utf8_size(user_id)
+    if size is None:
+        raise InvalidAttribute(f"user_id {_shown(user_id)} is not valid Unicode (a lone surrogate)")
+    if size > _MAX_USER_ID_BYTES:
         raise InvalidAttribute(
-            f"user_id must be a non-empty string of at most {_MAX_USER_ID_LENGTH} characters"
+            f"user_id is {size} bytes in UTF-8, over the limit of {_MAX_USER_ID_BYTES}"
         )
+
+
+def _utf8_size(text: str) -> int | None:
+    """Return the length of `text` in UTF-8; None if it has no UTF-8 form (lone surrogates)."""
+    try:
+        return len(text.encode())
+    except UnicodeEncodeError:
+        return None
+
+
+def _shown(text: str) -> str:
+    """Return `text` escaped and cut short, for an error message."""
+    shown = ascii(text)
+    return shown if len(shown) <= 40 else shown[:37] + "..."  # noqa: PLR2004
 
 
 def _summary(record: SessionRecord) -> SessionSummary:

@@ -19,6 +19,7 @@ from sessionflow._errors import (
     BackendError,
     ConfigError,
     CorruptRecord,
+    InvalidAttribute,
     SessionExists,
     SessionNotFound,
     SessionTooLarge,
@@ -121,6 +122,14 @@ class DynamoDBBackend:
                 )
 
     def _item(self, record: SessionRecord) -> layout.Item:
+        if record.user_id is not None:
+            user_bytes = len(record.user_id.encode())
+            if user_bytes > layout.INDEX_KEY_LIMIT:
+                # a session store refuses such ids; a record copied from elsewhere may not
+                raise InvalidAttribute(
+                    f"user_id is {user_bytes} bytes in UTF-8, over the {layout.INDEX_KEY_LIMIT} "
+                    f"bytes DynamoDB takes in an index key"
+                )
         item = layout.record_to_item(record)
         size = layout.item_size(item)
         if size > DYNAMODB_ITEM_LIMIT:
@@ -397,7 +406,7 @@ class DynamoDBBackend:
         for index, record in enumerate(records):
             try:
                 puts.append((index, record.key, self._guarded_put(record)))
-            except SessionTooLarge as exc:
+            except (SessionTooLarge, InvalidAttribute) as exc:
                 results[index] = exc
 
         def kept(index: int, found: Mapping[str, Any] | None) -> GuardedWrite:
