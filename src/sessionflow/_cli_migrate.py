@@ -411,8 +411,11 @@ def repair_command(
             console.print(
                 f"repaired {report.handled} key(s) {dict(report.outcomes) or ''}, "
                 f"{report.failed} failed (kept queued), {report.remaining} left, "
+                f"{report.quarantine.total} quarantined (refused by the store) in "
                 f"{report.seconds:.1f} s"
             )
+            for entry in report.quarantine.entries:
+                console.print(f"  quarantined {entry['key']}: {escape(entry['reason'])}")
             if not follow:
                 return report.remaining
             await asyncio.sleep(follow)

@@ -162,6 +162,8 @@ class RepairReport:
     failed: int = 0
     remaining: int = 0
     seconds: float = 0.0
+    quarantine: Quarantine = field(default_factory=Quarantine)
+    """Keys whose copy the store refused (too large, or invalid there): off the queue."""
 
     @property
     def handled(self) -> int:
@@ -176,6 +178,7 @@ class RepairReport:
             "failed": self.failed,
             "remaining": self.remaining,
             "seconds": self.seconds,
+            "quarantine": self.quarantine.to_dict(),
         }
 
 

@@ -339,6 +339,17 @@ async def test_a_backfill_quarantines_a_user_id_too_long_for_dynamodbs_user_inde
     assert await new.get(records[1].key) is None
     assert await old.get(records[1].key) is not None  # kept where it was
 
+    report = await migration.verify(mode="full", repair=True, recheck_delay=0)
+    assert (report.missing, report.remaining) == (1, 1)
+    assert report.quarantine.counts == {"refused": 1}
+
+    # A change the dual-write could not copy waits in the repair queue: it must leave it.
+    await migration.control.enqueue_repairs([records[1].key], clock.now())
+    repaired = await migration.repair()
+    assert (repaired.outcomes, repaired.failed, repaired.remaining) == ({"quarantined": 1}, 0, 0)
+    assert [e["key"] for e in repaired.quarantine.entries] == [records[1].key[:12]]
+    assert "2048 bytes DynamoDB takes" in repaired.quarantine.entries[0]["reason"]
+
 
 async def test_redis_guarded_batch_gives_a_refused_record_its_error_and_writes_the_rest(
     async_redis, prefix: str, clock: ManualClock

@@ -533,7 +533,12 @@ class Migration:
         kind, fields = found
         report.count(kind, key_hint(key), fields)
         if run.repair:
-            reconcile_records(self.old, self.new, old, new, now=now)
+            try:
+                reconcile_records(self.old, self.new, old, new, now=now)
+            except (SessionTooLarge, InvalidAttribute) as exc:  # the store refuses the copy
+                report.quarantine.add(key_hint(key), f"refused: {exc}", "verify")
+                report.remaining += 1
+                return
             old, new = self.old.get(key), self.new.get(key)
             if difference(*run.ordered(old, new), self.clock.now()) is None:
                 report.repaired += 1
@@ -563,14 +568,17 @@ class Migration:
                 lambda item: self._repair_one(item.key), items, concurrency
             )
             done = []
-            for item, outcome in zip(items, results, strict=True):
-                if outcome is None:
+            for item, result in zip(items, results, strict=True):
+                if result is None:
                     report.failed += 1
                     seen_failed.add(item.key)
-                else:
-                    report.outcomes[outcome] += 1
-                    self.stats.repaired[outcome] += 1
-                    done.append(item)
+                    continue
+                if isinstance(result, _Refused):
+                    report.quarantine.add(key_hint(item.key), result.reason, "repair")
+                outcome = QUARANTINED if isinstance(result, _Refused) else result
+                report.outcomes[outcome] += 1
+                self.stats.repaired[outcome] += 1
+                done.append(item)
             self.control.finish_repairs(done)
         depth = self.control.repair_depth()
         report.remaining = depth.count
@@ -579,9 +587,13 @@ class Migration:
         report.seconds = time.monotonic() - began
         return report
 
-    def _repair_one(self, key: str) -> str | None:
+    def _repair_one(self, key: str) -> str | _Refused | None:
+        """Reconcile one queued key: its outcome; a refusal no retry can change; None: retry."""
         try:
             return str(reconcile_key(self.old, self.new, key, now=self.clock.now()))
+        except (SessionTooLarge, InvalidAttribute) as exc:
+            logger.warning("repair of %s refused by the store, quarantined: %s", key_hint(key), exc)
+            return _Refused(f"refused: {exc}")
         except SessionflowError as exc:
             logger.warning("repair of %s failed, kept queued: %r", key_hint(key), exc)
             return None
@@ -682,6 +694,17 @@ def _consumed_units(backend: Backend) -> float:
     """Capacity units a DynamoDB backend consumed so far (0 for other stores)."""
     meter = getattr(backend, "capacity", None)
     return float(meter.total) if meter is not None else 0.0
+
+
+QUARANTINED = "quarantined"
+"""The repair outcome of a key whose copy the store refuses (too large, or invalid there)."""
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """A queued key whose copy the store refused; `reason` goes to the quarantine."""
+
+    reason: str
 
 
 def _copy_outcome(result: GuardedResult) -> str:
