@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sessionflow._codec import pack_fields, unpack_fields
-from sessionflow._errors import CodecError, ConfigError, CorruptRecord
+from sessionflow._errors import CodecError, ConfigError, CorruptRecord, InvalidAttribute
 from sessionflow._ids import key_hint
 from sessionflow._record import SessionRecord, tombstone_record
 
@@ -66,7 +66,19 @@ def key_of(key: str) -> Item:
 
 
 def record_to_item(record: SessionRecord) -> Item:
-    """Return the item that stores a live record."""
+    """Return the item that stores a live record.
+
+    Raises `InvalidAttribute` for a ``user_id`` the user index cannot take: the session
+    store refuses such ids, but a record written by an earlier version or copied from
+    another store may carry one.
+    """
+    if record.user_id is not None:
+        user_bytes = len(record.user_id.encode())
+        if user_bytes > INDEX_KEY_LIMIT:
+            raise InvalidAttribute(
+                f"user_id is {user_bytes} bytes in UTF-8, over the {INDEX_KEY_LIMIT} bytes "
+                f"DynamoDB takes in an index key"
+            )
     item: Item = {
         PARTITION_KEY: {"S": record.key},
         "version": _n(record.version),

@@ -317,7 +317,8 @@ async def test_a_backfill_quarantines_a_user_id_too_long_for_dynamodbs_user_inde
 ) -> None:
     """Sessions written before user ids were limited may carry one DynamoDB cannot index."""
     old = AsyncRedisBackend(async_redis, prefix=prefix)
-    new = AsyncDynamoDBBackend(async_dynamodb_client, table_name=TABLE)
+    new = AsyncDynamoDBBackend(async_dynamodb_client, table_name=f"t{uuid.uuid4().hex[:8]}")
+    await new.ensure_table()  # its own table: the verification below reads all of it
     source = AsyncSessionStore(AsyncMemoryBackend(clock), clock=clock)
     sessions = [await source.create({"n": n}, user_id=f"user-{n}") for n in range(3)]
     records = [await source.backend.get(s.key) for s in sessions]

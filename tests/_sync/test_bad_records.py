@@ -318,7 +318,8 @@ def test_a_backfill_quarantines_a_user_id_too_long_for_dynamodbs_user_index(
 ) -> None:
     """Sessions written before user ids were limited may carry one DynamoDB cannot index."""
     old = RedisBackend(sync_redis, prefix=prefix)
-    new = DynamoDBBackend(sync_dynamodb_client, table_name=TABLE)
+    new = DynamoDBBackend(sync_dynamodb_client, table_name=f"t{uuid.uuid4().hex[:8]}")
+    new.ensure_table()  # its own table: the verification below reads all of it
     source = SessionStore(MemoryBackend(clock), clock=clock)
     sessions = [source.create({"n": n}, user_id=f"user-{n}") for n in range(3)]
     records = [source.backend.get(s.key) for s in sessions]

@@ -25,6 +25,7 @@ from sessionflow._errors import (
     VersionConflict,
 )
 from sessionflow._ids import key_hint, new_session_id, storage_key, validate_session_id
+from sessionflow._input_checks import check_attribute_name, check_user_id
 from sessionflow._policy import SessionPolicy
 from sessionflow._record import SessionRecord
 from sessionflow._session import Session, SessionSummary, attribute_snapshot, mark_saved
@@ -32,8 +33,6 @@ from sessionflow._store_stats import StoreStats
 
 logger = logging.getLogger("sessionflow")
 
-_MAX_NAME_LENGTH = 1024
-_MAX_USER_ID_BYTES = 1024  # in UTF-8; DynamoDB's user index takes keys up to 2048 bytes
 _HANDLE_PATTERN = re.compile(r"[0-9a-f]{64}")
 _CREATE_ATTEMPTS = 3
 
@@ -92,7 +91,7 @@ class SessionStore:
         With `SessionPolicy.max_sessions_per_user`, the user's oldest sessions beyond the
         cap are revoked.
         """
-        _check_user_id(user_id)
+        check_user_id(user_id)
         data = dict(attributes or {})
         changes = self._encode(data, {})
         self.codec.check_size(changes.fields, changes.fingerprints)
@@ -234,7 +233,7 @@ class SessionStore:
         time and absolute expiry; the old id is dead when this returns. Pass `user_id` to
         bind the session to a user as it moves (the moment of login).
         """
-        _check_user_id(user_id)
+        check_user_id(user_id)
         if self._is_dirty(session):
             self.save(session)
         now = self.clock.now()
@@ -305,7 +304,7 @@ class SessionStore:
 
         Sessions created at the same moment are ordered by handle.
         """
-        _check_user_id(user_id)
+        check_user_id(user_id)
         keys = self.backend.user_keys(user_id)
         if not keys:
             return []
@@ -400,7 +399,7 @@ class SessionStore:
         fingerprints: dict[str, bytes] = {}
         changed: set[str] = set()
         for name, value in data.items():
-            _check_name(name)
+            check_attribute_name(name)
             encoded = self.codec.encode(name, value)
             fields[name] = encoded.stored
             fingerprints[name] = encoded.fingerprint
@@ -465,46 +464,6 @@ class SessionStore:
     def _unreadable(self, exc: CorruptRecord) -> None:
         self.stats.unreadable_records += 1
         logger.warning("%s; it reads as no session and is left in storage", exc)
-
-
-def _check_name(name: object) -> None:
-    if not isinstance(name, str) or not name or len(name) > _MAX_NAME_LENGTH:
-        raise InvalidAttribute(
-            f"attribute names must be non-empty strings of at most {_MAX_NAME_LENGTH} "
-            f"characters, got {type(name).__name__}"
-        )
-    if _utf8_size(name) is None:
-        raise InvalidAttribute(
-            f"attribute name {_shown(name)} is not valid Unicode (a lone surrogate)"
-        )
-
-
-def _check_user_id(user_id: object) -> None:
-    if user_id is None:
-        return
-    if not isinstance(user_id, str) or not user_id:
-        raise InvalidAttribute(f"user_id must be a non-empty string, got {type(user_id).__name__}")
-    size = _utf8_size(user_id)
-    if size is None:
-        raise InvalidAttribute(f"user_id {_shown(user_id)} is not valid Unicode (a lone surrogate)")
-    if size > _MAX_USER_ID_BYTES:
-        raise InvalidAttribute(
-            f"user_id is {size} bytes in UTF-8, over the limit of {_MAX_USER_ID_BYTES}"
-        )
-
-
-def _utf8_size(text: str) -> int | None:
-    """Return the length of `text` in UTF-8; None if it has no UTF-8 form (lone surrogates)."""
-    try:
-        return len(text.encode())
-    except UnicodeEncodeError:
-        return None
-
-
-def _shown(text: str) -> str:
-    """Return `text` escaped and cut short, for an error message."""
-    shown = ascii(text)
-    return shown if len(shown) <= 40 else shown[:37] + "..."  # noqa: PLR2004
 
 
 def _summary(record: SessionRecord) -> SessionSummary:

@@ -122,14 +122,6 @@ class DynamoDBBackend:
                 )
 
     def _item(self, record: SessionRecord) -> layout.Item:
-        if record.user_id is not None:
-            user_bytes = len(record.user_id.encode())
-            if user_bytes > layout.INDEX_KEY_LIMIT:
-                # a session store refuses such ids; a record copied from elsewhere may not
-                raise InvalidAttribute(
-                    f"user_id is {user_bytes} bytes in UTF-8, over the {layout.INDEX_KEY_LIMIT} "
-                    f"bytes DynamoDB takes in an index key"
-                )
         item = layout.record_to_item(record)
         size = layout.item_size(item)
         if size > DYNAMODB_ITEM_LIMIT:
