@@ -14,7 +14,14 @@ from typing import Any
 
 import pytest
 
-from sessionflow import AsyncMemoryBackend, AsyncMemoryControlPlane, AsyncSessionStore, Stage
+from sessionflow import (
+    AsyncMemoryBackend,
+    AsyncMemoryControlPlane,
+    AsyncMemoryTierIndex,
+    AsyncSessionStore,
+    AsyncTieredBackend,
+    Stage,
+)
 from sessionflow._async.migration import AsyncMigration
 from sessionflow._concurrency import async_in_order, async_stop_if_cancelled
 from sessionflow._scan import ScanPage
@@ -115,3 +122,36 @@ async def test_a_long_job_stops_though_its_store_lost_the_cancellation(
     assert old.loses.lost
     copied = await migration.new.scan(None, count=1_000)
     assert copied.records == []  # stopped before the first page was copied
+
+
+async def test_a_count_of_both_tiers_stops_though_a_tier_lost_the_cancellation() -> None:
+    hot = _ScanLosesOneCancellation()
+    tier = AsyncTieredBackend(hot, AsyncMemoryBackend(), AsyncMemoryTierIndex())
+    store = AsyncSessionStore(tier)
+    for number in range(50):
+        await store.create({"n": number})
+    await _cancel_when(hot.loses.waiting, tier.count_lifecycle(page_size=10))
+    assert hot.loses.lost
+
+
+class _ControlLosesOneCancellation(AsyncMemoryControlPlane):
+    def __init__(self) -> None:
+        super().__init__(Stage.DUALWRITE)
+        self.loses = _Loses()
+
+    async def repair_batch(self, limit: int) -> Any:
+        await self.loses()
+        return await super().repair_batch(limit)
+
+
+async def test_a_repair_pass_stops_though_its_queue_lost_the_cancellation() -> None:
+    old = AsyncMemoryBackend()
+    store = AsyncSessionStore(old)
+    keys = [(await store.create({"n": number})).key for number in range(20)]
+    control = _ControlLosesOneCancellation()
+    await control.enqueue_repairs(keys, 0.0)
+    migration = AsyncMigration(old, AsyncMemoryBackend(), control)
+    await _cancel_when(control.loses.waiting, migration.repair(batch=5))
+    assert control.loses.lost
+    # the batch in hand when the cancellation was lost is finished, and nothing after it
+    assert (await control.repair_depth()).count == len(keys) - 5

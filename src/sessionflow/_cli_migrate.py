@@ -27,6 +27,7 @@ from rich.progress import (
 from rich.table import Table
 
 from sessionflow._async.migration import AsyncMigration, ValidationStep
+from sessionflow._concurrency import async_stop_if_cancelled
 from sessionflow._errors import BackendError, ConfigError, MigrationRefused, one_line
 from sessionflow._migration_config import MigrationConfig
 from sessionflow._migration_reports import BackfillProgress, MigrationStatus, VerifyReport
@@ -407,6 +408,7 @@ def repair_command(
 
     async def job(migration: AsyncMigration) -> int:
         while True:
+            await async_stop_if_cancelled()
             report = await migration.repair()
             console.print(
                 f"repaired {report.handled} key(s) {dict(report.outcomes) or ''}, "

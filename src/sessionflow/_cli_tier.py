@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from sessionflow._async.backends.tiered import AsyncTieredBackend
+from sessionflow._concurrency import async_stop_if_cancelled
 from sessionflow._errors import BackendError, ConfigError, one_line
 from sessionflow._open_backend import open_tier
 from sessionflow._tier import SweepReport
@@ -85,6 +86,7 @@ def _repeat(
 
     async def run(backend: AsyncTieredBackend) -> None:
         while True:
+            await async_stop_if_cancelled()
             began = time.monotonic()
             console.print(describe(await once(backend, size)))
             if period is None:

@@ -31,7 +31,7 @@ from sessionflow._async.backends.base import AsyncBackend, AsyncEvictable, put_g
 from sessionflow._async.reconcile import copy_each, copy_record
 from sessionflow._async.tier_index import AsyncTierIndex
 from sessionflow._clock import Clock, SystemClock
-from sessionflow._concurrency import AsyncBackgroundWork, async_together
+from sessionflow._concurrency import AsyncBackgroundWork, async_stop_if_cancelled, async_together
 from sessionflow._errors import (
     BackendError,
     ConfigError,
@@ -591,6 +591,7 @@ class AsyncTieredBackend:
         dirty = {key for key, _ in await self.index.dirty(1_000_000)}
         cursor: str | None = None
         while True:
+            await async_stop_if_cancelled()
             page = await self.hot.scan(cursor, count=page_size)
             records = [r for r in page.records if isinstance(r, SessionRecord)]
             unflushed = [r.key for r in records if r.key in dirty]
@@ -616,6 +617,7 @@ class AsyncTieredBackend:
         counts = {Lifecycle.COLD: 0}
         cursor: str | None = None
         while True:
+            await async_stop_if_cancelled()
             page = await self.cold.scan(cursor, count=page_size)
             records = [r for r in page.records if isinstance(r, SessionRecord)]
             hot = await self.hot.get_many([r.key for r in records])

@@ -32,7 +32,7 @@ from sessionflow._sync.backends.base import Backend, Evictable, put_guarded_each
 from sessionflow._sync.reconcile import copy_each, copy_record
 from sessionflow._sync.tier_index import TierIndex
 from sessionflow._clock import Clock, SystemClock
-from sessionflow._concurrency import BackgroundWork, sync_together
+from sessionflow._concurrency import BackgroundWork, sync_stop_if_cancelled, sync_together
 from sessionflow._errors import (
     BackendError,
     ConfigError,
@@ -592,6 +592,7 @@ class TieredBackend:
         dirty = {key for key, _ in self.index.dirty(1_000_000)}
         cursor: str | None = None
         while True:
+            sync_stop_if_cancelled()
             page = self.hot.scan(cursor, count=page_size)
             records = [r for r in page.records if isinstance(r, SessionRecord)]
             unflushed = [r.key for r in records if r.key in dirty]
@@ -617,6 +618,7 @@ class TieredBackend:
         counts = {Lifecycle.COLD: 0}
         cursor: str | None = None
         while True:
+            sync_stop_if_cancelled()
             page = self.cold.scan(cursor, count=page_size)
             records = [r for r in page.records if isinstance(r, SessionRecord)]
             hot = self.hot.get_many([r.key for r in records])
