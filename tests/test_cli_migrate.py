@@ -203,3 +203,22 @@ def test_an_unknown_data_type_exits_2(servers: Servers, tmp_path: Path) -> None:
     code, out = _invoke("status", "-c", str(path))
     assert code == 2
     assert "migration.data must be one of sessions, conversations, not 'carts'" in out
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["advance", "--wait", "nan"],
+        ["advance", "--wait", "-1"],
+        ["rollback", "--wait", "inf"],
+        ["repair", "--follow", "nan"],
+        ["repair", "--follow", "-5"],
+    ],
+)
+def test_a_period_that_is_no_number_of_seconds_exits_2_before_touching_a_store(
+    tmp_path: Path, args: list[str]
+) -> None:
+    """NaN never ends a wait; a negative period drains the repair queue in a busy loop."""
+    code, out = _invoke(*args, "-c", str(tmp_path / "absent.toml"))
+    assert code == 2
+    assert f"Invalid value for '{args[1]}'" in out

@@ -156,7 +156,9 @@ def _print_status(result: MigrationStatus, config: MigrationConfig) -> None:
 def advance(
     config: Path = CONFIG_OPTION,
     force: bool = typer.Option(False, "--force", help="Skip the safety checks."),
-    wait: float = typer.Option(0.0, help="Seconds to wait for every process to run the new stage."),
+    wait: float = typer.Option(
+        0.0, min=0, max=86_400, help="Seconds to wait for every process to run the new stage."
+    ),
 ) -> None:
     """Move the fleet one stage forward, if that is safe."""
 
@@ -177,7 +179,7 @@ def rollback(
     ),
     force: bool = typer.Option(False, "--force", help="Skip the convergence check."),
     wait: float = typer.Option(
-        30.0, help="Seconds to wait for the fleet to converge between two steps."
+        30.0, min=0, max=86_400, help="Seconds to wait for the fleet to converge between two steps."
     ),
 ) -> None:
     """Move the fleet one stage back (leaving cutover runs the reverse repair pass).
@@ -401,7 +403,10 @@ class _verify_progress:  # noqa: N801 - used like a function: `with _verify_prog
 def repair_command(
     config: Path = CONFIG_OPTION,
     follow: float = typer.Option(
-        0.0, help="Keep draining every this many seconds until interrupted (0: once)."
+        0.0,
+        min=0,
+        max=86_400,
+        help="Keep draining every this many seconds until interrupted (0: once).",
     ),
 ) -> None:
     """Drain the repair queue: reconcile every queued key from the authoritative store."""
