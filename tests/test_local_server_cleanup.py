@@ -189,6 +189,31 @@ def test_a_missing_dynamodb_local_leaves_no_scratch_directory(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_directories_a_killed_command_left_behind_are_removed_at_the_next_start(
+    monkeypatch: pytest.MonkeyPatch, scratch: Path
+) -> None:
+    """SIGKILL leaves directories no one removes; in /dev/shm they hold memory."""
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    finished = subprocess.Popen([shutil.which("true") or "/bin/true"])
+    finished.wait()  # a PID that has just ended
+    left = {
+        "abandoned": str(finished.pid),  # its owner has ended
+        "in-use": str(os.getpid()),  # its owner runs
+        "unknown": None,  # no owner file: from an older version, or being made right now
+    }
+    for name, owner in left.items():
+        directory = scratch / f"sessionflow-redis-{name}"
+        directory.mkdir()
+        if owner is not None:
+            (directory / "owner.pid").write_text(owner)
+    (scratch / "sessionflow-drill-x").mkdir()  # another kind of directory: not looked at
+
+    with RedisServer() as server:
+        assert (server.directory / "owner.pid").read_text() == str(os.getpid())
+    kept = ["sessionflow-drill-x", "sessionflow-redis-in-use", "sessionflow-redis-unknown"]
+    assert sorted(p.name for p in scratch.iterdir()) == kept
+
+
 @pytest.fixture(autouse=True)
 def _no_stray_children() -> Iterator[None]:
     before = _children(os.getpid())

@@ -115,6 +115,36 @@ def _die_with_parent() -> list[str]:
     return [setpriv, "--pdeathsig", "KILL", "--"]
 
 
+_OWNER_FILE = "owner.pid"
+"""In a scratch directory: the PID of the process that made it."""
+
+
+def _remove_abandoned(parent: Path, prefix: str) -> None:
+    """Remove the scratch directories here whose owner process is gone.
+
+    A command killed by SIGKILL cannot remove its servers' directories, and those in
+    ``/dev/shm`` (DynamoDB Local's) hold memory until the machine restarts. A directory
+    without an owner file, or whose owner still runs, is left alone.
+    """
+    for directory in parent.glob(f"{prefix}*"):
+        try:
+            owner = int((directory / _OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if owner != os.getpid() and not _running(owner):
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 class _LocalServer:
     """Something started with `start` and stopped with `stop`; a context manager of both."""
 
@@ -158,9 +188,12 @@ class _Process(_LocalServer):
         Made lazily, so a server that fails its checks before it starts leaves nothing.
         """
         if self._directory is None:
-            self._directory = Path(
-                tempfile.mkdtemp(prefix=f"sessionflow-{self.name}-", dir=self._scratch_parent)
-            )
+            prefix = f"sessionflow-{self.name}-"
+            parent = Path(self._scratch_parent or tempfile.gettempdir())
+            _remove_abandoned(parent, prefix)
+            directory = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+            (directory / _OWNER_FILE).write_text(str(os.getpid()))
+            self._directory = directory
         return self._directory
 
     @property
