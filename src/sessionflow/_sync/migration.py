@@ -535,8 +535,8 @@ class Migration:
         if run.repair:
             try:
                 reconcile_records(self.old, self.new, old, new, now=now)
-            except (SessionTooLarge, InvalidAttribute) as exc:  # the store refuses the copy
-                report.quarantine.add(key_hint(key), f"refused: {exc}", "verify")
+            except _REFUSED_BY_STORE as exc:
+                report.quarantine.add(key_hint(key), _copy_outcome(exc), "verify")
                 report.remaining += 1
                 return
             old, new = self.old.get(key), self.new.get(key)
@@ -575,7 +575,9 @@ class Migration:
                     continue
                 if isinstance(result, _Refused):
                     report.quarantine.add(key_hint(item.key), result.reason, "repair")
-                outcome = QUARANTINED if isinstance(result, _Refused) else result
+                    outcome = QUARANTINED
+                else:
+                    outcome = result
                 report.outcomes[outcome] += 1
                 self.stats.repaired[outcome] += 1
                 done.append(item)
@@ -591,9 +593,9 @@ class Migration:
         """Reconcile one queued key: its outcome; a refusal no retry can change; None: retry."""
         try:
             return str(reconcile_key(self.old, self.new, key, now=self.clock.now()))
-        except (SessionTooLarge, InvalidAttribute) as exc:
+        except _REFUSED_BY_STORE as exc:
             logger.warning("repair of %s refused by the store, quarantined: %s", key_hint(key), exc)
-            return _Refused(f"refused: {exc}")
+            return _Refused(_copy_outcome(exc))
         except SessionflowError as exc:
             logger.warning("repair of %s failed, kept queued: %r", key_hint(key), exc)
             return None
@@ -695,6 +697,9 @@ def _consumed_units(backend: Backend) -> float:
     meter = getattr(backend, "capacity", None)
     return float(meter.total) if meter is not None else 0.0
 
+
+_REFUSED_BY_STORE = (SessionTooLarge, InvalidAttribute)
+"""What a store answers a copy that no retry will change."""
 
 QUARANTINED = "quarantined"
 """The repair outcome of a key whose copy the store refuses (too large, or invalid there)."""
