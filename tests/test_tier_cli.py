@@ -176,6 +176,47 @@ def test_sweep_flush_and_stats_from_the_command_line(
         assert backend.lifecycle(sessions[-1].key) in (Lifecycle.HOT, Lifecycle.COLD)
 
 
+def test_the_jobs_list_what_the_cold_tier_refuses_for_good_and_carry_on(
+    servers: Servers, tier_file: tuple[Path, str, str]
+) -> None:
+    path, prefix, table = tier_file
+    assert runner.invoke(app, ["tier", "stats", "-c", str(path)]).exit_code == 0  # makes the table
+    ddb = boto3.client(
+        "dynamodb",
+        endpoint_url=servers.dynamodb.endpoint_url,
+        config=dynamodb_client_config(),
+        **DUMMY_AWS,
+    )
+    with Redis(port=servers.redis.port) as client:
+        hot = RedisBackend(client, prefix=prefix)
+        backend = TieredBackend(
+            hot,
+            DynamoDBBackend(ddb, table_name=table),
+            RedisTierIndex(client, prefix=prefix),
+            durability=Durability.WRITE_BACK,
+        )
+        a_minute_ago = ManualClock(time.time() - 60)
+        store = SessionStore(backend, policy=SessionPolicy(idle_timeout=600), clock=a_minute_ago)
+        made = [store.create({"i": i}) for i in range(3)]
+        record = hot.get(made[0].key)
+        assert record is not None
+        client.delete(hot.redis_key(record.key))  # written before user ids were limited:
+        hot.put_guarded(record._replace(user_id="x" * 3000))  # over DynamoDB's index key limit
+
+        swept = runner.invoke(app, ["tier", "sweep", "-c", str(path)])
+
+        assert swept.exit_code == 0, swept.output
+        assert "2 flushed first, 0 failed (left hot), 2 quarantined" in swept.output
+        assert f"quarantined {record.key[:12]} (flush), kept hot only" in swept.output
+        assert f"quarantined {record.key[:12]} (sweep), kept hot only" in swept.output
+        assert "3000 bytes in UTF-8, over the 2048 bytes" in swept.output
+        assert "demoted 2 of 3 examined" in swept.output
+        assert hot.get(record.key) is not None
+        again = runner.invoke(app, ["tier", "sweep", "-c", str(path)])
+        assert again.exit_code == 0, again.output
+        assert "demoted 0 of 0 examined" in again.output
+
+
 def test_tier_commands_fail_with_one_line_and_an_exit_code(tmp_path: Path) -> None:
     bad = tmp_path / "tier.yaml"
     bad.write_text("session_config:\n  sync: {batch_size: 0}\n")

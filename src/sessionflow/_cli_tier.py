@@ -88,7 +88,14 @@ def _repeat(
         while True:
             await async_stop_if_cancelled()
             began = time.monotonic()
-            console.print(describe(await once(backend, size)))
+            report = await once(backend, size)
+            console.print(describe(report), soft_wrap=True)
+            for entry in report.quarantine.entries:
+                console.print(
+                    f"[yellow]quarantined {entry['key']} ({entry['job']}), kept hot only: "
+                    f"{escape(one_line(entry['reason']))}[/yellow]",
+                    soft_wrap=True,
+                )
             if period is None:
                 return
             await asyncio.sleep(max(0.0, period - (time.monotonic() - began)))
@@ -116,7 +123,9 @@ def sweep(
     async def once(backend: AsyncTieredBackend, size: int) -> SweepReport:
         flushed = await backend.flush(batch_size=size) if not backend.write_through else None
         report = await backend.sweep(batch_size=size)
-        report.flushed = flushed.flushed if flushed else 0
+        if flushed:
+            report.flushed = flushed.flushed
+            report.quarantine.extend(flushed.quarantine)
         return report
 
     _repeat((config, region, batch_size, every, loop), once, _describe_sweep)
@@ -138,7 +147,10 @@ def flush(
     _repeat(
         (config, region, batch_size, every, loop),
         once,
-        lambda r: f"flushed {r.flushed} of {r.examined} dirty session(s) in {r.seconds:.2f}s",
+        lambda r: (
+            f"flushed {r.flushed} of {r.examined} dirty session(s), {r.failed} failed (left "
+            f"dirty), {r.quarantine.total} quarantined, in {r.seconds:.2f}s"
+        ),
     )
 
 
@@ -163,5 +175,6 @@ def _describe_sweep(report: SweepReport) -> str:
     return (
         f"demoted {report.demoted} of {report.examined} examined, {report.left_hot} used "
         f"meanwhile (left hot), {report.expired} expired, {report.tombstones} tombstones, "
-        f"{report.flushed} flushed first, in {report.seconds:.2f}s"
+        f"{report.flushed} flushed first, {report.failed} failed (left hot), "
+        f"{report.quarantine.total} quarantined, in {report.seconds:.2f}s"
     )

@@ -300,6 +300,7 @@ class TierCollector(Collector):
             ("sessionflow_tier_demotions_skipped", "Sessions left hot because they were used during demotion.", stats.demotions_skipped),  # noqa: E501
             ("sessionflow_tier_flushed", "Write-back changes copied to the cold tier.", stats.flushed),  # noqa: E501
             ("sessionflow_tier_cold_write_failures", "Writes to the cold tier that failed (queued for the flusher).", stats.cold_write_failures),  # noqa: E501
+            ("sessionflow_tier_cold_refusals", "Copies the cold tier refused for good (too large, or invalid there): kept hot only.", stats.cold_refusals),  # noqa: E501
             ("sessionflow_tier_degraded_writes", "Writes made in the cold tier alone while the hot tier was down.", stats.degraded_writes),  # noqa: E501
             ("sessionflow_tier_hot_outages", "Times the hot tier stopped answering.", stats.hot_outages),  # noqa: E501
             ("sessionflow_tier_outage_repairs", "Hot copies replaced after an outage by a newer cold version.", stats.outage_repairs),  # noqa: E501

@@ -13,46 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sessionflow._control import ProcessBeat, RepairDepth, StageRecord
+from sessionflow._quarantine import Quarantine
 from sessionflow._record import SessionRecord
-
-QUARANTINE_KEPT = 1000
-"""How many quarantined records a report lists (all are counted)."""
-
-
-@dataclass
-class Quarantine:
-    """Records a job could not copy, with the reason; counted by reason, listed up to a cap."""
-
-    counts: Counter[str] = field(default_factory=Counter)
-    entries: list[dict[str, str]] = field(default_factory=list)
-
-    def add(self, key_hint: str, reason: str, job: str) -> dict[str, str]:
-        """Quarantine one record; return the entry (for a full report file)."""
-        entry = {"key": key_hint, "reason": reason, "job": job}
-        self.counts[_reason_kind(reason)] += 1
-        if len(self.entries) < QUARANTINE_KEPT:
-            self.entries.append(entry)
-        return entry
-
-    @property
-    def total(self) -> int:
-        """How many records were quarantined."""
-        return sum(self.counts.values())
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready form."""
-        return {"counts": dict(self.counts), "entries": self.entries}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> Quarantine:
-        """Rebuild from `to_dict`'s output (a resumed job continues its counts)."""
-        if not data:
-            return cls()
-        return cls(Counter(data.get("counts", {})), list(data.get("entries", [])))
-
-
-def _reason_kind(reason: str) -> str:
-    return reason.split(":", 1)[0]
 
 
 @dataclass

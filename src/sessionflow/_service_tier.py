@@ -67,13 +67,13 @@ def tier_routes(
         return status
 
     @app.post("/admin/tier/sweep", dependencies=admin)
-    async def tier_sweep(body: TierJobRequest) -> dict[str, float]:
+    async def tier_sweep(body: TierJobRequest) -> dict[str, Any]:
         """Demote idle sessions now (at most `max_batches` batches); return the report."""
         backend = handle.get()
         report = await backend.sweep(batch_size=body.batch_size, max_batches=body.max_batches)
         return report.to_dict()
 
     @app.post("/admin/tier/flush", dependencies=admin)
-    async def tier_flush(body: TierJobRequest) -> dict[str, float]:
+    async def tier_flush(body: TierJobRequest) -> dict[str, Any]:
         """Copy write-back changes to the cold tier now (one batch); return the report."""
         return (await handle.get().flush(batch_size=body.batch_size)).to_dict()

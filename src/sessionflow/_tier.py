@@ -6,8 +6,10 @@ import enum
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sessionflow._errors import ConfigError
+from sessionflow._quarantine import Quarantine
 from sessionflow._record import SessionRecord
 
 
@@ -98,6 +100,8 @@ class TierStats:
     stale_writes: int = 0
     """Write-through saves refused because the cold tier had a newer version (a stale hot copy)."""
     cold_write_failures: int = 0
+    cold_refusals: int = 0
+    """Copies the cold tier refused for good (too large, or invalid there): kept hot only."""
     unreadable: int = 0
     hot_sessions: int = 0
     dirty_sessions: int = 0
@@ -116,12 +120,19 @@ class SweepReport:
     flushed: int = 0
     unreadable: int = 0
     failed: int = 0
-    """Sessions the cold tier refused (kept hot, or left dirty, for the next run)."""
+    """Copies that failed for now (the cold tier unreachable, a corrupt item in the way):
+    kept hot, or left dirty, for the next run."""
+    quarantine: Quarantine = field(default_factory=Quarantine)
+    """Sessions the cold tier refuses for good (too large, or invalid there), with the
+    reason: they stay in the hot tier, served as before, and leave the job's work list
+    until they change or are used again."""
     seconds: float = 0.0
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready form."""
-        return dict(self.__dict__)
+        data = dict(self.__dict__)
+        data["quarantine"] = self.quarantine.to_dict()
+        return data
 
 
 class HotTierHealth:

@@ -674,6 +674,76 @@ async def test_a_session_the_cold_tier_refuses_stays_hot_and_the_sweep_finishes(
     assert (await backend.sweep()).demoted == 1
 
 
+def _over_long_user_id(record: Any) -> Any:
+    """A session written before user ids were limited: DynamoDB's user index refuses it."""
+    return record._replace(user_id="😀" * 600)  # 2,400 bytes in UTF-8
+
+
+async def test_sessions_the_cold_tier_refuses_for_good_are_quarantined_not_retried_forever(
+    servers: Any, async_dynamodb_client: Any, prefix: str, clock: ManualClock
+) -> None:
+    async with AsyncRedis(port=servers.redis.port) as client:
+        await _refused_for_good(client, async_dynamodb_client, prefix, clock)
+
+
+async def _refused_for_good(
+    async_redis: Any, async_dynamodb_client: Any, prefix: str, clock: ManualClock
+) -> None:
+    hot = AsyncRedisBackend(async_redis, prefix=prefix)
+    backend = AsyncTieredBackend(
+        hot,
+        AsyncDynamoDBBackend(async_dynamodb_client, table_name=TABLE),
+        AsyncRedisTierIndex(async_redis, prefix=prefix),
+        durability=Durability.WRITE_BACK,
+        demote_after=300,
+        clock=clock,
+    )
+    store = AsyncSessionStore(backend, policy=POLICY, clock=clock)
+    legacy, legacy_sessions = [], []
+    for n in range(2):
+        legacy_sessions.append(await store.create({"legacy": n}))
+        made = await hot.get(legacy_sessions[-1].key)
+        assert made is not None
+        legacy.append(_over_long_user_id(made))
+        await async_redis.delete(hot.redis_key(made.key))
+        await hot.put_guarded(legacy[-1])
+    for n in range(3):
+        fresh = await store.create({"fresh": n})
+        fresh["saved"] = True
+        await store.save(fresh)  # dirty at version 2: behind the legacy marks at 1
+
+    # The legacy changes are the oldest dirty marks: a flush of two used to fail on them
+    # every time, and the fresh changes behind them never reached the cold tier.
+    first = await backend.flush(batch_size=2)
+    assert (first.flushed, first.failed, first.quarantine.total) == (0, 0, 2)
+    assert {e["key"] for e in first.quarantine.entries} == {r.key[:12] for r in legacy}
+    assert "2048 bytes DynamoDB takes in an index key" in first.quarantine.entries[0]["reason"]
+    assert (await backend.flush(batch_size=2)).flushed == 2
+    assert (await backend.flush(batch_size=2)).flushed == 1
+    assert await backend.index.sizes() == (5, 0)
+    assert backend.stats.cold_refusals == 2
+
+    clock.advance(backend.demote_after + 1)
+    swept = await backend.sweep(batch_size=2)
+    assert (swept.demoted, swept.failed, swept.quarantine.total) == (3, 0, 2)
+    assert await backend.index.sizes() == (0, 0)  # not examined again by every sweep
+    for record in legacy:  # kept where they were, and still served
+        kept = await hot.get(record.key)
+        assert kept is not None
+        assert kept.user_id == record.user_id
+    again = await backend.sweep()
+    assert (again.examined, again.quarantine.total) == (0, 0)
+    used = await store.get(legacy_sessions[0].id)  # used again: back in the sweep's list
+    assert used is not None
+    assert used["legacy"] == 0
+    clock.advance(backend.demote_after + 1)
+    assert (await backend.sweep()).quarantine.total == 1
+    assert backend.stats.cold_refusals == 5
+    registry = CollectorRegistry()
+    registry.register(TierCollector(backend.stats))
+    assert registry.get_sample_value("sessionflow_tier_cold_refusals_total") == 5
+
+
 async def test_the_tier_metrics_follow_what_the_tier_did(clock: ManualClock) -> None:
     backend, hot, _, store = _switchable_tier(clock, Durability.WRITE_BACK)
     backend.demote_after = 300  # within the policy's idle timeout

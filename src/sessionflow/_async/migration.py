@@ -39,10 +39,8 @@ from sessionflow._errors import (
     BackendError,
     ConfigError,
     CorruptRecord,
-    InvalidAttribute,
     MigrationRefused,
     SessionflowError,
-    SessionTooLarge,
 )
 from sessionflow._ids import key_hint
 from sessionflow._migration_reports import (
@@ -55,6 +53,7 @@ from sessionflow._migration_reports import (
     difference,
 )
 from sessionflow._migration_stats import MigrationStats
+from sessionflow._quarantine import REFUSED_BY_STORE, refusal_reason
 from sessionflow._record import SessionRecord
 from sessionflow._scan import GuardedResult, GuardedWrite, ScanPage
 from sessionflow._stages import FleetState, Stage, refusal
@@ -421,7 +420,7 @@ class AsyncMigration:
     async def _copy_alone(self, record: SessionRecord) -> str:
         try:
             verdict = await self._with_retries(lambda: copy_record(self.new, record))
-        except (SessionTooLarge, InvalidAttribute, CorruptRecord) as exc:
+        except (*REFUSED_BY_STORE, CorruptRecord) as exc:
             return _copy_outcome(exc)
         return _copy_outcome(verdict)
 
@@ -534,7 +533,7 @@ class AsyncMigration:
         if run.repair:
             try:
                 await reconcile_records(self.old, self.new, old, new, now=now)
-            except _REFUSED_BY_STORE as exc:
+            except REFUSED_BY_STORE as exc:
                 report.quarantine.add(key_hint(key), _copy_outcome(exc), "verify")
                 report.remaining += 1
                 return
@@ -592,7 +591,7 @@ class AsyncMigration:
         """Reconcile one queued key: its outcome; a refusal no retry can change; None: retry."""
         try:
             return str(await reconcile_key(self.old, self.new, key, now=self.clock.now()))
-        except _REFUSED_BY_STORE as exc:
+        except REFUSED_BY_STORE as exc:
             logger.warning("repair of %s refused by the store, quarantined: %s", key_hint(key), exc)
             return _Refused(_copy_outcome(exc))
         except SessionflowError as exc:
@@ -697,9 +696,6 @@ def _consumed_units(backend: AsyncBackend) -> float:
     return float(meter.total) if meter is not None else 0.0
 
 
-_REFUSED_BY_STORE = (SessionTooLarge, InvalidAttribute)
-"""What a store answers a copy that no retry will change."""
-
 QUARANTINED = "quarantined"
 """The repair outcome of a key whose copy the store refuses (too large, or invalid there)."""
 
@@ -715,4 +711,4 @@ def _copy_outcome(result: GuardedResult) -> str:
     """Name a guarded copy's result as the backfill tallies it."""
     if isinstance(result, GuardedWrite):
         return result.value
-    return f"refused: {result}"
+    return refusal_reason(result)

@@ -40,10 +40,8 @@ from sessionflow._errors import (
     BackendError,
     ConfigError,
     CorruptRecord,
-    InvalidAttribute,
     MigrationRefused,
     SessionflowError,
-    SessionTooLarge,
 )
 from sessionflow._ids import key_hint
 from sessionflow._migration_reports import (
@@ -56,6 +54,7 @@ from sessionflow._migration_reports import (
     difference,
 )
 from sessionflow._migration_stats import MigrationStats
+from sessionflow._quarantine import REFUSED_BY_STORE, refusal_reason
 from sessionflow._record import SessionRecord
 from sessionflow._scan import GuardedResult, GuardedWrite, ScanPage
 from sessionflow._stages import FleetState, Stage, refusal
@@ -422,7 +421,7 @@ class Migration:
     def _copy_alone(self, record: SessionRecord) -> str:
         try:
             verdict = self._with_retries(lambda: copy_record(self.new, record))
-        except (SessionTooLarge, InvalidAttribute, CorruptRecord) as exc:
+        except (*REFUSED_BY_STORE, CorruptRecord) as exc:
             return _copy_outcome(exc)
         return _copy_outcome(verdict)
 
@@ -535,7 +534,7 @@ class Migration:
         if run.repair:
             try:
                 reconcile_records(self.old, self.new, old, new, now=now)
-            except _REFUSED_BY_STORE as exc:
+            except REFUSED_BY_STORE as exc:
                 report.quarantine.add(key_hint(key), _copy_outcome(exc), "verify")
                 report.remaining += 1
                 return
@@ -593,7 +592,7 @@ class Migration:
         """Reconcile one queued key: its outcome; a refusal no retry can change; None: retry."""
         try:
             return str(reconcile_key(self.old, self.new, key, now=self.clock.now()))
-        except _REFUSED_BY_STORE as exc:
+        except REFUSED_BY_STORE as exc:
             logger.warning("repair of %s refused by the store, quarantined: %s", key_hint(key), exc)
             return _Refused(_copy_outcome(exc))
         except SessionflowError as exc:
@@ -698,9 +697,6 @@ def _consumed_units(backend: Backend) -> float:
     return float(meter.total) if meter is not None else 0.0
 
 
-_REFUSED_BY_STORE = (SessionTooLarge, InvalidAttribute)
-"""What a store answers a copy that no retry will change."""
-
 QUARANTINED = "quarantined"
 """The repair outcome of a key whose copy the store refuses (too large, or invalid there)."""
 
@@ -716,4 +712,4 @@ def _copy_outcome(result: GuardedResult) -> str:
     """Name a guarded copy's result as the backfill tallies it."""
     if isinstance(result, GuardedWrite):
         return result.value
-    return f"refused: {result}"
+    return refusal_reason(result)

@@ -42,6 +42,7 @@ from sessionflow._errors import (
 )
 from sessionflow._ids import key_hint
 from sessionflow._policy import check_seconds
+from sessionflow._quarantine import REFUSED_BY_STORE, refusal_reason
 from sessionflow._record import SessionRecord
 from sessionflow._scan import GuardedResult, GuardedWrite, ScanPage
 from sessionflow._tier import (
@@ -395,6 +396,9 @@ class AsyncTieredBackend:
             self.stats.cold_write_failures += 1
             await self.index.changed(record.key, record.version)  # the flusher retries it
             raise
+        except REFUSED_BY_STORE:
+            self.stats.cold_refusals += 1
+            raise
         if verdict is not GuardedWrite.WRITTEN and await self._written_elsewhere(record):
             self.stats.stale_writes += 1
             await self.hot.evict(record.key, version=record.version, last_access=record.last_access)
@@ -641,7 +645,10 @@ class AsyncTieredBackend:
 
         Resumable by construction: the access index is the work list, and every step is
         guarded, so a sweep killed halfway leaves nothing to undo. A session whose cold copy
-        is refused stays hot and is counted in `failed`; the next sweep tries it again.
+        fails for now stays hot and is counted in `failed`; the next sweep tries it again.
+        One the cold tier refuses for good (too large, or invalid there: a record written
+        before a limit existed) stays hot and is quarantined: reported with the reason and
+        left out of later sweeps until it is used again.
         """
         report = SweepReport()
         began = time.monotonic()
@@ -693,7 +700,10 @@ class AsyncTieredBackend:
         )
         for indexed, record in due:
             outcome = outcomes.get(record.key)
-            if isinstance(outcome, SessionflowError):
+            if isinstance(outcome, REFUSED_BY_STORE):
+                self._quarantine(record, outcome, report, "sweep")
+                await self.index.forget(record.key, indexed)
+            elif isinstance(outcome, SessionflowError):
                 report.failed += 1
                 held.add(record.key)
                 logger.warning(
@@ -723,10 +733,28 @@ class AsyncTieredBackend:
             report.left_hot += 1
             self.stats.demotions_skipped += 1
 
+    def _quarantine(
+        self, record: SessionRecord, refusal: Exception, report: SweepReport, job: str
+    ) -> None:
+        """Set aside a session the cold tier refuses for good; its hot copy stays as it is."""
+        self.stats.cold_refusals += 1
+        report.quarantine.add(key_hint(record.key), refusal_reason(refusal), job)
+        logger.warning(
+            "%s quarantined %s: the cold tier refuses it for good, it stays hot only: %s",
+            job,
+            key_hint(record.key),
+            refusal,
+        )
+
     async def flush(
         self, *, batch_size: int = 100, concurrency: int = JOB_CONCURRENCY
     ) -> SweepReport:
-        """Copy hot changes the cold tier lacks (write-back), up to `batch_size` sessions."""
+        """Copy hot changes the cold tier lacks (write-back), up to `batch_size` sessions.
+
+        A change the cold tier refuses for good (too large, or invalid there) is quarantined
+        and its dirty mark dropped, so it cannot hold up the changes behind it; the session
+        stays hot, and a later change of it is tried again.
+        """
         report = SweepReport()
         began = time.monotonic()
         now = self.clock.now()
@@ -745,6 +773,10 @@ class AsyncTieredBackend:
                 copies.append(record)
         outcomes = await copy_each(self.cold, copies, limit=concurrency)
         for record, outcome in zip(copies, outcomes, strict=True):
+            if isinstance(outcome, REFUSED_BY_STORE):
+                self._quarantine(record, outcome, report, "flush")
+                await self.index.flushed(record.key, record.version)
+                continue
             if isinstance(outcome, SessionflowError):  # stays dirty: the next flush retries
                 report.failed += 1
                 logger.warning(
