@@ -171,6 +171,8 @@ SECTIONS: list[tuple[str, list[dict[str, Any]]]] = [
             target(f"sum(rate(sessionflow_tier_peer_failures_total{RATE}))", "peer failures"),
             target(f"sum(rate(sessionflow_tier_cold_write_failures_total{RATE}))",
                    "cold write failures"),
+            target(f"sum(increase(sessionflow_tier_cold_refusals_total{RATE}))",
+                   "cold refusals (kept hot only)"),
         ]),
     ]),
     ("DynamoDB capacity and cost", [
