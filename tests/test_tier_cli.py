@@ -162,10 +162,11 @@ def test_sweep_flush_and_stats_from_the_command_line(
 
         flushed = runner.invoke(app, ["tier", "flush", "-c", str(path), "--batch-size", "4"])
         assert flushed.exit_code == 0, flushed.output
-        assert "flushed 4 of 4" in flushed.output
+        assert "flushed 10 of 10 dirty session(s)" in flushed.output  # in batches of 4
+        store.create({"i": 10})
         swept = runner.invoke(app, ["tier", "sweep", "-c", str(path)])
         assert swept.exit_code == 0, swept.output
-        assert "flushed first" in swept.output
+        assert "1 flushed first" in swept.output
         stats = runner.invoke(app, ["tier", "stats", "-c", str(path)])
         assert stats.exit_code == 0, stats.output
         counts = json.loads(stats.output)

@@ -75,5 +75,7 @@ def tier_routes(
 
     @app.post("/admin/tier/flush", dependencies=admin)
     async def tier_flush(body: TierJobRequest) -> dict[str, Any]:
-        """Copy write-back changes to the cold tier now (one batch); return the report."""
-        return (await handle.get().flush(batch_size=body.batch_size)).to_dict()
+        """Copy write-back changes to the cold tier now (at most `max_batches` batches)."""
+        backend = handle.get()
+        report = await backend.flush(batch_size=body.batch_size, max_batches=body.max_batches)
+        return report.to_dict()

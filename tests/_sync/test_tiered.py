@@ -429,8 +429,9 @@ def test_redis_hot_dynamodb_cold_sweep_and_flush(
         )
         store = SessionStore(backend, policy=POLICY, clock=clock)
         sessions = [store.create({"i": i}) for i in range(30)]
-        assert (backend.flush(batch_size=20)).flushed == 20
-        assert (backend.flush(batch_size=20)).flushed == 10
+        assert (backend.flush(batch_size=7, max_batches=1)).flushed == 7
+        assert (backend.flush(batch_size=7)).flushed == 23  # every batch, in one run
+        assert backend.index.sizes() == (30, 0)
         clock.advance(backend.demote_after + 1)
         keep = sessions[0]
         backend.index.accessed(keep.key, clock.now())
@@ -675,6 +676,25 @@ def test_a_session_the_cold_tier_refuses_stays_hot_and_the_sweep_finishes(
     assert (backend.sweep()).demoted == 1
 
 
+def test_a_flush_takes_every_change_in_batches_and_leaves_failures_for_the_next(
+    clock: ManualClock,
+) -> None:
+    """The loss window under write-back is the sync interval only if each run takes them all."""
+    cold = _RefusingCold(MemoryBackend(clock))
+    backend, store = _tier(clock, Durability.WRITE_BACK, cold=cold)
+    sessions = [store.create({"i": i}) for i in range(9)]
+    cold.refused = sessions[4].key  # fails for now, at every try of this run
+
+    report = backend.flush(batch_size=2)
+
+    assert (report.examined, report.flushed, report.failed) == (9, 8, 1)
+    assert backend.index.dirty(10) == [(sessions[4].key, sessions[4].version)]
+    for session in sessions[:4] + sessions[5:]:
+        assert cold.inner.get(session.key) is not None
+    cold.refused = None
+    assert (backend.flush(batch_size=2)).flushed == 1
+
+
 def _over_long_user_id(record: Any) -> Any:
     """A session written before user ids were limited: DynamoDB's user index refuses it."""
     return record._replace(user_id="😀" * 600)  # 2,400 bytes in UTF-8
@@ -713,13 +733,13 @@ def _refused_for_good(
         fresh["saved"] = True
         store.save(fresh)  # dirty at version 2: behind the legacy marks at 1
 
-    # The legacy changes are the oldest dirty marks: a flush of two used to fail on them
-    # every time, and the fresh changes behind them never reached the cold tier.
-    first = backend.flush(batch_size=2)
+    # The legacy changes are the oldest dirty marks: a batch of two used to fail on them
+    # at every run, and the fresh changes behind them never reached the cold tier.
+    first = backend.flush(batch_size=2, max_batches=1)
     assert (first.flushed, first.failed, first.quarantine.total) == (0, 0, 2)
     assert {e["key"] for e in first.quarantine.entries} == {r.key[:12] for r in legacy}
     assert "2048 bytes DynamoDB takes in an index key" in first.quarantine.entries[0]["reason"]
-    assert (backend.flush(batch_size=2)).flushed == 2
+    assert (backend.flush(batch_size=2, max_batches=1)).flushed == 2
     assert (backend.flush(batch_size=2)).flushed == 1
     assert backend.index.sizes() == (5, 0)
     assert backend.stats.cold_refusals == 2

@@ -748,22 +748,59 @@ class TieredBackend:
         )
 
     def flush(
-        self, *, batch_size: int = 100, concurrency: int = JOB_CONCURRENCY
+        self,
+        *,
+        batch_size: int = 100,
+        max_batches: int | None = None,
+        concurrency: int = JOB_CONCURRENCY,
     ) -> SweepReport:
-        """Copy hot changes the cold tier lacks (write-back), up to `batch_size` sessions.
+        """Copy the hot changes the cold tier lacks (write-back), a batch at a time.
 
-        A change the cold tier refuses for good (too large, or invalid there) is quarantined
-        and its dirty mark dropped, so it cannot hold up the changes behind it; the session
-        stays hot, and a later change of it is tried again.
+        A run takes batches until no change is left but those that failed in it, or for at
+        most `max_batches` batches; by default as many as the changes waiting when it began
+        fill, so a run under a steady stream of saves still ends. A change whose copy fails
+        for now stays dirty for the next run (counted in `failed`). One the cold tier
+        refuses for good (too large, or invalid there) is quarantined and its mark dropped,
+        so it cannot hold up the changes behind it; the session stays hot, and its next
+        change is tried again.
         """
         report = SweepReport()
         began = time.monotonic()
         now = self.clock.now()
         lag = 0.0
-        dirty = self.index.dirty(batch_size)
-        found = self.hot.get_many([key for key, _ in dirty])
+        if max_batches is None:
+            _, waiting = self.index.sizes()
+            max_batches = max(1, -(-waiting // batch_size))
+        held: set[str] = set()  # failed in this run: left for the next
+        for _ in range(max_batches):
+            sync_stop_if_cancelled()
+            marks = [
+                mark
+                for mark in self.index.dirty(batch_size + len(held))
+                if mark[0] not in held
+            ][:batch_size]
+            if not marks:
+                break
+            lag = max(lag, self._flush_batch(marks, now, report, held, concurrency))
+        self.stats.flushed += report.flushed
+        self.stats.flush_lag_max = lag
+        report.seconds = time.monotonic() - began
+        self.stats.hot_sessions, self.stats.dirty_sessions = self.index.sizes()
+        return report
+
+    def _flush_batch(
+        self,
+        marks: list[tuple[str, int]],
+        now: float,
+        report: SweepReport,
+        held: set[str],
+        concurrency: int,
+    ) -> float:
+        """Copy one batch of dirty sessions; return the longest wait of a change flushed."""
+        lag = 0.0
+        found = self.hot.get_many([key for key, _ in marks])
         copies: list[SessionRecord] = []
-        for (key, version), record in zip(dirty, found, strict=True):
+        for (key, version), record in zip(marks, found, strict=True):
             report.examined += 1
             if isinstance(record, CorruptRecord):
                 report.unreadable += 1
@@ -778,8 +815,9 @@ class TieredBackend:
                 self._quarantine(record, outcome, report, "flush")
                 self.index.flushed(record.key, record.version)
                 continue
-            if isinstance(outcome, SessionflowError):  # stays dirty: the next flush retries
+            if isinstance(outcome, SessionflowError):  # stays dirty: the next run retries
                 report.failed += 1
+                held.add(record.key)
                 logger.warning(
                     "flush left %s dirty: the cold tier refused it: %s",
                     key_hint(record.key),
@@ -790,8 +828,4 @@ class TieredBackend:
             report.flushed += 1
             if not record.tombstone:
                 lag = max(lag, now - record.last_access)
-        self.stats.flushed += report.flushed
-        self.stats.flush_lag_max = lag
-        report.seconds = time.monotonic() - began
-        self.stats.hot_sessions, self.stats.dirty_sessions = self.index.sizes()
-        return report
+        return lag
