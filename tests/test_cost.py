@@ -326,6 +326,10 @@ def test_cost_estimate_from_a_report(tmp_path) -> None:
         (["--sessions", "1", "--report", "r.json", "--prices", "latin1.toml"], "not UTF-8 text"),
         (["--sessions", "1", "--report", "r.json", "--json", "r.json/x.json"],
          "cannot write r.json/x.json: Not a directory"),
+        (["--sessions", "1", "--report", "r.json", "--item-bytes", "409601"],
+         "a DynamoDB item holds at most 409,600 bytes, not 409,601"),
+        (["--sessions", "1", "--report", "r.json", "--item-bytes", "1e300"],
+         "a DynamoDB item holds at most 409,600 bytes"),
     ],
 )  # fmt: skip
 def test_cost_estimate_refuses_bad_input_with_exit_2(tmp_path, monkeypatch, args, reason) -> None:

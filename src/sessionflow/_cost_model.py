@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from sessionflow._codec import DYNAMODB_ITEM_LIMIT
 from sessionflow._errors import ConfigError
 
 GIB = 1024**3
@@ -172,6 +173,11 @@ class Workload:
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ConfigError(f"{name} must be a finite number >= 0, not {value}")
+        if self.item_bytes > DYNAMODB_ITEM_LIMIT:
+            raise ConfigError(
+                f"a DynamoDB item holds at most {DYNAMODB_ITEM_LIMIT:,} bytes, "
+                f"not {self.item_bytes:,.0f}"
+            )
         if self.sessions < 0:
             raise ConfigError("sessions must be >= 0")
         if not 1 <= self.peak_factor <= 1000:  # noqa: PLR2004
