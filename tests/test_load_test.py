@@ -335,6 +335,9 @@ def test_bench_load_writes_the_report_and_enforces_limits(tmp_path) -> None:
         (["-t", "a=memory", "-t", "a=memory"], "names must differ"),
         (["-t", "redis://127.0.0.1:1/0"], "BackendError"),  # nothing listens: seeding fails
         (["-t", "http://127.0.0.1:1"], "TargetError"),
+        (["--time-scale", "inf"], "duration must be at most 604,800 s"),
+        (["--time-scale", "1e300"], "duration must be at most 604,800 s"),
+        (["--phases", '[{"duration": "169h", "arrivalRate": 1}]'], "at most 604,800 s"),
     ],
 )
 def test_bench_load_refuses_bad_input_with_exit_2(tmp_path, args: list[str], reason: str) -> None:

@@ -25,6 +25,8 @@ OPERATIONS = ("create", "read", "update", "touch", "delete", "regenerate")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 MAX_RATE = 1_000_000.0
+MAX_PHASE_SECONDS = 7 * 86_400.0
+"""The longest phase a load test takes (a week)."""
 
 
 def parse_duration(value: str | float) -> float:
@@ -56,8 +58,13 @@ class Phase:
         for label, rate in (("arrivalRate", self.arrival_rate), ("rampTo", self.ramp_to)):
             if rate is not None and not (0 <= rate <= MAX_RATE and math.isfinite(rate)):
                 raise ConfigError(f"phase {self.name!r}: {label} must be 0..{MAX_RATE:,.0f}")
-        if self.duration <= 0:
+        if not self.duration > 0:
             raise ConfigError(f"phase {self.name!r}: duration must be positive")
+        if not self.duration <= MAX_PHASE_SECONDS:
+            raise ConfigError(
+                f"phase {self.name!r}: duration must be at most {MAX_PHASE_SECONDS:,.0f} s "
+                f"(a week), not {self.duration:g} s"
+            )
         if self.arrival_rate == 0 and not self.ramp_to:
             raise ConfigError(f"phase {self.name!r}: an arrival rate of 0 sends nothing")
 
