@@ -326,6 +326,8 @@ def test_cost_estimate_from_a_report(tmp_path) -> None:
         (["--sessions", "1", "--report", "r.json", "--prices", "latin1.toml"], "not UTF-8 text"),
         (["--sessions", "1", "--report", "r.json", "--json", "r.json/x.json"],
          "cannot write r.json/x.json: Not a directory"),
+        (["--sessions", "1", "--metrics-url", "http://127.0.0.1:9/metrics", "--window", "inf"],
+         "Invalid value for '--window'"),
         (["--sessions", "1", "--report", "r.json", "--item-bytes", "409601"],
          "a DynamoDB item holds at most 409,600 bytes, not 409,601"),
         (["--sessions", "1", "--report", "r.json", "--item-bytes", "1e300"],

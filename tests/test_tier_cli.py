@@ -245,3 +245,11 @@ def test_background_promotions_are_a_sync_setting() -> None:
     assert TierConfig.from_mapping(data).background_promotions is False
     data["sync"]["background_promotions"] = True
     assert TierConfig.from_mapping(data).background_promotions is True
+
+
+@pytest.mark.parametrize("every", ["inf", "nan", "86401", "0.5"])
+def test_a_repeat_period_out_of_range_exits_2(tmp_path: Path, every: str) -> None:
+    """An infinite --every ran the job once and then slept for ever."""
+    result = runner.invoke(app, ["tier", "sweep", "-c", str(tmp_path / "t.yaml"), "--every", every])
+    assert result.exit_code == 2
+    assert "Invalid value for '--every'" in result.output

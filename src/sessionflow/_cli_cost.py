@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from sessionflow._cli_limits import LONGEST_WAIT_SECONDS
 from sessionflow._cost_inputs import Scaling, from_load_report, from_metrics
 from sessionflow._cost_model import (
     DEFAULT_PRICES,
@@ -98,7 +99,9 @@ def estimate(
     metrics_url: str | None = typer.Option(
         None, help="A sessionflow /metrics URL, scraped twice --window seconds apart."
     ),
-    window: float = typer.Option(60.0, min=1, help="Seconds between the two scrapes."),
+    window: float = typer.Option(
+        60.0, min=1, max=LONGEST_WAIT_SECONDS, help="Seconds between the two scrapes."
+    ),
     backend: str | None = typer.Option(None, help="Only this `backend` label of the metrics."),
     scale: float = typer.Option(1.0, min=0.000001, help="Multiply the measured request rates."),
     peak_factor: float | None = typer.Option(None, min=1, help="Peak rate over mean rate."),

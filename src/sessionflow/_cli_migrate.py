@@ -27,6 +27,7 @@ from rich.progress import (
 from rich.table import Table
 
 from sessionflow._async.migration import AsyncMigration, ValidationStep
+from sessionflow._cli_limits import LONGEST_WAIT_SECONDS
 from sessionflow._concurrency import async_stop_if_cancelled
 from sessionflow._errors import BackendError, ConfigError, MigrationRefused, one_line
 from sessionflow._migration_config import MigrationConfig
@@ -157,7 +158,10 @@ def advance(
     config: Path = CONFIG_OPTION,
     force: bool = typer.Option(False, "--force", help="Skip the safety checks."),
     wait: float = typer.Option(
-        0.0, min=0, max=86_400, help="Seconds to wait for every process to run the new stage."
+        0.0,
+        min=0,
+        max=LONGEST_WAIT_SECONDS,
+        help="Seconds to wait for every process to run the new stage.",
     ),
 ) -> None:
     """Move the fleet one stage forward, if that is safe."""
@@ -179,7 +183,10 @@ def rollback(
     ),
     force: bool = typer.Option(False, "--force", help="Skip the convergence check."),
     wait: float = typer.Option(
-        30.0, min=0, max=86_400, help="Seconds to wait for the fleet to converge between two steps."
+        30.0,
+        min=0,
+        max=LONGEST_WAIT_SECONDS,
+        help="Seconds to wait for the fleet to converge between two steps.",
     ),
 ) -> None:
     """Move the fleet one stage back (leaving cutover runs the reverse repair pass).
@@ -405,7 +412,7 @@ def repair_command(
     follow: float = typer.Option(
         0.0,
         min=0,
-        max=86_400,
+        max=LONGEST_WAIT_SECONDS,
         help="Keep draining every this many seconds until interrupted (0: once).",
     ),
 ) -> None:

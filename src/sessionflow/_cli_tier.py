@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from sessionflow._async.backends.tiered import AsyncTieredBackend
+from sessionflow._cli_limits import LONGEST_WAIT_SECONDS
 from sessionflow._concurrency import async_stop_if_cancelled
 from sessionflow._errors import BackendError, ConfigError, one_line
 from sessionflow._open_backend import open_tier
@@ -40,7 +41,10 @@ CONFIG_OPTION = typer.Option(
 )
 REGION_OPTION = typer.Option(None, help="The region whose hot Redis to work on (default: first).")
 EVERY_OPTION = typer.Option(
-    None, min=1, help="Keep running: once every this many seconds (default: the sync interval)."
+    None,
+    min=1,
+    max=LONGEST_WAIT_SECONDS,
+    help="Keep running: once every this many seconds (default: the sync interval).",
 )
 
 

@@ -14,6 +14,7 @@ from rich.markup import escape
 from sessionflow import __version__
 from sessionflow._cli_bench import bench_app
 from sessionflow._cli_cost import cost_app
+from sessionflow._cli_limits import LONGEST_WAIT_SECONDS
 from sessionflow._cli_migrate import migrate_app
 from sessionflow._cli_tier import tier_app
 from sessionflow._errors import one_line
@@ -150,7 +151,7 @@ def drill(
         DrillData.sessions, help="What the fleet keeps: sessions, or conversation lists."
     ),
     seconds_per_stage: float = typer.Option(
-        4.0, min=0.5, max=86_400, help="Traffic time in each stage."
+        4.0, min=0.5, max=LONGEST_WAIT_SECONDS, help="Traffic time in each stage."
     ),
     workers: int = typer.Option(32, min=1, help="Concurrent users of the traffic generator."),
     rate: float = typer.Option(400.0, min=1, help="Operations per second, all users together."),
