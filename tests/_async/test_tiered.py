@@ -694,6 +694,34 @@ async def test_a_flush_takes_every_change_in_batches_and_leaves_failures_for_the
     assert (await backend.flush(batch_size=2)).flushed == 1
 
 
+async def test_a_flush_stops_at_the_first_batch_when_the_cold_tier_does_not_answer(
+    clock: ManualClock,
+) -> None:
+    """Trying every waiting change against a store that is down only makes the run longer."""
+    cold = _FailingCold(AsyncMemoryBackend(clock))
+    backend, store = _tier(clock, Durability.WRITE_BACK, cold=cold)
+    for i in range(9):
+        await store.create({"i": i})
+    cold.down = True
+    calls = 0
+    dirty = backend.index.dirty
+
+    async def counted(limit: int) -> list[tuple[str, int]]:
+        nonlocal calls
+        calls += 1
+        return await dirty(limit)
+
+    backend.index.dirty = counted  # type: ignore[method-assign]
+
+    with pytest.raises(BackendError, match="cold tier down"):
+        await backend.flush(batch_size=2)
+
+    assert calls == 1
+    assert (await backend.index.sizes())[1] == 9
+    cold.down = False
+    assert (await backend.flush(batch_size=2)).flushed == 9
+
+
 def _over_long_user_id(record: Any) -> Any:
     """A session written before user ids were limited: DynamoDB's user index refuses it."""
     return record._replace(user_id="😀" * 600)  # 2,400 bytes in UTF-8

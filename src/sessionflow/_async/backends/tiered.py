@@ -757,8 +757,10 @@ class AsyncTieredBackend:
 
         A run takes batches until no change is left but those that failed in it, or for at
         most `max_batches` batches; by default as many as the changes waiting when it began
-        fill, so a run under a steady stream of saves still ends. A change whose copy fails
-        for now stays dirty for the next run (counted in `failed`). One the cold tier
+        fill, so a run under a steady stream of saves still ends. A cold tier that does not
+        answer ends the run with `BackendError` at the first batch, every mark kept. A
+        change whose copy fails for now stays dirty for the next run (counted in `failed`),
+        and so does one the cold tier holds a corrupt item for. One the cold tier
         refuses for good (too large, or invalid there) is quarantined and its mark dropped,
         so it cannot hold up the changes behind it; the session stays hot, and its next
         change is tried again.
