@@ -14,6 +14,7 @@ import json
 import random
 import shutil
 import subprocess
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -49,13 +50,29 @@ async def fresh_cluster() -> AsyncIterator[tuple[int, RedisCluster]]:
 pytestmark = pytest.mark.skipif(REDIS_CLI is None, reason="needs redis-cli")
 
 
+def _wait_until_nodes_agree(port: int) -> None:
+    """After a move, the nodes learn the new slot map by gossip; the next move checks it."""
+    deadline = time.monotonic() + 30
+    while True:
+        check = subprocess.run(
+            [REDIS_CLI or "redis-cli", "--cluster", "check", f"127.0.0.1:{port}"],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        if check.returncode == 0:
+            return
+        assert time.monotonic() < deadline, check.stdout[-2000:]
+        time.sleep(0.2)
+
+
 def _reshard(port: int, source: str, target: str, slots: int) -> None:
-    subprocess.run(
+    _wait_until_nodes_agree(port)
+    done = subprocess.run(
         [REDIS_CLI or "redis-cli", "--cluster", "reshard", f"127.0.0.1:{port}",
          "--cluster-from", source, "--cluster-to", target, "--cluster-slots", str(slots),
          "--cluster-yes", "--cluster-pipeline", "10"],
-        check=True, capture_output=True, timeout=120,
+        capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
 
 class _Ledger:
