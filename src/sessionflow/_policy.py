@@ -25,6 +25,16 @@ def check_seconds(name: str, value: float, *, zero_ok: bool = False) -> None:
         raise ConfigError(f"{name} must be {kind} up to 100 years, not {value!r}")
 
 
+def check_count(name: str, value: object) -> None:
+    """Raise `ConfigError` unless `value` is a whole number of at least 1 (a batch size).
+
+    A zero divides by zero in a batch count, a negative one slices from the end, and a
+    float or bool slips into slices and ranges only to fail there.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a whole number of at least 1, not {value!r}")
+
+
 @dataclass(frozen=True)
 class SessionPolicy:
     """How long sessions live and how saves resolve conflicts.

@@ -411,6 +411,29 @@ def test_bad_tier_settings_are_refused(clock: ManualClock) -> None:
         )
 
 
+@pytest.mark.parametrize(
+    ("sizes", "reason"),
+    [
+        ({"batch_size": 0}, "batch_size must be a whole number of at least 1, not 0"),
+        ({"batch_size": -3}, "batch_size must be"),
+        ({"batch_size": 2.5}, "batch_size must be"),
+        ({"batch_size": True}, "batch_size must be"),
+        ({"max_batches": 0}, "max_batches must be"),
+        ({"concurrency": 0}, "concurrency must be"),
+    ],
+)
+def test_bad_job_sizes_are_refused_before_the_tiers_are_touched(
+    clock: ManualClock, sizes: dict[str, Any], reason: str
+) -> None:
+    """A zero batch divided by zero in the flush; a negative one took nothing and said so."""
+    backend, store = _tier(clock, Durability.WRITE_BACK)
+    store.create({"n": 1})
+    for job in (backend.sweep, backend.flush):
+        with pytest.raises(ConfigError, match=reason):
+            job(**sizes)
+    assert backend.index.sizes() == (1, 1)
+
+
 def test_redis_hot_dynamodb_cold_sweep_and_flush(
     servers: Any, clock: ManualClock, prefix: str
 ) -> None:

@@ -53,6 +53,7 @@ from sessionflow._migration_reports import (
     difference,
 )
 from sessionflow._migration_stats import MigrationStats
+from sessionflow._policy import check_count
 from sessionflow._quarantine import REFUSED_BY_STORE, refusal_reason
 from sessionflow._record import SessionRecord
 from sessionflow._scan import GuardedResult, GuardedWrite, ScanPage
@@ -283,8 +284,12 @@ class AsyncMigration:
         Refused before ``dualwrite`` (sessions changed meanwhile would not be copied),
         unless forced.
         """
-        if min(page_size, batch_size, concurrency) < 1:
-            raise ConfigError("page_size, batch_size and concurrency must be at least 1")
+        for name, count in (
+            ("page_size", page_size),
+            ("batch_size", batch_size),
+            ("concurrency", concurrency),
+        ):
+            check_count(name, count)
         stage = (await self.control.read_stage()).stage
         if not force and stage not in (Stage.DUALWRITE, Stage.SHADOW):
             raise MigrationRefused(

@@ -42,7 +42,7 @@ from sessionflow._errors import (
     VersionConflict,
 )
 from sessionflow._ids import key_hint
-from sessionflow._policy import check_seconds
+from sessionflow._policy import check_count, check_seconds
 from sessionflow._quarantine import REFUSED_BY_STORE, refusal_reason
 from sessionflow._record import SessionRecord
 from sessionflow._scan import GuardedResult, GuardedWrite, ScanPage
@@ -651,6 +651,7 @@ class TieredBackend:
         before a limit existed) stays hot and is quarantined: reported with the reason and
         left out of later sweeps until it is used again.
         """
+        _check_job(batch_size, max_batches, concurrency)
         report = SweepReport()
         began = time.monotonic()
         batches = 0
@@ -766,6 +767,7 @@ class TieredBackend:
         so it cannot hold up the changes behind it; the session stays hot, and its next
         change is tried again.
         """
+        _check_job(batch_size, max_batches, concurrency)
         report = SweepReport()
         began = time.monotonic()
         now = self.clock.now()
@@ -831,3 +833,11 @@ class TieredBackend:
             if not record.tombstone:
                 lag = max(lag, now - record.last_access)
         return lag
+
+
+def _check_job(batch_size: int, max_batches: int | None, concurrency: int) -> None:
+    """Refuse a sweep's or a flush's sizes before it touches a tier (`ConfigError`)."""
+    check_count("batch_size", batch_size)
+    check_count("concurrency", concurrency)
+    if max_batches is not None:
+        check_count("max_batches", max_batches)
