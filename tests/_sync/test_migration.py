@@ -13,6 +13,7 @@ import pytest
 from sessionflow import (
     SessionStore,
     BackendError,
+    ConfigError,
     ManualClock,
     MigrationRefused,
     SessionRecord,
@@ -114,6 +115,16 @@ def test_a_repair_that_fails_keeps_the_key_queued(fleet: Fleet) -> None:
     broken_new.broken = False
     assert (fleet.migration.repair()).remaining == 0
     _assert_stores_agree(fleet, [session.key])
+
+
+def test_bad_job_sizes_are_refused_before_a_store_is_touched(fleet: Fleet) -> None:
+    """A zero batch drained nothing and reported an empty queue; a float failed in a slice."""
+    for sizes in ({"batch": 0}, {"batch": -1}, {"concurrency": 0}):
+        with pytest.raises(ConfigError, match="must be a whole number of at least 1"):
+            fleet.migration.repair(**sizes)
+    for sizes in ({"page_size": 0}, {"batch_size": 2.5}, {"concurrency": -1}):
+        with pytest.raises(ConfigError, match="must be a whole number of at least 1"):
+            fleet.migration.backfill(**sizes)
 
 
 def test_changes_while_a_copy_is_in_flight_are_copied_too(fleet: Fleet) -> None:

@@ -555,6 +555,8 @@ class AsyncMigration:
 
         A key that cannot be reconciled now (a store down) stays queued for the next run.
         """
+        check_count("batch", batch)
+        check_count("concurrency", concurrency)
         report = RepairReport()
         began = time.monotonic()
         seen_failed: set[str] = set()

@@ -556,6 +556,8 @@ class Migration:
 
         A key that cannot be reconciled now (a store down) stays queued for the next run.
         """
+        check_count("batch", batch)
+        check_count("concurrency", concurrency)
         report = RepairReport()
         began = time.monotonic()
         seen_failed: set[str] = set()
