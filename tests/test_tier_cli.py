@@ -6,6 +6,8 @@ import json
 import math
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import boto3
@@ -137,9 +139,12 @@ def tier_file(servers: Servers, tmp_path: Path) -> tuple[Path, str, str]:
     return path, f"p{name}", f"t{name}"
 
 
-def test_sweep_flush_and_stats_from_the_command_line(
+@contextmanager
+def _write_back_tier(
     servers: Servers, tier_file: tuple[Path, str, str]
-) -> None:
+) -> Iterator[tuple[TieredBackend, SessionStore]]:
+    """The tier the settings file names, and a store whose sessions were last used a
+    minute ago: due for demotion (the threshold is 1 s)."""
     path, prefix, table = tier_file
     assert runner.invoke(app, ["tier", "stats", "-c", str(path)]).exit_code == 0  # makes the table
     ddb = boto3.client(
@@ -155,9 +160,18 @@ def test_sweep_flush_and_stats_from_the_command_line(
             RedisTierIndex(client, prefix=prefix),
             durability=Durability.WRITE_BACK,
         )
-        # Created and last used a minute ago: due for demotion (the threshold is 1 s).
         a_minute_ago = ManualClock(time.time() - 60)
-        store = SessionStore(backend, policy=SessionPolicy(idle_timeout=600), clock=a_minute_ago)
+        yield (
+            backend,
+            SessionStore(backend, policy=SessionPolicy(idle_timeout=600), clock=a_minute_ago),
+        )
+
+
+def test_sweep_flush_and_stats_from_the_command_line(
+    servers: Servers, tier_file: tuple[Path, str, str]
+) -> None:
+    path = tier_file[0]
+    with _write_back_tier(servers, tier_file) as (backend, store):
         sessions = [store.create({"i": i}) for i in range(10)]
 
         flushed = runner.invoke(app, ["tier", "flush", "-c", str(path), "--batch-size", "4"])
@@ -180,24 +194,11 @@ def test_sweep_flush_and_stats_from_the_command_line(
 def test_the_jobs_list_what_the_cold_tier_refuses_for_good_and_carry_on(
     servers: Servers, tier_file: tuple[Path, str, str]
 ) -> None:
-    path, prefix, table = tier_file
-    assert runner.invoke(app, ["tier", "stats", "-c", str(path)]).exit_code == 0  # makes the table
-    ddb = boto3.client(
-        "dynamodb",
-        endpoint_url=servers.dynamodb.endpoint_url,
-        config=dynamodb_client_config(),
-        **DUMMY_AWS,
-    )
-    with Redis(port=servers.redis.port) as client:
-        hot = RedisBackend(client, prefix=prefix)
-        backend = TieredBackend(
-            hot,
-            DynamoDBBackend(ddb, table_name=table),
-            RedisTierIndex(client, prefix=prefix),
-            durability=Durability.WRITE_BACK,
-        )
-        a_minute_ago = ManualClock(time.time() - 60)
-        store = SessionStore(backend, policy=SessionPolicy(idle_timeout=600), clock=a_minute_ago)
+    path = tier_file[0]
+    with _write_back_tier(servers, tier_file) as (backend, store):
+        hot = backend.hot
+        assert isinstance(hot, RedisBackend)
+        client = hot.client
         made = [store.create({"i": i}) for i in range(3)]
         record = hot.get(made[0].key)
         assert record is not None
