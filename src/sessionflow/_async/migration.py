@@ -539,7 +539,7 @@ class AsyncMigration:
             try:
                 await reconcile_records(self.old, self.new, old, new, now=now)
             except REFUSED_BY_STORE as exc:
-                report.quarantine.add(key_hint(key), _copy_outcome(exc), "verify")
+                report.quarantine.add(key_hint(key), refusal_reason(exc), "verify")
                 report.remaining += 1
                 return
             old, new = await self.old.get(key), await self.new.get(key)
@@ -600,7 +600,7 @@ class AsyncMigration:
             return str(await reconcile_key(self.old, self.new, key, now=self.clock.now()))
         except REFUSED_BY_STORE as exc:
             logger.warning("repair of %s refused by the store, quarantined: %s", key_hint(key), exc)
-            return _Refused(_copy_outcome(exc))
+            return _Refused(refusal_reason(exc))
         except SessionflowError as exc:
             logger.warning("repair of %s failed, kept queued: %r", key_hint(key), exc)
             return None

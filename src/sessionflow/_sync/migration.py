@@ -540,7 +540,7 @@ class Migration:
             try:
                 reconcile_records(self.old, self.new, old, new, now=now)
             except REFUSED_BY_STORE as exc:
-                report.quarantine.add(key_hint(key), _copy_outcome(exc), "verify")
+                report.quarantine.add(key_hint(key), refusal_reason(exc), "verify")
                 report.remaining += 1
                 return
             old, new = self.old.get(key), self.new.get(key)
@@ -601,7 +601,7 @@ class Migration:
             return str(reconcile_key(self.old, self.new, key, now=self.clock.now()))
         except REFUSED_BY_STORE as exc:
             logger.warning("repair of %s refused by the store, quarantined: %s", key_hint(key), exc)
-            return _Refused(_copy_outcome(exc))
+            return _Refused(refusal_reason(exc))
         except SessionflowError as exc:
             logger.warning("repair of %s failed, kept queued: %r", key_hint(key), exc)
             return None
