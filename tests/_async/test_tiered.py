@@ -12,6 +12,7 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from sessionflow import (
     AsyncDynamoDBBackend,
+    AsyncInstrumentedBackend,
     AsyncMemoryBackend,
     AsyncMemoryTierIndex,
     AsyncRedisBackend,
@@ -19,10 +20,12 @@ from sessionflow import (
     AsyncSessionStore,
     AsyncTieredBackend,
     BackendError,
+    BackendMetrics,
     ConfigError,
     CorruptRecord,
     Durability,
     HotTierHealth,
+    InvalidAttribute,
     Lifecycle,
     ManualClock,
     TierCollector,
@@ -813,6 +816,47 @@ async def _refused_for_good(
     registry = CollectorRegistry()
     registry.register(TierCollector(backend.stats))
     assert registry.get_sample_value("sessionflow_tier_cold_refusals_total") == 5
+
+
+async def test_write_through_refuses_a_change_the_cold_tier_would_refuse_before_the_hot_has_it(
+    servers: Any, async_dynamodb_client: Any, prefix: str, clock: ManualClock
+) -> None:
+    async with AsyncRedis(port=servers.redis.port) as client:
+        hot = AsyncRedisBackend(client, prefix=prefix)
+        index = AsyncRedisTierIndex(client, prefix=prefix)
+        cold = AsyncInstrumentedBackend(  # the wrapper passes the cold store's check on
+            AsyncDynamoDBBackend(async_dynamodb_client, table_name=TABLE),
+            name="cold",
+            metrics=BackendMetrics(CollectorRegistry()),
+        )
+        backend = AsyncTieredBackend(
+            hot, cold, index, durability=Durability.WRITE_THROUGH, clock=clock
+        )
+        store = AsyncSessionStore(backend, policy=POLICY, clock=clock)
+        session = await store.create({"n": 1})
+        made = await hot.get(session.key)
+        assert made is not None
+        legacy = _over_long_user_id(made)
+        await client.delete(hot.redis_key(made.key))
+        await hot.put_guarded(legacy)  # the cold tier could not take its user id
+        cold_copy = await backend.cold.get(session.key)
+        marks = await index.sizes()
+
+        loaded = await store.get(session.id)
+        assert loaded is not None
+        loaded["n"] = 2
+        with pytest.raises(InvalidAttribute, match="2048 bytes"):
+            await store.save(loaded)
+
+        # Refused before the hot tier took it: the caller's error means nothing changed.
+        kept = await hot.get(session.key)
+        assert kept == legacy
+        assert await backend.cold.get(session.key) == cold_copy
+        assert await index.sizes() == marks
+        assert backend.stats.cold_refusals == 1
+        again = await store.get(session.id)
+        assert again is not None
+        assert again["n"] == 1
 
 
 async def test_the_tier_metrics_follow_what_the_tier_did(clock: ManualClock) -> None:

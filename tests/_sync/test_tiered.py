@@ -13,6 +13,7 @@ from redis.cluster import RedisCluster as RedisCluster
 
 from sessionflow import (
     DynamoDBBackend,
+    InstrumentedBackend,
     MemoryBackend,
     MemoryTierIndex,
     RedisBackend,
@@ -20,10 +21,12 @@ from sessionflow import (
     SessionStore,
     TieredBackend,
     BackendError,
+    BackendMetrics,
     ConfigError,
     CorruptRecord,
     Durability,
     HotTierHealth,
+    InvalidAttribute,
     Lifecycle,
     ManualClock,
     TierCollector,
@@ -814,6 +817,47 @@ def _refused_for_good(
     registry = CollectorRegistry()
     registry.register(TierCollector(backend.stats))
     assert registry.get_sample_value("sessionflow_tier_cold_refusals_total") == 5
+
+
+def test_write_through_refuses_a_change_the_cold_tier_would_refuse_before_the_hot_has_it(
+    servers: Any, sync_dynamodb_client: Any, prefix: str, clock: ManualClock
+) -> None:
+    with Redis(port=servers.redis.port) as client:
+        hot = RedisBackend(client, prefix=prefix)
+        index = RedisTierIndex(client, prefix=prefix)
+        cold = InstrumentedBackend(  # the wrapper passes the cold store's check on
+            DynamoDBBackend(sync_dynamodb_client, table_name=TABLE),
+            name="cold",
+            metrics=BackendMetrics(CollectorRegistry()),
+        )
+        backend = TieredBackend(
+            hot, cold, index, durability=Durability.WRITE_THROUGH, clock=clock
+        )
+        store = SessionStore(backend, policy=POLICY, clock=clock)
+        session = store.create({"n": 1})
+        made = hot.get(session.key)
+        assert made is not None
+        legacy = _over_long_user_id(made)
+        client.delete(hot.redis_key(made.key))
+        hot.put_guarded(legacy)  # the cold tier could not take its user id
+        cold_copy = backend.cold.get(session.key)
+        marks = index.sizes()
+
+        loaded = store.get(session.id)
+        assert loaded is not None
+        loaded["n"] = 2
+        with pytest.raises(InvalidAttribute, match="2048 bytes"):
+            store.save(loaded)
+
+        # Refused before the hot tier took it: the caller's error means nothing changed.
+        kept = hot.get(session.key)
+        assert kept == legacy
+        assert backend.cold.get(session.key) == cold_copy
+        assert index.sizes() == marks
+        assert backend.stats.cold_refusals == 1
+        again = store.get(session.id)
+        assert again is not None
+        assert again["n"] == 1
 
 
 def test_the_tier_metrics_follow_what_the_tier_did(clock: ManualClock) -> None:

@@ -120,6 +120,10 @@ class AsyncDynamoDBBackend:
                     },
                 )
 
+    def check_storable(self, record: SessionRecord) -> None:
+        """Raise `SessionTooLarge` or `InvalidAttribute` if this table could never hold `record`."""
+        self._item(record)
+
     def _item(self, record: SessionRecord) -> layout.Item:
         item = layout.record_to_item(record)
         size = layout.item_size(item)

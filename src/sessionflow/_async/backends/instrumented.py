@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
-from sessionflow._async.backends.base import AsyncBackend, AsyncEvictable
+from sessionflow._async.backends.base import AsyncBackend, AsyncEvictable, check_storable
 from sessionflow._errors import CorruptRecord
 from sessionflow._metrics import BackendMetrics
 from sessionflow._record import SessionRecord
@@ -43,6 +43,10 @@ class AsyncInstrumentedBackend:
         self.name = name
         self.metrics = metrics or BackendMetrics.default()
         self.tracer = tracer
+
+    def check_storable(self, record: SessionRecord) -> None:
+        """Raise the refusal the wrapped store would give `record` (see `check_storable`)."""
+        check_storable(self.inner, record)
 
     async def create(self, record: SessionRecord) -> None:
         """See `AsyncBackend.create`."""

@@ -27,7 +27,12 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import TypeVar
 
-from sessionflow._async.backends.base import AsyncBackend, AsyncEvictable, put_guarded_each
+from sessionflow._async.backends.base import (
+    AsyncBackend,
+    AsyncEvictable,
+    check_storable,
+    put_guarded_each,
+)
 from sessionflow._async.reconcile import copy_each, copy_record
 from sessionflow._async.tier_index import AsyncTierIndex
 from sessionflow._clock import Clock, SystemClock
@@ -341,6 +346,7 @@ class AsyncTieredBackend:
 
     async def create(self, record: SessionRecord) -> None:
         """See `AsyncBackend.create`: in the hot tier, then written through or marked dirty."""
+        self._refuse_what_cold_refuses(record)
 
         async def in_hot() -> None:
             await self.hot.create(record)
@@ -361,6 +367,7 @@ class AsyncTieredBackend:
         removed: Collection[str],
     ) -> None:
         """See `AsyncBackend.save`: checked against the hot copy (promoted first if cold)."""
+        self._refuse_what_cold_refuses(record)
 
         async def in_hot() -> None:
             current = await self._ensure_hot(record.key)
@@ -378,6 +385,20 @@ class AsyncTieredBackend:
             record, expected_version=expected_version, changed=changed, removed=removed
         )
         self._changed_in_cold(record.key)
+
+    def _refuse_what_cold_refuses(self, record: SessionRecord) -> None:
+        """Under write-through, refuse what the cold tier would refuse before the hot tier has it.
+
+        The caller's error then means that nothing changed anywhere. Under write-back the
+        change is accepted; the flusher quarantines it and the session stays hot (`flush`).
+        """
+        if not self.write_through:
+            return
+        try:
+            check_storable(self.cold, record)
+        except REFUSED_BY_STORE:
+            self.stats.cold_refusals += 1
+            raise
 
     async def _after_change(self, record: SessionRecord) -> None:
         """Write a hot change through to the cold tier, or mark it for the flusher.

@@ -120,6 +120,19 @@ class Backend(Protocol):
         ...
 
 
+def check_storable(backend: Backend, record: SessionRecord) -> None:
+    """Raise the refusal `backend` would give `record` for good, without writing it.
+
+    A store with limits of its own (DynamoDB: the item size, a user index key of at most
+    2,048 bytes) provides ``check_storable(record)`` raising `SessionTooLarge` or
+    `InvalidAttribute`; a composite forwards to the store it would write. A store without
+    one takes any record the session codec produced, and this returns.
+    """
+    check: Callable[[SessionRecord], None] | None = getattr(backend, "check_storable", None)
+    if check is not None:
+        check(record)
+
+
 def deletes_are_final(backend: Backend) -> bool:
     """Return True if a tombstone in `backend` is final (sessions), False if not.
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
-from sessionflow._sync.backends.base import Backend, Evictable
+from sessionflow._sync.backends.base import Backend, Evictable, check_storable
 from sessionflow._errors import CorruptRecord
 from sessionflow._metrics import BackendMetrics
 from sessionflow._record import SessionRecord
@@ -44,6 +44,10 @@ class InstrumentedBackend:
         self.name = name
         self.metrics = metrics or BackendMetrics.default()
         self.tracer = tracer
+
+    def check_storable(self, record: SessionRecord) -> None:
+        """Raise the refusal the wrapped store would give `record` (see `check_storable`)."""
+        check_storable(self.inner, record)
 
     def create(self, record: SessionRecord) -> None:
         """See `Backend.create`."""

@@ -28,7 +28,12 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from typing import TypeVar
 
-from sessionflow._sync.backends.base import Backend, Evictable, put_guarded_each
+from sessionflow._sync.backends.base import (
+    Backend,
+    Evictable,
+    check_storable,
+    put_guarded_each,
+)
 from sessionflow._sync.reconcile import copy_each, copy_record
 from sessionflow._sync.tier_index import TierIndex
 from sessionflow._clock import Clock, SystemClock
@@ -342,6 +347,7 @@ class TieredBackend:
 
     def create(self, record: SessionRecord) -> None:
         """See `Backend.create`: in the hot tier, then written through or marked dirty."""
+        self._refuse_what_cold_refuses(record)
 
         def in_hot() -> None:
             self.hot.create(record)
@@ -362,6 +368,7 @@ class TieredBackend:
         removed: Collection[str],
     ) -> None:
         """See `Backend.save`: checked against the hot copy (promoted first if cold)."""
+        self._refuse_what_cold_refuses(record)
 
         def in_hot() -> None:
             current = self._ensure_hot(record.key)
@@ -379,6 +386,20 @@ class TieredBackend:
             record, expected_version=expected_version, changed=changed, removed=removed
         )
         self._changed_in_cold(record.key)
+
+    def _refuse_what_cold_refuses(self, record: SessionRecord) -> None:
+        """Under write-through, refuse what the cold tier would refuse before the hot tier has it.
+
+        The caller's error then means that nothing changed anywhere. Under write-back the
+        change is accepted; the flusher quarantines it and the session stays hot (`flush`).
+        """
+        if not self.write_through:
+            return
+        try:
+            check_storable(self.cold, record)
+        except REFUSED_BY_STORE:
+            self.stats.cold_refusals += 1
+            raise
 
     def _after_change(self, record: SessionRecord) -> None:
         """Write a hot change through to the cold tier, or mark it for the flusher.
