@@ -129,6 +129,7 @@ def sweep(
         report = await backend.sweep(batch_size=size)
         if flushed:
             report.flushed = flushed.flushed
+            report.flush_failed = flushed.failed
             report.quarantine.extend(flushed.quarantine)
         return report
 
@@ -179,6 +180,7 @@ def _describe_sweep(report: SweepReport) -> str:
     return (
         f"demoted {report.demoted} of {report.examined} examined, {report.left_hot} used "
         f"meanwhile (left hot), {report.expired} expired, {report.tombstones} tombstones, "
-        f"{report.flushed} flushed first, {report.failed} failed (left hot), "
+        f"{report.flushed} flushed first ({report.flush_failed} failed, left dirty), "
+        f"{report.failed} failed (left hot), "
         f"{report.quarantine.total} quarantined, in {report.seconds:.2f}s"
     )

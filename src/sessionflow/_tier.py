@@ -122,6 +122,9 @@ class SweepReport:
     failed: int = 0
     """Copies that failed for now (the cold tier unreachable, a corrupt item in the way):
     kept hot, or left dirty, for the next run."""
+    flush_failed: int = 0
+    """In a sweep that flushed first (``sessionflow tier sweep`` under write-back): the
+    flush's copies that failed for now, left dirty for the next run."""
     quarantine: Quarantine = field(default_factory=Quarantine)
     """Sessions the cold tier refuses for good (too large, or invalid there), with the
     reason: they stay in the hot tier, served as before, and leave the job's work list
