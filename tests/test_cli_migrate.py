@@ -111,6 +111,10 @@ def test_advance_refuses_cutover_before_the_backfill(servers: Servers, config: P
             "--worker 0/0: n, the number of workers, must be at least 1",
         ),
         (["backfill", "--worker", "0/1/2"], "--worker must look like 0/4"),
+        (
+            ["backfill", "--worker", "0/1000001"],
+            "--worker 0/1000001: n, the number of workers, must be at most 1,000,000",
+        ),
         (["verify", "--mode", "everything"], "--mode must be full or sample"),
         (["verify", "--sample", "0"], "--sample must be in (0, 1]"),
         (["rollback", "--to", "sideways"], "unknown stage 'sideways'"),

@@ -33,6 +33,7 @@ from sessionflow._errors import BackendError, ConfigError, MigrationRefused, one
 from sessionflow._migration_config import MigrationConfig
 from sessionflow._migration_reports import BackfillProgress, MigrationStatus, VerifyReport
 from sessionflow._open_backend import open_migration
+from sessionflow._scan import MAX_WORKERS
 from sessionflow._stages import Stage, parse_stage
 
 migrate_app = typer.Typer(
@@ -256,6 +257,12 @@ def _parse_worker(text: str) -> tuple[int, int]:
         raise _fail(f"[red]--worker must look like 0/4, not {escape(repr(text))}[/red]", 2) from exc
     if workers < 1:
         raise _fail(f"[red]--worker {text}: n, the number of workers, must be at least 1[/red]", 2)
+    if workers > MAX_WORKERS:
+        raise _fail(
+            f"[red]--worker {text}: n, the number of workers, must be at most {MAX_WORKERS:,} "
+            "(DynamoDB's parallel-scan segments)[/red]",
+            2,
+        )
     if not 0 <= worker < workers:
         raise _fail(f"[red]--worker {text}: the first number must be in 0..{workers - 1}[/red]", 2)
     return worker, workers

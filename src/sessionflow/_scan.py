@@ -42,8 +42,17 @@ class ScanPage:
     cursor: str | None
 
 
+MAX_WORKERS = 1_000_000
+"""The most workers a job may be split over: DynamoDB's limit on parallel-scan segments."""
+
+
 def check_share(worker: int, workers: int) -> None:
-    """Raise `ConfigError` unless 0 <= worker < workers."""
+    """Raise `ConfigError` unless 0 <= worker < workers <= `MAX_WORKERS`."""
+    if workers > MAX_WORKERS:
+        raise ConfigError(
+            f"a job splits over at most {MAX_WORKERS:,} workers (DynamoDB's parallel-scan "
+            f"segments), not {workers:,}"
+        )
     if workers < 1 or not 0 <= worker < workers:
         raise ConfigError(f"worker must be in 0..{workers - 1} for {workers} workers")
 

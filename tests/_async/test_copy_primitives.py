@@ -87,9 +87,20 @@ async def _scan_all_from(backend: AsyncBackend, cursor: str, *, count: int):
     return keys, pages
 
 
-async def test_scan_rejects_a_bad_share(async_store: AsyncSessionStore) -> None:
-    with pytest.raises(ConfigError):
-        await async_store.backend.scan(None, worker=3, workers=3)
+@pytest.mark.parametrize(
+    ("worker", "workers", "message"),
+    [
+        (3, 3, "worker must be in 0..2"),
+        (-1, 2, "worker must be in 0..1"),
+        (0, 0, "worker must be in"),
+        (0, 1_000_001, "at most 1,000,000 workers"),  # past DynamoDB's parallel-scan segments
+    ],
+)
+async def test_scan_rejects_a_bad_share(
+    async_store: AsyncSessionStore, worker: int, workers: int, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        await async_store.backend.scan(None, worker=worker, workers=workers)
 
 
 async def test_guarded_copy_lands_on_an_empty_target_and_reads_back(

@@ -88,9 +88,20 @@ def _scan_all_from(backend: Backend, cursor: str, *, count: int):
     return keys, pages
 
 
-def test_scan_rejects_a_bad_share(sync_store: SessionStore) -> None:
-    with pytest.raises(ConfigError):
-        sync_store.backend.scan(None, worker=3, workers=3)
+@pytest.mark.parametrize(
+    ("worker", "workers", "message"),
+    [
+        (3, 3, "worker must be in 0..2"),
+        (-1, 2, "worker must be in 0..1"),
+        (0, 0, "worker must be in"),
+        (0, 1_000_001, "at most 1,000,000 workers"),  # past DynamoDB's parallel-scan segments
+    ],
+)
+def test_scan_rejects_a_bad_share(
+    sync_store: SessionStore, worker: int, workers: int, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        sync_store.backend.scan(None, worker=worker, workers=workers)
 
 
 def test_guarded_copy_lands_on_an_empty_target_and_reads_back(
