@@ -101,19 +101,33 @@ def _finish(command: subprocess.Popen[str], servers: set[int]) -> None:
 
 @pytest.mark.skipif(find_dynamodb_local() is None, reason="needs DynamoDB Local")
 @pytest.mark.parametrize(
-    ("moment", "interrupt_ignored"),
+    ("moment", "interrupt_ignored", "seconds_per_stage"),
     [
-        # requests hang on a frozen server, and the clean-up must not wait on them
-        pytest.param("DynamoDB paused", False, id="secondary-paused-foreground"),
-        # the backfill's Redis scan, where a cancellation can be lost (Python 3.11)
-        pytest.param("backfill process killed", True, id="backfill-background"),
+        # requests hang on a frozen server, and the clean-up must not wait on them (the
+        # pause lasts at least 2 s: time for the signal to land inside it)
+        pytest.param("DynamoDB paused", False, "4", id="secondary-paused-foreground"),
+        # the backfill's Redis scan, where a cancellation can be lost (Python 3.11): the
+        # resumed backfill runs for seconds whatever the stages last, and the default
+        # traffic keeps Redis busy enough for the loss to happen without the guard
+        pytest.param("backfill process killed", True, "1", id="backfill-background"),
     ],
 )
 def test_sigterm_stops_the_drill_and_its_servers_and_removes_their_directories(
-    scratch: Path, moment: str, interrupt_ignored: bool
+    scratch: Path, moment: str, interrupt_ignored: bool, seconds_per_stage: str
 ) -> None:
+    # Light traffic where the point is a frozen server, not the load.
+    traffic = ["--workers", "4", "--rate", "80"] if moment == "DynamoDB paused" else []
     command, servers = _start(
-        ["drill", "--sessions", "500", "--seconds-per-stage", "8", "--report", os.devnull],
+        [
+            "drill",
+            "--sessions",
+            "500",
+            "--seconds-per-stage",
+            seconds_per_stage,
+            *traffic,
+            "--report",
+            os.devnull,
+        ],
         scratch,
         ready=moment,
         interrupt_ignored=interrupt_ignored,
