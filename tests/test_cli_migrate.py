@@ -150,6 +150,15 @@ def test_bad_arguments_exit_2_with_one_line(config: Path, args: list[str], messa
         (('[migration]\nheartbeat_max_age = inf\n[migration.old]\nbackend = "redis"\n'
          '[migration.new]\nbackend = "dynamodb"\n'),
          "migration.heartbeat_max_age must be a positive number of seconds"),
+        (('[migration]\nverify_threshold = inf\n[migration.old]\nbackend = "redis"\n'
+         '[migration.new]\nbackend = "dynamodb"\n'),
+         "migration.verify_threshold must be a number between 0 and 1, not inf"),
+        (('[migration]\nverify_threshold = nan\n[migration.old]\nbackend = "redis"\n'
+         '[migration.new]\nbackend = "dynamodb"\n'),
+         "migration.verify_threshold must be a number between 0 and 1, not nan"),
+        (('[migration]\ncompare_sample = nan\n[migration.old]\nbackend = "redis"\n'
+         '[migration.new]\nbackend = "dynamodb"\n'),
+         "migration.compare_sample must be a number between 0 and 1, not nan"),
         (('[migration]\n[migration.old]\nbackend = "redis"\nredis_url = "redis://:pw@h:x/0"\n'
          '[migration.new]\nbackend = "dynamodb"\ndynamodb_endpoint = "http://[::1"\n'),
          "redis_url 'redis://***@h:x/0': Port could not be cast"),

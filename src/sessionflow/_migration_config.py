@@ -27,7 +27,7 @@ from typing import Any, Literal, get_args
 
 from sessionflow._dynamodb_layout import check_table_name
 from sessionflow._errors import ConfigError
-from sessionflow._policy import check_seconds
+from sessionflow._policy import check_fraction, check_seconds
 from sessionflow._redis_layout import check_prefix
 from sessionflow._service_config import coerce_setting, read_settings_file
 from sessionflow._urls import check_redis_url, check_store_urls
@@ -97,8 +97,8 @@ class MigrationConfig:
                 "migration.control_url is needed: neither store is a Redis to keep "
                 "the control record in"
             )
-        if not 0 <= self.compare_sample <= 1:
-            raise ConfigError("migration.compare_sample must be between 0 and 1")
+        check_fraction("migration.compare_sample", self.compare_sample)
+        check_fraction("migration.verify_threshold", self.verify_threshold)
         check_seconds("migration.stage_ttl", self.stage_ttl, zero_ok=True)
         check_seconds("migration.heartbeat_max_age", self.heartbeat_max_age)
         if self.heartbeat_max_age <= self.stage_ttl:

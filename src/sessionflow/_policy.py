@@ -25,6 +25,16 @@ def check_seconds(name: str, value: float, *, zero_ok: bool = False) -> None:
         raise ConfigError(f"{name} must be {kind} up to 100 years, not {value!r}")
 
 
+def check_fraction(name: str, value: object) -> None:
+    """Raise `ConfigError` unless `value` is a number from 0 to 1 (a share or a rate).
+
+    Written so that NaN fails: every comparison with it is false, so a NaN threshold
+    passes or fails each check it meets without a word.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ConfigError(f"{name} must be a number between 0 and 1, not {value!r}")
+
+
 def check_count(name: str, value: object) -> None:
     """Raise `ConfigError` unless `value` is a whole number of at least 1 (a batch size).
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from sessionflow import (
+    Migration,
     SessionStore,
     BackendError,
     ConfigError,
@@ -125,6 +126,30 @@ def test_bad_job_sizes_are_refused_before_a_store_is_touched(fleet: Fleet) -> No
     for sizes in ({"page_size": 0}, {"batch_size": 2.5}, {"concurrency": -1}):
         with pytest.raises(ConfigError, match="must be a whole number of at least 1"):
             fleet.migration.backfill(**sizes)
+
+
+@pytest.mark.parametrize(
+    ("knobs", "message"),
+    [
+        # every rate passed "<= inf", and none passed "<= nan"
+        ({"verify_threshold": float("inf")}, "verify_threshold must be a number between 0 and 1"),
+        ({"verify_threshold": float("nan")}, "verify_threshold must be a number between 0 and 1"),
+        ({"verify_threshold": 5}, "verify_threshold must be a number between 0 and 1, not 5"),
+        ({"heartbeat_max_age": 0}, "heartbeat_max_age must be a positive number of seconds"),
+        ({"heartbeat_max_age": float("inf")}, "heartbeat_max_age must be a positive number"),
+        ({"max_record_bytes": 0}, "max_record_bytes must be a whole number of at least 1"),
+    ],
+)
+def test_bad_migration_knobs_are_refused(
+    fleet: Fleet, knobs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Migration(fleet.old, fleet.new, fleet.control, **knobs)
+
+
+def test_a_nan_compare_sample_is_refused(fleet: Fleet) -> None:
+    with pytest.raises(ConfigError, match="compare_sample must be a number between 0 and 1"):
+        fleet.process(compare=float("nan"))
 
 
 def test_changes_while_a_copy_is_in_flight_are_copied_too(fleet: Fleet) -> None:

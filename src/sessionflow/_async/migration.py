@@ -53,7 +53,7 @@ from sessionflow._migration_reports import (
     difference,
 )
 from sessionflow._migration_stats import MigrationStats
-from sessionflow._policy import check_count
+from sessionflow._policy import check_count, check_fraction, check_seconds
 from sessionflow._quarantine import REFUSED_BY_STORE, refusal_reason
 from sessionflow._record import SessionRecord
 from sessionflow._scan import GuardedResult, GuardedWrite, ScanPage
@@ -112,6 +112,10 @@ class AsyncMigration:
         verify_threshold: float = 0.0001,
         max_record_bytes: int | None = None,
     ) -> None:
+        check_seconds("heartbeat_max_age", heartbeat_max_age)
+        check_fraction("verify_threshold", verify_threshold)
+        if max_record_bytes is not None:
+            check_count("max_record_bytes", max_record_bytes)
         self.old = old
         self.new = new
         self.control = control

@@ -36,7 +36,7 @@ from sessionflow._ids import key_hint
 from sessionflow._migration_reports import difference
 from sessionflow._migration_stats import MigrationStats
 from sessionflow._mirror import Mirror
-from sessionflow._policy import check_seconds
+from sessionflow._policy import check_fraction, check_seconds
 from sessionflow._record import SessionRecord
 from sessionflow._scan import GuardedResult, GuardedWrite, ScanPage
 from sessionflow._stages import Stage
@@ -98,8 +98,7 @@ class MigratingBackend:
     ) -> None:
         check_seconds("stage_ttl", stage_ttl, zero_ok=True)
         check_seconds("mirror_timeout", mirror_timeout)
-        if not 0 <= compare_sample <= 1:
-            raise ConfigError("compare_sample must be between 0 and 1")
+        check_fraction("compare_sample", compare_sample)
         if old is new:
             raise ConfigError("the old and new backends must be different stores")
         self.old = old
