@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -92,6 +95,32 @@ def test_serve_refuses_a_port_out_of_range(port: str) -> None:
     result = runner.invoke(app, ["serve", "--port", port], env={"COLUMNS": "200"})
     assert result.exit_code == 2
     assert "Invalid value for '--port'" in result.output
+
+
+def test_serve_on_port_0_does_not_claim_port_0() -> None:
+    """The system picks the port: only uvicorn's line can name it, and it does."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sessionflow.cli", "serve", "--port", "0"],
+        env={**os.environ, "SESSIONFLOW_BACKEND": "memory", "COLUMNS": "200"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    try:
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if "Uvicorn running on" in line:
+                break
+        assert lines[0].startswith("sessionflow service on 127.0.0.1, on a free port"), lines
+        port = int(lines[-1].split("http://127.0.0.1:")[1].split()[0])
+        assert port > 0
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).text == "ok\n"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        process.stdout.close()
 
 
 def test_serve_runs_the_service_until_stopped() -> None:

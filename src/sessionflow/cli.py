@@ -132,9 +132,9 @@ def serve(
             soft_wrap=True,
         )
         raise typer.Exit(2) from exc
-    console.print(
-        f"sessionflow service on http://{host}:{port} with {escape(str(settings.redacted()))}"
-    )
+    # Port 0 asks the system for a free port: uvicorn's start-up line names the one it got.
+    where = f"http://{host}:{port}" if port else f"{host}, on a free port (see below)"
+    console.print(f"sessionflow service on {where} with {escape(str(settings.redacted()))}")
     if migration is not None:
         console.print(escape(f"migrating {migration.old.describe()} -> {migration.new.describe()}"))
     if tier is not None:
