@@ -89,6 +89,24 @@ def test_a_migration_walks_forward_and_back_from_the_command_line(
     assert "0 left" in out
 
 
+def test_split_backfills_end_with_a_full_bar_of_their_own_share(
+    servers: Servers, config: Path
+) -> None:
+    """The bar's total was the whole database's key count, shared Redis and all: a worker
+    of two finished at under half of it, its ETA twice too long all along."""
+    _seed(servers, config, 60)
+    assert _invoke("advance", "-c", str(config))[0] == 0
+    scanned = []
+    for worker in ("0/2", "1/2"):
+        code, out = _invoke("backfill", "-c", str(config), "--worker", worker)
+        assert code == 0, out
+        count = int(out.split(" done: ")[1].split(" scanned")[0])
+        assert f"{count}/{count}" in out, out
+        scanned.append(count)
+    assert sum(scanned) == 60
+    assert min(scanned) > 0
+
+
 def test_advance_refuses_cutover_before_the_backfill(servers: Servers, config: Path) -> None:
     assert _invoke("advance", "-c", str(config))[0] == 0
     assert _invoke("advance", "-c", str(config))[0] == 0

@@ -301,6 +301,8 @@ def backfill(
 
     async def job(migration: AsyncMigration) -> BackfillProgress:
         total = await approximate_records(migration)
+        if total is not None:  # a worker reads its share of the records (split by hash)
+            total = -(-total // share[1])
         with Progress(
             TextColumn("backfill {task.fields[share]}"),
             BarColumn(),
@@ -315,7 +317,7 @@ def backfill(
             def show(progress: BackfillProgress) -> None:
                 bar.update(task, completed=progress.scanned, rate=progress.rate)
 
-            return await migration.backfill(
+            done = await migration.backfill(
                 worker=share[0],
                 workers=share[1],
                 page_size=page_size,
@@ -328,6 +330,10 @@ def backfill(
                 progress=show,
                 quarantined=quarantined,
             )
+            # The total was an estimate (Redis counts every key of the database): the
+            # finished bar shows what there was.
+            bar.update(task, total=done.scanned, completed=done.scanned, rate=done.rate)
+            return done
 
     try:
         result = _run(_load(config), job)
