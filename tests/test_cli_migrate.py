@@ -134,7 +134,9 @@ def test_advance_refuses_cutover_before_the_backfill(servers: Servers, config: P
             "--worker 0/1000001: n, the number of workers, must be at most 1,000,000",
         ),
         (["verify", "--mode", "everything"], "--mode must be full or sample"),
-        (["verify", "--sample", "0"], "--sample must be in (0, 1]"),
+        (["verify", "--sample", "0"], "--sample must be from 0.000001 (one session in"),
+        # a share of 10,000,000 hash shares: more than a scan can be split into
+        (["verify", "--mode", "sample", "--sample", "1e-7"], "--sample must be from 0.000001"),
         (["rollback", "--to", "sideways"], "unknown stage 'sideways'"),
         (
             ["backfill", "--quarantine-file", "/no-such-directory/quarantine.jsonl"],

@@ -33,7 +33,7 @@ from sessionflow._errors import BackendError, ConfigError, MigrationRefused, one
 from sessionflow._migration_config import MigrationConfig
 from sessionflow._migration_reports import BackfillProgress, MigrationStatus, VerifyReport
 from sessionflow._open_backend import open_migration
-from sessionflow._scan import MAX_WORKERS
+from sessionflow._scan import MAX_WORKERS, SAMPLE_RANGE, SMALLEST_SAMPLE
 from sessionflow._stages import Stage, parse_stage
 
 migrate_app = typer.Typer(
@@ -371,8 +371,8 @@ def verify(
     """Compare both stores both ways; exit 1 if the inconsistency rate is over the threshold."""
     if mode not in ("full", "sample"):
         raise _fail(f"[red]--mode must be full or sample, not {escape(repr(mode))}[/red]", 2)
-    if not 0 < sample <= 1:
-        raise _fail(f"[red]{escape('--sample must be in (0, 1]')}[/red]", 2)
+    if not SMALLEST_SAMPLE <= sample <= 1:
+        raise _fail(f"[red]--sample must be {SAMPLE_RANGE}, not {sample!r}[/red]", 2)
 
     async def job(migration: AsyncMigration) -> VerifyReport:
         with _verify_progress() as show:

@@ -44,6 +44,9 @@ class ScanPage:
 
 MAX_WORKERS = 1_000_000
 """The most workers a job may be split over: DynamoDB's limit on parallel-scan segments."""
+SMALLEST_SAMPLE = 1 / MAX_WORKERS
+"""The smallest share a sampled verification reads: one of `MAX_WORKERS` hash shares."""
+SAMPLE_RANGE = f"from {SMALLEST_SAMPLE:f} (one session in {MAX_WORKERS:,}) to 1"
 
 
 def check_share(worker: int, workers: int) -> None:

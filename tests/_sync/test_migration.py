@@ -147,6 +147,15 @@ def test_bad_migration_knobs_are_refused(
         Migration(fleet.old, fleet.new, fleet.control, **knobs)
 
 
+@pytest.mark.parametrize("sample", [0, 1e-7, 1.5, float("nan")])
+def test_a_verification_sample_out_of_range_is_refused(
+    fleet: Fleet, sample: float
+) -> None:
+    """1e-7 asked for ten million hash shares, more than a scan splits into."""
+    with pytest.raises(ConfigError, match=r"sample must be from 0.000001 \(one session in"):
+        fleet.migration.verify(mode="sample", sample=sample)
+
+
 def test_a_nan_compare_sample_is_refused(fleet: Fleet) -> None:
     with pytest.raises(ConfigError, match="compare_sample must be a number between 0 and 1"):
         fleet.process(compare=float("nan"))

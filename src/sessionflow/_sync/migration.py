@@ -57,7 +57,7 @@ from sessionflow._migration_stats import MigrationStats
 from sessionflow._policy import check_count, check_fraction, check_seconds
 from sessionflow._quarantine import REFUSED_BY_STORE, refusal_reason
 from sessionflow._record import SessionRecord
-from sessionflow._scan import GuardedResult, GuardedWrite, ScanPage
+from sessionflow._scan import SAMPLE_RANGE, SMALLEST_SAMPLE, GuardedResult, GuardedWrite, ScanPage
 from sessionflow._stages import FleetState, Stage, refusal
 
 logger = logging.getLogger("sessionflow.migration")
@@ -468,8 +468,8 @@ class Migration:
         """
         if mode not in ("full", "sample"):
             raise ConfigError("mode must be 'full' or 'sample'")
-        if not 0 < sample <= 1:
-            raise ConfigError("sample must be in (0, 1]")
+        if not SMALLEST_SAMPLE <= sample <= 1:
+            raise ConfigError(f"sample must be {SAMPLE_RANGE}, not {sample!r}")
         stage = (self.control.read_stage()).stage
         side = source or stage.authority
         if side not in ("old", "new"):
