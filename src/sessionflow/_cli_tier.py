@@ -15,6 +15,7 @@ from typing import TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import Progress, TextColumn, TimeElapsedColumn
 
 from sessionflow._async.backends.tiered import AsyncTieredBackend
 from sessionflow._cli_limits import LONGEST_WAIT_SECONDS
@@ -164,7 +165,17 @@ def stats(config: Path = CONFIG_OPTION, region: str | None = REGION_OPTION) -> N
     """Count sessions by lifecycle state (walks both tiers) and print JSON."""
 
     async def job(backend: AsyncTieredBackend) -> dict[str, object]:
-        counts = await backend.count_lifecycle()
+        # On standard error, gone when done: standard output is the JSON alone.
+        with Progress(
+            TextColumn("counting: {task.fields[read]:,} records read in both tiers"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        ) as bar:
+            task = bar.add_task("count", total=None, read=0)
+            counts = await backend.count_lifecycle(
+                progress=lambda read: bar.update(task, read=read)
+            )
         hot, dirty = await backend.index.sizes()
         return {
             "lifecycle": {str(state): count for state, count in counts.items()},

@@ -391,7 +391,14 @@ async def test_lifecycle_states_per_session_and_counted(clock: ManualClock) -> N
     assert await backend.lifecycle(creating.key) is Lifecycle.COLD
     assert await backend.lifecycle("0" * 64) is None
 
-    counts = await backend.count_lifecycle(page_size=2)
+    read: list[int] = []
+    counts = await backend.count_lifecycle(page_size=2, progress=read.append)
+    in_tiers = await _records_in(backend.hot) + await _records_in(backend.cold)
+    assert read[-1] == in_tiers  # every page reported, both tiers together
+    assert read == sorted(set(read))
+    assert len(read) >= in_tiers // 2
+    with pytest.raises(ConfigError, match="page_size must be a whole number"):
+        await backend.count_lifecycle(page_size=0)
     assert counts[Lifecycle.CREATING] == 1
     assert counts[Lifecycle.HOT] == 1
     assert counts[Lifecycle.ACTIVE] == 1
@@ -746,6 +753,17 @@ async def test_a_flush_stops_at_the_first_batch_when_the_cold_tier_does_not_answ
     assert (await backend.index.sizes())[1] == 9
     cold.down = False
     assert (await backend.flush(batch_size=2)).flushed == 9
+
+
+async def _records_in(tier: Any) -> int:
+    """Records a full scan of one tier returns (tombstones and unreadable ones included)."""
+    count, cursor = 0, None
+    while True:
+        page = await tier.scan(cursor, count=100)
+        count += len(page.records)
+        cursor = page.cursor
+        if cursor is None:
+            return count
 
 
 def _over_long_user_id(record: Any) -> Any:

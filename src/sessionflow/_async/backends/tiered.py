@@ -609,9 +609,17 @@ class AsyncTieredBackend:
             )
         return None if cold is None else cold_lifecycle(cold, now=now)
 
-    async def count_lifecycle(self, page_size: int = 500) -> dict[Lifecycle, int]:
-        """Count the sessions of both tiers by lifecycle state (walks both tiers once)."""
+    async def count_lifecycle(
+        self, page_size: int = 500, *, progress: Callable[[int], None] | None = None
+    ) -> dict[Lifecycle, int]:
+        """Count the sessions of both tiers by lifecycle state (walks both tiers once).
+
+        `progress` is called after every page with the records read so far, both tiers
+        together (a cold session is read in each tier it is in).
+        """
+        check_count("page_size", page_size)
         now = self.clock.now()
+        read = 0
         counts = dict.fromkeys(Lifecycle, 0)
         dirty = {key for key, _ in await self.index.dirty(1_000_000)}
         cursor: str | None = None
@@ -631,15 +639,26 @@ class AsyncTieredBackend:
                     record, now=now, active_window=self.active_window, in_cold=known
                 )
                 counts[state] += 1
+            read += len(page.records)
+            if progress is not None:
+                progress(read)
             if page.cursor is None:
                 break
             cursor = page.cursor
-        counts.update(await self._count_cold(now, page_size))
+
+        def cold_progress(cold_read: int) -> None:
+            if progress is not None:
+                progress(read + cold_read)
+
+        counts.update(await self._count_cold(now, page_size, cold_progress))
         self.stats.lifecycle = {str(state): number for state, number in counts.items()}
         return counts
 
-    async def _count_cold(self, now: float, page_size: int) -> dict[Lifecycle, int]:
+    async def _count_cold(
+        self, now: float, page_size: int, progress: Callable[[int], None]
+    ) -> dict[Lifecycle, int]:
         counts = {Lifecycle.COLD: 0}
+        read = 0
         cursor: str | None = None
         while True:
             await async_stop_if_cancelled()
@@ -649,6 +668,8 @@ class AsyncTieredBackend:
             for record, hot_copy in zip(records, hot, strict=True):
                 if hot_copy is None and cold_lifecycle(record, now=now) is Lifecycle.COLD:
                     counts[Lifecycle.COLD] += 1
+            read += len(page.records)
+            progress(read)
             if page.cursor is None:
                 return counts
             cursor = page.cursor
