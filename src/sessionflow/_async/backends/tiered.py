@@ -618,6 +618,7 @@ class AsyncTieredBackend:
         together (a cold session is read in each tier it is in).
         """
         check_count("page_size", page_size)
+        report = progress or _ignore
         now = self.clock.now()
         read = 0
         counts = dict.fromkeys(Lifecycle, 0)
@@ -640,17 +641,14 @@ class AsyncTieredBackend:
                 )
                 counts[state] += 1
             read += len(page.records)
-            if progress is not None:
-                progress(read)
+            report(read)
             if page.cursor is None:
                 break
             cursor = page.cursor
-
-        def cold_progress(cold_read: int) -> None:
-            if progress is not None:
-                progress(read + cold_read)
-
-        counts.update(await self._count_cold(now, page_size, cold_progress))
+        in_hot = read
+        counts.update(
+            await self._count_cold(now, page_size, lambda in_cold: report(in_hot + in_cold))
+        )
         self.stats.lifecycle = {str(state): number for state, number in counts.items()}
         return counts
 
@@ -874,6 +872,10 @@ class AsyncTieredBackend:
             if not record.tombstone:
                 lag = max(lag, now - record.last_access)
         return lag
+
+
+def _ignore(_: int) -> None:
+    """Report nothing: the progress callback of callers that want none."""
 
 
 def _check_job(batch_size: int, max_batches: int | None, concurrency: int) -> None:
