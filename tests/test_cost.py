@@ -146,6 +146,21 @@ def test_each_option_is_priced_from_the_table() -> None:
     assert redis.monthly == pytest.approx(2 * 0.065 * 730)
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"read_units_per_second": 1e305},
+        {"sessions": 10**305},
+        {"redis_bytes_per_session": 1e305},
+    ],
+)
+def test_a_workload_too_large_to_price_is_refused(overrides: dict[str, object]) -> None:
+    # Each input is finite, but a price comes to more than a float holds: an estimate of
+    # "$inf" (or "null" in the JSON report) is refused with the option it broke.
+    with pytest.raises(ConfigError, match="too large to price"):
+        estimate_all(workload(**overrides), PRICES)
+
+
 def test_redis_shards_when_no_node_holds_the_data() -> None:
     big = workload(sessions=400_000_000)  # 800 GB in Redis
     redis = by_option(estimate_all(big, PRICES, Knobs(replicas=2)))["Redis only (ElastiCache)"]
@@ -332,6 +347,8 @@ def test_cost_estimate_from_a_report(tmp_path) -> None:
          "a DynamoDB item holds at most 409,600 bytes, not 409,601"),
         (["--sessions", "1", "--report", "r.json", "--item-bytes", "1e300"],
          "a DynamoDB item holds at most 409,600 bytes"),
+        (["--sessions", "1", "--report", "r.json", "--scale", "1e300"],
+         "too large to price"),
     ],
 )  # fmt: skip
 def test_cost_estimate_refuses_bad_input_with_exit_2(tmp_path, monkeypatch, args, reason) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -246,13 +247,28 @@ def estimate_all(
 ) -> list[Estimate]:
     """Price the workload every way sessionflow can store it."""
     knobs = knobs or Knobs()
-    return [
-        redis_only(workload, prices, knobs),
-        dynamodb_on_demand(workload, prices),
-        dynamodb_provisioned(workload, prices, knobs),
-        dynamodb_provisioned_dax(workload, prices, knobs),
-        hybrid(workload, prices, knobs),
-    ]
+    pricings: tuple[tuple[str, Callable[[], Estimate]], ...] = (
+        ("Redis only", lambda: redis_only(workload, prices, knobs)),
+        ("DynamoDB on-demand", lambda: dynamodb_on_demand(workload, prices)),
+        ("DynamoDB provisioned", lambda: dynamodb_provisioned(workload, prices, knobs)),
+        ("DynamoDB provisioned + DAX", lambda: dynamodb_provisioned_dax(workload, prices, knobs)),
+        ("the hybrid tier", lambda: hybrid(workload, prices, knobs)),
+    )
+    estimates: list[Estimate] = []
+    for option, price in pricings:
+        # Each input may be finite and still multiply past what a float holds: refuse that
+        # rather than print "$inf" (or write null into the JSON report).
+        try:
+            estimate = price()
+        except OverflowError:
+            estimate = None
+        if estimate is None or not math.isfinite(estimate.monthly):
+            raise ConfigError(
+                f"the workload is too large to price: {option} comes to more than a number "
+                "can hold (check the sessions, the sizes and the scale)"
+            )
+        estimates.append(estimate)
+    return estimates
 
 
 def _per_month(per_second: float, prices: PriceTable) -> float:
