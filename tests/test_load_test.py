@@ -17,7 +17,7 @@ from sessionflow._async.backends.memory import AsyncMemoryBackend
 from sessionflow._errors import ConfigError
 from sessionflow._load_plan import PRESETS, Mix, Phase, parse_duration, parse_phases, scaled
 from sessionflow._load_report import to_markdown, write_report
-from sessionflow._load_run import SATURATED, LoadRun
+from sessionflow._load_run import SATURATED, SEED_CONCURRENCY, LoadRun
 from sessionflow._load_targets import StoreTarget, TargetError, TargetSpec
 from sessionflow._load_test import redact, run_load_test
 from sessionflow.cli import app
@@ -99,6 +99,7 @@ def test_mixes_parse_and_refuse_nonsense() -> None:
         ("fly=3", "unknown operation"),
         ("read=0", "at least one positive"),
         ("read=-1", ">= 0"),
+        ("read=1e308,update=1e308", "add up to a finite number"),  # each finite, not the sum
     ]:
         with pytest.raises(ConfigError, match=reason):
             Mix.parse(bad)
@@ -194,6 +195,34 @@ async def test_latency_counts_from_the_scheduled_time_so_a_saturated_target_show
     assert read["p50_ms"] > 200
     assert read["max_ms"] > 900
     assert report["phases"][0]["achieved_rate"] < 60  # about 50/s were served in the phase
+
+
+class CountingTarget(SlowTarget):
+    """Creates instantly and remembers the most tasks the event loop held during a create."""
+
+    def __init__(self) -> None:
+        super().__init__(0.0)
+        self.most_tasks = 0
+
+    async def create(self, attributes: Mapping[str, Any]) -> str:
+        self.most_tasks = max(self.most_tasks, len(asyncio.all_tasks()))
+        await asyncio.sleep(0)
+        return await super().create(attributes)
+
+
+async def test_seeding_keeps_a_bounded_number_of_creates_pending() -> None:
+    # Seeding used to make one pending task per session up front: memory grew with
+    # --sessions before a single request went out (and a huge count exhausted it).
+    target = CountingTarget()
+    run = LoadRun(target, [Phase("p", 0.1, 10)], READS, seed_sessions=5000)
+    await run.run()
+    assert target.created >= 5000
+    assert target.most_tasks <= SEED_CONCURRENCY + 8
+
+
+def test_a_load_run_refuses_more_seed_sessions_than_it_can_hold() -> None:
+    with pytest.raises(ConfigError, match="seeds at most 10,000,000 sessions"):
+        LoadRun(SlowTarget(0.0), [Phase("p", 1.0, 1)], READS, seed_sessions=10_000_001)
 
 
 async def test_arrivals_beyond_max_in_flight_are_counted_as_errors_not_dropped() -> None:
@@ -338,8 +367,11 @@ def test_bench_load_writes_the_report_and_enforces_limits(tmp_path) -> None:
         (["--time-scale", "inf"], "duration must be at most 604,800 s"),
         (["--time-scale", "1e300"], "duration must be at most 604,800 s"),
         (["--phases", '[{"duration": "169h", "arrivalRate": 1}]'], "at most 604,800 s"),
+        (["--mix", "read=1e308,update=1e308"], "add up to a finite number"),
+        (["-t", "memory", "--sessions", "100000000000000"],
+         "seeds at most 10,000,000 sessions, not 100,000,000,000,000"),
     ],
-)
+)  # fmt: skip
 def test_bench_load_refuses_bad_input_with_exit_2(tmp_path, args: list[str], reason: str) -> None:
     result = runner.invoke(app, ["bench", "load", "--no-live", "--out", str(tmp_path), *args])
     assert result.exit_code == 2, result.output

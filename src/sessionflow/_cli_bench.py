@@ -18,7 +18,14 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 from sessionflow._errors import ConfigError, SessionflowError, one_line
-from sessionflow._load_plan import PRESETS, Mix, Phase, parse_phases, scaled
+from sessionflow._load_plan import (
+    PRESETS,
+    Mix,
+    Phase,
+    check_seed_sessions,
+    parse_phases,
+    scaled,
+)
 from sessionflow._load_targets import TargetSpec
 
 if TYPE_CHECKING:
@@ -131,6 +138,7 @@ def load(
     try:
         specs = [TargetSpec.parse(text) for text in target]
         description, plan, chosen_mix = _plan(preset, phases, mix, time_scale, rate_scale)
+        check_seed_sessions(sessions)
     except ConfigError as exc:
         raise _fail(str(exc)) from exc
     try:  # before the run: a report that cannot be written would lose it at the end

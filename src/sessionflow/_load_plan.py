@@ -27,6 +27,16 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 MAX_RATE = 1_000_000.0
 MAX_PHASE_SECONDS = 7 * 86_400.0
 """The longest phase a load test takes (a week)."""
+MAX_SEED_SESSIONS = 10_000_000
+"""The most sessions a load test seeds: their ids are kept in memory to be picked."""
+
+
+def check_seed_sessions(count: int) -> None:
+    """Refuse a seed count a load test cannot hold (`ConfigError`)."""
+    if not 0 <= count <= MAX_SEED_SESSIONS:
+        raise ConfigError(
+            f"a load test seeds at most {MAX_SEED_SESSIONS:,} sessions, not {count:,}"
+        )
 
 
 def parse_duration(value: str | float) -> float:
@@ -162,7 +172,10 @@ class Mix:
             )
         if any(not math.isfinite(w) or w < 0 for w in self.weights.values()):
             raise ConfigError("operation weights must be finite and >= 0")
-        if sum(self.weights.values()) <= 0:
+        total = sum(self.weights.values())
+        if not math.isfinite(total):
+            raise ConfigError("operation weights must add up to a finite number")
+        if total <= 0:
             raise ConfigError("the operation mix needs at least one positive weight")
 
     @classmethod

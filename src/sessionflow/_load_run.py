@@ -24,7 +24,7 @@ from hdrh.histogram import HdrHistogram
 from sessionflow._codec import Codec
 from sessionflow._dynamodb_layout import item_size, record_to_item
 from sessionflow._errors import SessionflowError, SessionNotFound, VersionConflict
-from sessionflow._load_plan import OPERATIONS, Mix, Phase
+from sessionflow._load_plan import OPERATIONS, Mix, Phase, check_seed_sessions
 from sessionflow._load_targets import LoadTarget, TargetError
 from sessionflow._record import SessionRecord
 
@@ -295,6 +295,7 @@ class LoadRun:
     ) -> None:
         if not phases:
             raise ValueError("a load test needs at least one phase")
+        check_seed_sessions(seed_sessions)
         self.target = target
         self.phases = list(phases)
         self._last_second = max(int(sum(p.duration for p in self.phases)) - 1, 0)
@@ -353,13 +354,17 @@ class LoadRun:
         return summary
 
     async def _seed(self, count: int) -> None:
-        semaphore = asyncio.Semaphore(SEED_CONCURRENCY)
+        # A fixed set of workers share one countdown, so what is pending stays bounded
+        # whatever the count (one task per session would hold them all in memory).
+        remaining = count
 
-        async def one() -> None:
-            async with semaphore:
+        async def worker() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
                 self._pool.add(await self.target.create(payload(self.payload_bytes, self._rng)))
 
-        await asyncio.gather(*(one() for _ in range(count)))
+        await asyncio.gather(*(worker() for _ in range(min(SEED_CONCURRENCY, count))))
 
     def _send(self, phase_index: int, due: float, tasks: set[asyncio.Task[None]]) -> None:
         stats = self._stats[phase_index]
