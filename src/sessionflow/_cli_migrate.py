@@ -330,7 +330,7 @@ def backfill(
                 progress=show,
                 quarantined=quarantined,
             )
-            # The total was an estimate (Redis counts every key of the database): the
+            # The total was an estimate (sampled on Redis, hours old on DynamoDB): the
             # finished bar shows what there was.
             bar.update(task, total=done.scanned, completed=done.scanned, rate=done.rate)
             return done

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import math
+from contextlib import AsyncExitStack
+from typing import Any
+
 import pytest
+from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from sessionflow import (
     AsyncBackend,
     AsyncMemoryBackend,
+    AsyncRedisBackend,
     AsyncSessionStore,
     ConfigError,
     CorruptRecord,
@@ -14,8 +21,9 @@ from sessionflow import (
     SessionRecord,
 )
 from sessionflow._async.reconcile import same_content
+from sessionflow._async.redis_nodes import COUNT_SAMPLE
 from sessionflow._scan import GuardedWrite
-from tests.conftest import POLICY
+from tests.conftest import POLICY, Servers
 
 
 async def _scan_all(backend: AsyncBackend, *, count: int, worker: int = 0, workers: int = 1):
@@ -238,3 +246,50 @@ async def test_guarded_batch_writes_a_repeated_key_in_order(
     assert landed is not None
     assert same_content(landed, second)
     assert await async_store.backend.put_guarded_many([]) == []
+
+
+# -- the record estimate a backfill's progress bar starts from -----------------------------
+
+
+@pytest.mark.parametrize("kind", ["redis", "redis-cluster"])
+async def test_redis_estimates_its_sessions_not_every_key_of_the_database(
+    servers: Servers, prefix: str, kind: str
+) -> None:
+    """DBSIZE counted every key, so a database shared with other data (common for
+    sessions) gave a backfill's bar a total many times too big, and an ETA as wrong."""
+    async with AsyncExitStack() as stack:
+        client: AsyncRedis | AsyncRedisCluster = await stack.enter_async_context(
+            AsyncRedis(port=servers.redis.port)
+            if kind == "redis"
+            else AsyncRedisCluster(host="127.0.0.1", port=servers.cluster_port)
+        )
+        backend = AsyncRedisBackend(client, prefix=prefix)
+        store = AsyncSessionStore(backend, policy=POLICY)
+        sessions = [await store.create({"i": i}) for i in range(SESSIONS)]
+        await store.delete(sessions[0])  # a tombstone is a record a backfill copies too
+        others = [f"{prefix}-other:{i}" for i in range(SESSIONS)]
+        for name in others:
+            await client.set(name, b"not a session")
+        try:
+            keys = await _database_size(client)
+            estimate = await backend.approximate_count()
+        finally:
+            for name in others:
+                await client.delete(name)
+    # RANDOMKEY draws: the estimate is DBSIZE x the share of sessions among the draws; its
+    # relative standard deviation is sqrt((1 - p) / (p x draws)). Other tests' keys in the
+    # same servers only widen the bound; without them DBSIZE alone is twice the truth.
+    share = SESSIONS / keys
+    draws = COUNT_SAMPLE * (1 if kind == "redis" else 3)
+    spread = math.sqrt((1 - share) / (share * draws))
+    assert abs(estimate - SESSIONS) <= 6 * spread * SESSIONS + 1, (estimate, keys)
+
+
+SESSIONS = 300
+
+
+async def _database_size(client: AsyncRedis | AsyncRedisCluster) -> int:
+    if isinstance(client, AsyncRedisCluster):
+        sizes: Any = await client.dbsize(target_nodes=AsyncRedisCluster.PRIMARIES)  # type: ignore[call-arg]
+        return int(sizes if isinstance(sizes, int) else sum(sizes.values()))
+    return int(await client.dbsize())

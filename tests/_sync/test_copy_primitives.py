@@ -3,11 +3,18 @@
 
 from __future__ import annotations
 
+import math
+from contextlib import ExitStack
+from typing import Any
+
 import pytest
+from redis import Redis as Redis
+from redis.cluster import RedisCluster as RedisCluster
 
 from sessionflow import (
     Backend,
     MemoryBackend,
+    RedisBackend,
     SessionStore,
     ConfigError,
     CorruptRecord,
@@ -15,8 +22,9 @@ from sessionflow import (
     SessionRecord,
 )
 from sessionflow._sync.reconcile import same_content
+from sessionflow._sync.redis_nodes import COUNT_SAMPLE
 from sessionflow._scan import GuardedWrite
-from tests.conftest import POLICY
+from tests.conftest import POLICY, Servers
 
 
 def _scan_all(backend: Backend, *, count: int, worker: int = 0, workers: int = 1):
@@ -239,3 +247,50 @@ def test_guarded_batch_writes_a_repeated_key_in_order(
     assert landed is not None
     assert same_content(landed, second)
     assert sync_store.backend.put_guarded_many([]) == []
+
+
+# -- the record estimate a backfill's progress bar starts from -----------------------------
+
+
+@pytest.mark.parametrize("kind", ["redis", "redis-cluster"])
+def test_redis_estimates_its_sessions_not_every_key_of_the_database(
+    servers: Servers, prefix: str, kind: str
+) -> None:
+    """DBSIZE counted every key, so a database shared with other data (common for
+    sessions) gave a backfill's bar a total many times too big, and an ETA as wrong."""
+    with ExitStack() as stack:
+        client: Redis | RedisCluster = stack.enter_context(
+            Redis(port=servers.redis.port)
+            if kind == "redis"
+            else RedisCluster(host="127.0.0.1", port=servers.cluster_port)
+        )
+        backend = RedisBackend(client, prefix=prefix)
+        store = SessionStore(backend, policy=POLICY)
+        sessions = [store.create({"i": i}) for i in range(SESSIONS)]
+        store.delete(sessions[0])  # a tombstone is a record a backfill copies too
+        others = [f"{prefix}-other:{i}" for i in range(SESSIONS)]
+        for name in others:
+            client.set(name, b"not a session")
+        try:
+            keys = _database_size(client)
+            estimate = backend.approximate_count()
+        finally:
+            for name in others:
+                client.delete(name)
+    # RANDOMKEY draws: the estimate is DBSIZE x the share of sessions among the draws; its
+    # relative standard deviation is sqrt((1 - p) / (p x draws)). Other tests' keys in the
+    # same servers only widen the bound; without them DBSIZE alone is twice the truth.
+    share = SESSIONS / keys
+    draws = COUNT_SAMPLE * (1 if kind == "redis" else 3)
+    spread = math.sqrt((1 - share) / (share * draws))
+    assert abs(estimate - SESSIONS) <= 6 * spread * SESSIONS + 1, (estimate, keys)
+
+
+SESSIONS = 300
+
+
+def _database_size(client: Redis | RedisCluster) -> int:
+    if isinstance(client, RedisCluster):
+        sizes: Any = client.dbsize(target_nodes=RedisCluster.PRIMARIES)  # type: ignore[call-arg]
+        return int(sizes if isinstance(sizes, int) else sum(sizes.values()))
+    return int(client.dbsize())
