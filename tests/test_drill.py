@@ -100,6 +100,28 @@ def test_the_drill_says_in_one_line_that_it_needs_dynamodb_local(tmp_path, monke
     assert not (tmp_path / "drill-report.json").exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["--items", "100000000000"], "the drill takes 1 to 10,000,000 items, not 100,000,000,000"),
+        (["--workers", "1000000000"], "the drill takes 1 to 10,000 workers, not 1,000,000,000"),
+        (["--processes", "1000000"], "the drill takes 1 to 256 processes, not 1,000,000"),
+        (["--rate", "inf"], "the drill's rate must be above 0 and at most 1,000,000 operations"),
+    ],
+)
+def test_the_drill_refuses_sizes_it_cannot_hold_before_it_starts(
+    tmp_path, args: list[str], reason: str
+) -> None:
+    """A ledger entry per item, a task per user, a migrating backend per process: a huge
+    value used to start the servers and then exhaust the machine."""
+    report = tmp_path / "drill.json"
+    result = runner.invoke(app, ["drill", *args, "--report", str(report)])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"sessionflow drill: {reason}")
+    assert result.output.count("\n") == 1
+    assert not report.exists()
+
+
 def test_the_drill_refuses_a_report_path_it_cannot_write_before_it_starts(tmp_path) -> None:
     report = tmp_path / "missing" / "drill.json"
     result = runner.invoke(app, ["drill", "--items", "100", "--report", str(report)])

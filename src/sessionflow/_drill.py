@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import random
 import signal
@@ -48,6 +49,10 @@ from sessionflow._migration_reports import checkpoint_name
 
 _T = TypeVar("_T")
 
+MAX_ITEMS = 10_000_000
+MAX_WORKERS = 10_000
+MAX_PROCESSES = 256
+MAX_RATE = 1_000_000.0
 STEP_LIMIT = 180.0
 """Seconds a closing step of the drill (traffic winding down, copies, repair, a check) may take."""
 
@@ -69,6 +74,23 @@ class DrillSettings:
     faults: bool = True
     report: Path | None = None
     seed: int = 7
+
+    def __post_init__(self) -> None:
+        # The drill keeps a ledger entry per item, a task per user and a migrating backend
+        # (with its stage cache and heartbeat) per process: bound them before any server
+        # starts, so a typo is one line instead of an exhausted machine.
+        for name, value, most in (
+            ("items", self.items, MAX_ITEMS),
+            ("workers", self.workers, MAX_WORKERS),
+            ("processes", self.processes, MAX_PROCESSES),
+        ):
+            if not 1 <= value <= most:
+                raise ConfigError(f"the drill takes 1 to {most:,} {name}, not {value:,}")
+        if not (math.isfinite(self.rate) and 0 < self.rate <= MAX_RATE):
+            raise ConfigError(
+                f"the drill's rate must be above 0 and at most {MAX_RATE:,.0f} operations "
+                f"per second, not {self.rate:g}"
+            )
 
 
 @dataclass

@@ -169,17 +169,17 @@ def drill(
     from sessionflow._drill import DrillSettings, run_drill  # noqa: PLC0415 - fast --help
     from sessionflow._errors import ConfigError  # noqa: PLC0415
 
-    settings = DrillSettings(
-        items=items,
-        data=data.value,
-        seconds_per_stage=seconds_per_stage,
-        workers=workers,
-        rate=rate,
-        processes=processes,
-        faults=faults,
-        report=report,
-    )
     try:
+        settings = DrillSettings(
+            items=items,
+            data=data.value,
+            seconds_per_stage=seconds_per_stage,
+            workers=workers,
+            rate=rate,
+            processes=processes,
+            faults=faults,
+            report=report,
+        )
         result = run_drill(settings, console.print)
     except ConfigError as exc:
         console.print(f"[red]sessionflow drill: {escape(one_line(str(exc)))}[/red]", soft_wrap=True)
