@@ -36,6 +36,13 @@ def test_demo_command_runs_on_its_own_servers() -> None:
     assert "migration drill skipped: it needs DynamoDB Local" in result.output
 
 
+def test_demo_refuses_a_drill_size_before_it_runs_anything() -> None:
+    result = runner.invoke(app, ["demo", "--dynamodb", "moto", "--drill-sessions", "10000000000"])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("demo could not run: ConfigError: the drill takes 1 to")
+    assert "lifecycle" not in result.output
+
+
 def test_demo_rejects_an_unknown_emulator_with_a_usage_error() -> None:
     result = runner.invoke(app, ["demo", "--dynamodb", "cassandra"])
     assert result.exit_code == 2

@@ -257,8 +257,16 @@ def run_demo(console: Console, *, dynamodb: str = "auto", drill_sessions: int = 
 
     `drill_sessions` 0 skips the drill.
     """
+    from sessionflow._drill import DrillSettings, run_drill  # noqa: PLC0415 - needs hdrhistogram
+
+    # Settings first: a drill size it cannot take is refused before the lifecycle runs.
+    settings = (
+        DrillSettings(items=drill_sessions, seconds_per_stage=1.0, workers=8, rate=150)
+        if drill_sessions
+        else None
+    )
     lifecycle_ok = _run_lifecycle(console, dynamodb)
-    if not drill_sessions:
+    if settings is None:
         return lifecycle_ok
     from sessionflow.local_servers import find_dynamodb_local  # noqa: PLC0415
 
@@ -269,11 +277,9 @@ def run_demo(console: Console, *, dynamodb: str = "auto", drill_sessions: int = 
             soft_wrap=True,
         )
         return lifecycle_ok
-    from sessionflow._drill import DrillSettings, run_drill  # noqa: PLC0415 - needs hdrhistogram
     from sessionflow.cli import print_drill_summary  # noqa: PLC0415 - the CLI imports this module
 
     console.rule("migration drill: Redis -> DynamoDB under live traffic")
-    settings = DrillSettings(items=drill_sessions, seconds_per_stage=1.0, workers=8, rate=150)
     report = run_drill(settings, console.print)
     print_drill_summary(report)
     return lifecycle_ok and bool(report["passed"])
