@@ -133,6 +133,8 @@ def test_advance_refuses_cutover_before_the_backfill(servers: Servers, config: P
             ["backfill", "--worker", "0/1000001"],
             "--worker 0/1000001: n, the number of workers, must be at most 1,000,000",
         ),
+        (["backfill", "--page-size", "10001"], "--page-size"),
+        (["backfill", "--concurrency", "1000000"], "--concurrency"),
         (["verify", "--mode", "everything"], "--mode must be full or sample"),
         (["verify", "--sample", "0"], "--sample must be from 0.000001 (one session in"),
         # a share of 10,000,000 hash shares: more than a scan can be split into

@@ -82,7 +82,8 @@ def test_the_adr_configuration_loads(tmp_path: Path) -> None:
         ({"hot_storage": {"ttl": "2h"}}, "hot_storage.ttl must be a number"),
         ({"hot_storage": {"color": 1}}, "unknown setting"),
         ({"cold_storage": {"ttl": 60}}, "cold_storage.ttl must be at least hot_storage.ttl"),
-        ({"sync": {"batch_size": 0}}, "sync.batch_size must be at least 1"),
+        ({"sync": {"batch_size": 0}}, "sync.batch_size must be from 1 to 10,000, not 0"),
+        ({"sync": {"batch_size": 10**12}}, "sync.batch_size must be from 1 to 10,000"),
         ({"sync": {"batch_size": 2.5}}, "whole number"),
         ({"sync": {"durability": "sometimes"}}, "durability must be one of"),
         ({"sync": {"sync_interval": -1}}, "sync.sync_interval must be a positive number"),
@@ -254,7 +255,7 @@ def test_tier_commands_fail_with_one_line_and_an_exit_code(tmp_path: Path) -> No
     bad.write_text("session_config:\n  sync: {batch_size: 0}\n")
     result = runner.invoke(app, ["tier", "sweep", "-c", str(bad)])
     assert result.exit_code == 2
-    assert "sync.batch_size must be at least 1" in result.output
+    assert "sync.batch_size must be from 1 to 10,000, not 0" in result.output
     unreachable = tmp_path / "down.yaml"
     unreachable.write_text(
         yaml.safe_dump(

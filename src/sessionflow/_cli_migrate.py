@@ -33,7 +33,7 @@ from sessionflow._errors import BackendError, ConfigError, MigrationRefused, one
 from sessionflow._migration_config import MigrationConfig
 from sessionflow._migration_reports import BackfillProgress, MigrationStatus, VerifyReport
 from sessionflow._open_backend import open_migration
-from sessionflow._scan import MAX_WORKERS, SAMPLE_RANGE, SMALLEST_SAMPLE
+from sessionflow._scan import MAX_IN_FLIGHT, MAX_PAGE, MAX_WORKERS, SAMPLE_RANGE, SMALLEST_SAMPLE
 from sessionflow._stages import Stage, parse_stage
 
 migrate_app = typer.Typer(
@@ -272,11 +272,11 @@ def _parse_worker(text: str) -> tuple[int, int]:
 def backfill(
     config: Path = CONFIG_OPTION,
     worker: str = typer.Option("0/1", help="This worker's share, i/n (n workers in all)."),
-    page_size: int = typer.Option(500, min=1, help="Records per scan page."),
+    page_size: int = typer.Option(500, min=1, max=MAX_PAGE, help="Records per scan page."),
     batch_size: int = typer.Option(
         100, min=1, max=100, help="Records per guarded batch (one DynamoDB transaction)."
     ),
-    concurrency: int = typer.Option(4, min=1, help="Guarded batches in flight."),
+    concurrency: int = typer.Option(4, min=1, max=MAX_IN_FLIGHT, help="Guarded batches in flight."),
     max_rate: float | None = typer.Option(None, min=1, help="At most this many records/s."),
     max_capacity: float | None = typer.Option(
         None, min=1, help="At most this many DynamoDB capacity units/s."

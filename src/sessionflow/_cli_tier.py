@@ -22,6 +22,7 @@ from sessionflow._cli_limits import LONGEST_WAIT_SECONDS
 from sessionflow._concurrency import async_stop_if_cancelled
 from sessionflow._errors import BackendError, ConfigError, one_line
 from sessionflow._open_backend import open_tier
+from sessionflow._scan import MAX_PAGE
 from sessionflow._tier import SweepReport
 from sessionflow._tier_config import TierConfig
 
@@ -111,7 +112,9 @@ def _repeat(
         console.print("stopped")
 
 
-BATCH_OPTION = typer.Option(None, min=1, help="Sessions per batch (default: sync.batch_size).")
+BATCH_OPTION = typer.Option(
+    None, min=1, max=MAX_PAGE, help="Sessions per batch (default: sync.batch_size)."
+)
 LOOP_OPTION = typer.Option(False, "--loop", help="Keep running every sync interval.")
 
 

@@ -35,14 +35,20 @@ def check_fraction(name: str, value: object) -> None:
         raise ConfigError(f"{name} must be a number between 0 and 1, not {value!r}")
 
 
-def check_count(name: str, value: object) -> None:
-    """Raise `ConfigError` unless `value` is a whole number of at least 1 (a batch size).
+def check_count(name: str, value: object, *, most: int | None = None) -> None:
+    """Raise `ConfigError` unless `value` is a whole number from 1 to `most` (a batch size).
 
     A zero divides by zero in a batch count, a negative one slices from the end, and a
     float or bool slips into slices and ranges only to fail there.
     """
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a whole number of at least 1, not {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < 1
+        or (most is not None and value > most)
+    ):
+        bound = "of at least 1" if most is None else f"from 1 to {most:,}"
+        raise ConfigError(f"{name} must be a whole number {bound}, not {value!r}")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import enum
 from dataclasses import dataclass
 
 from sessionflow._errors import ConfigError, CorruptRecord, SessionflowError
+from sessionflow._policy import check_count
 from sessionflow._record import SessionRecord
 
 
@@ -47,6 +48,16 @@ MAX_WORKERS = 1_000_000
 SMALLEST_SAMPLE = 1 / MAX_WORKERS
 """The smallest share a sampled verification reads: one of `MAX_WORKERS` hash shares."""
 SAMPLE_RANGE = f"from {SMALLEST_SAMPLE:f} (one session in {MAX_WORKERS:,}) to 1"
+MAX_PAGE = 10_000
+"""The most records a scan page or a job's batch may hold: a job keeps its pages in memory."""
+MAX_IN_FLIGHT = 256
+"""The most batches a job keeps in flight at once (each up to a page of records)."""
+
+
+def check_scan(count: int, worker: int, workers: int) -> None:
+    """Raise `ConfigError` unless a scan's page size and share are ones a backend serves."""
+    check_count("count", count, most=MAX_PAGE)
+    check_share(worker, workers)
 
 
 def check_share(worker: int, workers: int) -> None:

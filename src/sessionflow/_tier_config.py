@@ -32,6 +32,7 @@ from sessionflow._dynamodb_layout import check_table_name
 from sessionflow._errors import ConfigError
 from sessionflow._policy import check_seconds
 from sessionflow._redis_layout import check_prefix
+from sessionflow._scan import MAX_PAGE
 from sessionflow._service_config import read_settings_file
 from sessionflow._tier import Durability, parse_durability
 from sessionflow._urls import check_endpoint_url, check_redis_url
@@ -94,8 +95,10 @@ class TierConfig:
             check_seconds(_PATHS[name], getattr(self, name))
         for name in ("compliance_retention", "analytics_retention", "cross_region_delay"):
             check_seconds(_PATHS.get(name, name), getattr(self, name), zero_ok=True)
-        if self.batch_size < 1:
-            raise ConfigError("sync.batch_size must be at least 1")
+        if not 1 <= self.batch_size <= MAX_PAGE:
+            raise ConfigError(
+                f"sync.batch_size must be from 1 to {MAX_PAGE:,}, not {self.batch_size:,}"
+            )
         if self.hot_ttl < self.promotion_threshold:
             raise ConfigError(
                 "hot_storage.ttl must be at least hot_storage.promotion_threshold "

@@ -423,7 +423,9 @@ async def test_bad_tier_settings_are_refused(clock: ManualClock) -> None:
 @pytest.mark.parametrize(
     ("sizes", "reason"),
     [
-        ({"batch_size": 0}, "batch_size must be a whole number of at least 1, not 0"),
+        ({"batch_size": 0}, "batch_size must be a whole number from 1 to 10,000, not 0"),
+        ({"batch_size": 10**12}, "batch_size must be a whole number from 1 to 10,000"),
+        ({"concurrency": 257}, "concurrency must be a whole number from 1 to 256"),
         ({"batch_size": -3}, "batch_size must be"),
         ({"batch_size": 2.5}, "batch_size must be"),
         ({"batch_size": True}, "batch_size must be"),

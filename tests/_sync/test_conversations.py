@@ -166,6 +166,17 @@ def test_delete_all_removes_every_entry_of_one_owner(conversations: Any, owner: 
     assert conversations.get(f"{owner}-x", "keep") is not None
 
 
+@pytest.mark.parametrize("count", [0, -1, 10_001])
+def test_a_scan_page_size_it_cannot_serve_is_refused(
+    conversations: Any, owner: str, count: int
+) -> None:
+    if not hasattr(conversations, "scan_entries"):
+        pytest.skip("a migrating store is not scanned itself: its two stores are")
+    conversations.record(owner, "bob", {"last": "hi"}, 100.0)
+    with pytest.raises(ConfigError, match="count must be a whole number from 1 to 10,000"):
+        conversations.scan_entries(None, count=count)
+
+
 @pytest.mark.parametrize(
     ("args", "error", "reason"),
     [

@@ -112,6 +112,25 @@ def test_scan_rejects_a_bad_share(
         sync_store.backend.scan(None, worker=worker, workers=workers)
 
 
+@pytest.mark.parametrize(
+    ("count", "message"),
+    [
+        (0, "count must be a whole number from 1 to 10,000, not 0"),
+        (-5, "count must be a whole number from 1 to 10,000, not -5"),
+        (2.5, "count must be a whole number from 1 to 10,000, not 2.5"),
+        (10_001, "count must be a whole number from 1 to 10,000, not 10001"),
+    ],
+)
+def test_scan_rejects_a_page_size_it_cannot_serve(
+    sync_store: SessionStore, count: Any, message: str
+) -> None:
+    """A page of 0 failed differently on every backend: an IndexError in memory, Redis's
+    syntax error, DynamoDB's validation error; a huge one read a whole database at once."""
+    sync_store.create({"n": 1})
+    with pytest.raises(ConfigError, match=message):
+        sync_store.backend.scan(None, count=count)
+
+
 def test_guarded_copy_lands_on_an_empty_target_and_reads_back(
     sync_store: SessionStore, clock: ManualClock, user: str
 ) -> None:

@@ -121,11 +121,23 @@ def test_a_repair_that_fails_keeps_the_key_queued(fleet: Fleet) -> None:
 def test_bad_job_sizes_are_refused_before_a_store_is_touched(fleet: Fleet) -> None:
     """A zero batch drained nothing and reported an empty queue; a float failed in a slice."""
     for sizes in ({"batch": 0}, {"batch": -1}, {"concurrency": 0}):
-        with pytest.raises(ConfigError, match="must be a whole number of at least 1"):
+        with pytest.raises(ConfigError, match="must be a whole number from 1 to"):
             fleet.migration.repair(**sizes)
     for sizes in ({"page_size": 0}, {"batch_size": 2.5}, {"concurrency": -1}):
-        with pytest.raises(ConfigError, match="must be a whole number of at least 1"):
+        with pytest.raises(ConfigError, match="must be a whole number from 1 to"):
             fleet.migration.backfill(**sizes)
+    # a page a job holds, and the pages it keeps in flight, are its memory
+    for sizes, message in (
+        ({"page_size": 10_001}, "page_size must be a whole number from 1 to 10,000"),
+        ({"concurrency": 257}, "concurrency must be a whole number from 1 to 256"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            fleet.migration.backfill(**sizes)
+    with pytest.raises(ConfigError, match="concurrency must be a whole number from 1 to 256"):
+        fleet.migration.repair(concurrency=10**9)
+    for page_size in (0, 10_001):
+        with pytest.raises(ConfigError, match="page_size must be a whole number from 1 to"):
+            fleet.migration.verify(page_size=page_size)
 
 
 @pytest.mark.parametrize(

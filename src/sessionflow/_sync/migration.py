@@ -57,7 +57,15 @@ from sessionflow._migration_stats import MigrationStats
 from sessionflow._policy import check_count, check_fraction, check_seconds
 from sessionflow._quarantine import REFUSED_BY_STORE, refusal_reason
 from sessionflow._record import SessionRecord
-from sessionflow._scan import SAMPLE_RANGE, SMALLEST_SAMPLE, GuardedResult, GuardedWrite, ScanPage
+from sessionflow._scan import (
+    MAX_IN_FLIGHT,
+    MAX_PAGE,
+    SAMPLE_RANGE,
+    SMALLEST_SAMPLE,
+    GuardedResult,
+    GuardedWrite,
+    ScanPage,
+)
 from sessionflow._stages import FleetState, Stage, refusal
 
 logger = logging.getLogger("sessionflow.migration")
@@ -289,12 +297,12 @@ class Migration:
         Refused before ``dualwrite`` (sessions changed meanwhile would not be copied),
         unless forced.
         """
-        for name, count in (
-            ("page_size", page_size),
-            ("batch_size", batch_size),
-            ("concurrency", concurrency),
+        for name, count, most in (
+            ("page_size", page_size, MAX_PAGE),
+            ("batch_size", batch_size, MAX_PAGE),
+            ("concurrency", concurrency, MAX_IN_FLIGHT),
         ):
-            check_count(name, count)
+            check_count(name, count, most=most)
         stage = (self.control.read_stage()).stage
         if not force and stage not in (Stage.DUALWRITE, Stage.SHADOW):
             raise MigrationRefused(
@@ -468,6 +476,7 @@ class Migration:
         """
         if mode not in ("full", "sample"):
             raise ConfigError("mode must be 'full' or 'sample'")
+        check_count("page_size", page_size, most=MAX_PAGE)
         if not SMALLEST_SAMPLE <= sample <= 1:
             raise ConfigError(f"sample must be {SAMPLE_RANGE}, not {sample!r}")
         stage = (self.control.read_stage()).stage
@@ -560,8 +569,8 @@ class Migration:
 
         A key that cannot be reconciled now (a store down) stays queued for the next run.
         """
-        check_count("batch", batch)
-        check_count("concurrency", concurrency)
+        check_count("batch", batch, most=MAX_PAGE)
+        check_count("concurrency", concurrency, most=MAX_IN_FLIGHT)
         report = RepairReport()
         began = time.monotonic()
         seen_failed: set[str] = set()

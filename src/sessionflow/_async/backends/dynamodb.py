@@ -25,7 +25,7 @@ from sessionflow._errors import (
     VersionConflict,
 )
 from sessionflow._record import SessionRecord
-from sessionflow._scan import GuardedResult, GuardedWrite, ScanPage, check_share
+from sessionflow._scan import GuardedResult, GuardedWrite, ScanPage, check_scan
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb.client import DynamoDBClient as AsyncDynamoDBClient
@@ -339,7 +339,7 @@ class AsyncDynamoDBBackend:
         workers: int = 1,
     ) -> ScanPage:
         """See `AsyncBackend.scan`: a consistent Scan; workers are parallel-scan segments."""
-        check_share(worker, workers)
+        check_scan(count, worker, workers)
         request: dict[str, Any] = {
             "TableName": self._table,
             "Limit": count,

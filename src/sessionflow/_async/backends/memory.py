@@ -13,7 +13,7 @@ from sessionflow._scan import (
     GuardedResult,
     GuardedWrite,
     ScanPage,
-    check_share,
+    check_scan,
     guard_verdict,
     in_share,
 )
@@ -145,7 +145,7 @@ class AsyncMemoryBackend:
         workers: int = 1,
     ) -> ScanPage:
         """See `AsyncBackend.scan`: keys in sorted order; the cursor is the last key returned."""
-        check_share(worker, workers)
+        check_scan(count, worker, workers)
         with self._lock:
             keys = sorted(k for k in self._records if cursor is None or k > cursor)
             page = keys[:count]

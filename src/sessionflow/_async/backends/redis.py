@@ -30,7 +30,7 @@ from sessionflow._errors import (
 from sessionflow._ids import key_hint
 from sessionflow._record import SessionRecord
 from sessionflow._redis_failures import failure_reason, leaked_by_redis_py, redis_failures
-from sessionflow._scan import GuardedResult, GuardedWrite, ScanPage, check_share, in_share
+from sessionflow._scan import GuardedResult, GuardedWrite, ScanPage, check_scan, in_share
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis as AsyncRedis
@@ -291,7 +291,7 @@ class AsyncRedisBackend:
         on an unchanged source; such a pass ends with the keys of the slots still
         migrating, read from both their nodes.
         """
-        check_share(worker, workers)
+        check_scan(count, worker, workers)
         position: dict[str, Any] = (
             {"node": 0, "cursor": 0} if cursor is None else json.loads(cursor)
         )

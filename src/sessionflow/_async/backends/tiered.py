@@ -49,7 +49,7 @@ from sessionflow._ids import key_hint
 from sessionflow._policy import check_count, check_seconds
 from sessionflow._quarantine import REFUSED_BY_STORE, refusal_reason
 from sessionflow._record import SessionRecord
-from sessionflow._scan import GuardedResult, GuardedWrite, ScanPage
+from sessionflow._scan import MAX_IN_FLIGHT, MAX_PAGE, GuardedResult, GuardedWrite, ScanPage
 from sessionflow._tier import (
     Durability,
     HotTierHealth,
@@ -617,7 +617,7 @@ class AsyncTieredBackend:
         `progress` is called after every page with the records read so far, both tiers
         together (a cold session is read in each tier it is in).
         """
-        check_count("page_size", page_size)
+        check_count("page_size", page_size, most=MAX_PAGE)
         report = progress or _ignore
         now = self.clock.now()
         read = 0
@@ -880,7 +880,7 @@ def _ignore(_: int) -> None:
 
 def _check_job(batch_size: int, max_batches: int | None, concurrency: int) -> None:
     """Refuse a sweep's or a flush's sizes before it touches a tier (`ConfigError`)."""
-    check_count("batch_size", batch_size)
-    check_count("concurrency", concurrency)
+    check_count("batch_size", batch_size, most=MAX_PAGE)
+    check_count("concurrency", concurrency, most=MAX_IN_FLIGHT)
     if max_batches is not None:
         check_count("max_batches", max_batches)

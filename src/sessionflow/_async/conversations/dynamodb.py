@@ -33,7 +33,7 @@ from sessionflow._conversation import (
 from sessionflow._dynamodb_client import dynamodb_errors, error_code
 from sessionflow._dynamodb_layout import check_table_name
 from sessionflow._errors import BackendError, CorruptRecord, SessionflowError
-from sessionflow._scan import GuardedResult, GuardedWrite, check_share
+from sessionflow._scan import GuardedResult, GuardedWrite, check_scan
 
 OWNER, OPPONENT, TIME_INDEX = "owner_id", "opponent_id", "by_time"
 DELETE_CONCURRENCY = 8
@@ -316,7 +316,7 @@ class AsyncDynamoDBConversations:
         self, cursor: str | None = None, *, count: int = 500, worker: int = 0, workers: int = 1
     ) -> tuple[builtins.list[Conversation | CorruptRecord], str | None]:
         """See `AsyncMigratableConversations.scan_entries`: a consistent Scan, in segments."""
-        check_share(worker, workers)
+        check_scan(count, worker, workers)
         request: dict[str, Any] = {"TableName": self._table, "Limit": count, "ConsistentRead": True}
         if workers > 1:
             request["Segment"], request["TotalSegments"] = worker, workers

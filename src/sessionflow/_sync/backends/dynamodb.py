@@ -26,7 +26,7 @@ from sessionflow._errors import (
     VersionConflict,
 )
 from sessionflow._record import SessionRecord
-from sessionflow._scan import GuardedResult, GuardedWrite, ScanPage, check_share
+from sessionflow._scan import GuardedResult, GuardedWrite, ScanPage, check_scan
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient as DynamoDBClient
@@ -340,7 +340,7 @@ class DynamoDBBackend:
         workers: int = 1,
     ) -> ScanPage:
         """See `Backend.scan`: a consistent Scan; workers are parallel-scan segments."""
-        check_share(worker, workers)
+        check_scan(count, worker, workers)
         request: dict[str, Any] = {
             "TableName": self._table,
             "Limit": count,

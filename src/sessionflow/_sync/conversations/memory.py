@@ -25,7 +25,7 @@ from sessionflow._conversation import (
 )
 from sessionflow._conversation_records import entry_verdict, owner_share_key
 from sessionflow._errors import CorruptRecord
-from sessionflow._scan import GuardedResult, GuardedWrite, check_share, in_share
+from sessionflow._scan import GuardedResult, GuardedWrite, check_scan, in_share
 
 
 class MemoryConversations:
@@ -118,7 +118,7 @@ class MemoryConversations:
         self, cursor: str | None = None, *, count: int = 500, worker: int = 0, workers: int = 1
     ) -> tuple[builtins.list[Conversation | CorruptRecord], str | None]:
         """See `MigratableConversations.scan_entries`: owners, then opponents, sorted."""
-        check_share(worker, workers)
+        check_scan(count, worker, workers)
         after = ("", "") if cursor is None else tuple(orjson.loads(cursor))
         owners = sorted(
             owner

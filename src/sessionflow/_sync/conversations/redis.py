@@ -41,7 +41,7 @@ from sessionflow._conversation_records import owner_share_key
 from sessionflow._errors import BackendError, CorruptRecord, SessionflowError
 from sessionflow._redis_failures import redis_failures
 from sessionflow._redis_layout import check_client
-from sessionflow._scan import GuardedResult, GuardedWrite, check_share, in_share
+from sessionflow._scan import GuardedResult, GuardedWrite, check_scan, in_share
 
 DELETE_CHUNK = 500
 SCAN_KEYS = 100
@@ -297,7 +297,7 @@ class RedisConversations:
         The cursor holds the node, its SCAN cursor, the owners found and not yet read, and
         the HSCAN cursor of the first of them.
         """
-        check_share(worker, workers)
+        check_scan(count, worker, workers)
         position: dict[str, Any] = (
             {"node": 0, "scan": 0, "pending": [], "field": 0}
             if cursor is None
