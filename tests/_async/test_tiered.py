@@ -408,6 +408,24 @@ async def test_lifecycle_states_per_session_and_counted(clock: ManualClock) -> N
     assert backend.stats.lifecycle["cold"] == 2
 
 
+async def test_lifecycle_counts_see_every_unflushed_change_however_many(
+    clock: ManualClock,
+) -> None:
+    """The count read at most 1,000,000 dirty marks up front (and held them all in memory):
+    past them, a session the cold tier lacks was counted as already in it."""
+    backend, store = _tier(clock, Durability.WRITE_BACK)
+    for i in range(1_000_000):  # changes of sessions other processes hold, not flushed yet
+        await backend.index.changed(f"{i:064x}", 1)
+    unflushed = await store.create({"s": "not in the cold tier yet"})
+    assert await backend.lifecycle(unflushed.key) is Lifecycle.CREATING
+    counts = await backend.count_lifecycle()
+    assert counts[Lifecycle.CREATING] == 1
+    assert await backend.index.dirty_versions([unflushed.key, "f" * 64]) == [
+        unflushed.version,
+        None,
+    ]
+
+
 async def test_bad_tier_settings_are_refused(clock: ManualClock) -> None:
     with pytest.raises(ConfigError, match="evict"):
         AsyncTieredBackend(object(), AsyncMemoryBackend(clock), AsyncMemoryTierIndex())  # type: ignore[arg-type]
@@ -1007,3 +1025,21 @@ async def test_a_background_promotion_that_fails_never_reaches_the_caller(
     assert record is not None
     assert backend.stats.hot_outages == (1 if ANSWERS_FIRST else 0)
     assert (await store.get(session.id)) is not None  # served all along
+
+
+@pytest.mark.parametrize("on_cluster", [False, True])
+async def test_the_redis_index_reads_the_dirty_marks_of_a_page_in_one_command(
+    servers: Any, prefix: str, on_cluster: bool
+) -> None:
+    client: Any = (
+        AsyncRedisCluster(host="127.0.0.1", port=servers.cluster_port)
+        if on_cluster
+        else AsyncRedis(port=servers.redis.port)
+    )
+    async with client:
+        index = AsyncRedisTierIndex(client, prefix=prefix)
+        await index.changed("a" * 64, 3)
+        await index.changed("b" * 64, 7)
+        await index.flushed("b" * 64, 7)
+        assert await index.dirty_versions(["a" * 64, "b" * 64, "c" * 64]) == [3, None, None]
+        assert await index.dirty_versions([]) == []

@@ -409,6 +409,24 @@ def test_lifecycle_states_per_session_and_counted(clock: ManualClock) -> None:
     assert backend.stats.lifecycle["cold"] == 2
 
 
+def test_lifecycle_counts_see_every_unflushed_change_however_many(
+    clock: ManualClock,
+) -> None:
+    """The count read at most 1,000,000 dirty marks up front (and held them all in memory):
+    past them, a session the cold tier lacks was counted as already in it."""
+    backend, store = _tier(clock, Durability.WRITE_BACK)
+    for i in range(1_000_000):  # changes of sessions other processes hold, not flushed yet
+        backend.index.changed(f"{i:064x}", 1)
+    unflushed = store.create({"s": "not in the cold tier yet"})
+    assert backend.lifecycle(unflushed.key) is Lifecycle.CREATING
+    counts = backend.count_lifecycle()
+    assert counts[Lifecycle.CREATING] == 1
+    assert backend.index.dirty_versions([unflushed.key, "f" * 64]) == [
+        unflushed.version,
+        None,
+    ]
+
+
 def test_bad_tier_settings_are_refused(clock: ManualClock) -> None:
     with pytest.raises(ConfigError, match="evict"):
         TieredBackend(object(), MemoryBackend(clock), MemoryTierIndex())  # type: ignore[arg-type]
@@ -1008,3 +1026,21 @@ def test_a_background_promotion_that_fails_never_reaches_the_caller(
     assert record is not None
     assert backend.stats.hot_outages == (1 if ANSWERS_FIRST else 0)
     assert (store.get(session.id)) is not None  # served all along
+
+
+@pytest.mark.parametrize("on_cluster", [False, True])
+def test_the_redis_index_reads_the_dirty_marks_of_a_page_in_one_command(
+    servers: Any, prefix: str, on_cluster: bool
+) -> None:
+    client: Any = (
+        RedisCluster(host="127.0.0.1", port=servers.cluster_port)
+        if on_cluster
+        else Redis(port=servers.redis.port)
+    )
+    with client:
+        index = RedisTierIndex(client, prefix=prefix)
+        index.changed("a" * 64, 3)
+        index.changed("b" * 64, 7)
+        index.flushed("b" * 64, 7)
+        assert index.dirty_versions(["a" * 64, "b" * 64, "c" * 64]) == [3, None, None]
+        assert index.dirty_versions([]) == []

@@ -8,6 +8,7 @@ the hot tier (Redis sorted sets, `AsyncRedisTierIndex`, or memory for one proces
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 
@@ -33,6 +34,10 @@ class AsyncTierIndex(Protocol):
 
     async def dirty(self, limit: int) -> list[tuple[str, int]]:
         """Return up to `limit` (key, version) pairs of changes the cold tier lacks."""
+        ...
+
+    async def dirty_versions(self, keys: Sequence[str]) -> list[int | None]:
+        """Return the version of each key's dirty mark, None where the cold tier lacks nothing."""
         ...
 
     async def flushed(self, key: str, version: int) -> None:
@@ -78,6 +83,11 @@ class AsyncMemoryTierIndex:
         """See `AsyncTierIndex.dirty`."""
         with self._lock:
             return list(self._dirty.items())[:limit]
+
+    async def dirty_versions(self, keys: Sequence[str]) -> list[int | None]:
+        """See `AsyncTierIndex.dirty_versions`."""
+        with self._lock:
+            return [self._dirty.get(key) for key in keys]
 
     async def flushed(self, key: str, version: int) -> None:
         """See `AsyncTierIndex.flushed`."""

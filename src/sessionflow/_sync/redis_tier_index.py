@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sessionflow._redis_failures import redis_failures
@@ -59,6 +60,14 @@ class RedisTierIndex:
         with redis_failures("the tier index is unreachable"):
             pairs = self._client.zrange(self._dirty_key, 0, limit - 1, withscores=True)
         return [(_text(key), int(score)) for key, score in pairs]
+
+    def dirty_versions(self, keys: Sequence[str]) -> list[int | None]:
+        """See `TierIndex.dirty_versions`: one ZMSCORE."""
+        if not keys:
+            return []
+        with redis_failures("the tier index is unreachable"):
+            scores = self._client.zmscore(self._dirty_key, list(keys))
+        return [None if score is None else int(score) for score in scores]
 
     def flushed(self, key: str, version: int) -> None:
         """See `TierIndex.flushed`."""

@@ -9,6 +9,7 @@ the hot tier (Redis sorted sets, `RedisTierIndex`, or memory for one process).
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 
@@ -34,6 +35,10 @@ class TierIndex(Protocol):
 
     def dirty(self, limit: int) -> list[tuple[str, int]]:
         """Return up to `limit` (key, version) pairs of changes the cold tier lacks."""
+        ...
+
+    def dirty_versions(self, keys: Sequence[str]) -> list[int | None]:
+        """Return the version of each key's dirty mark, None where the cold tier lacks nothing."""
         ...
 
     def flushed(self, key: str, version: int) -> None:
@@ -79,6 +84,11 @@ class MemoryTierIndex:
         """See `TierIndex.dirty`."""
         with self._lock:
             return list(self._dirty.items())[:limit]
+
+    def dirty_versions(self, keys: Sequence[str]) -> list[int | None]:
+        """See `TierIndex.dirty_versions`."""
+        with self._lock:
+            return [self._dirty.get(key) for key in keys]
 
     def flushed(self, key: str, version: int) -> None:
         """See `TierIndex.flushed`."""

@@ -622,12 +622,13 @@ class AsyncTieredBackend:
         now = self.clock.now()
         read = 0
         counts = dict.fromkeys(Lifecycle, 0)
-        dirty = {key for key, _ in await self.index.dirty(1_000_000)}
         cursor: str | None = None
         while True:
             await async_stop_if_cancelled()
             page = await self.hot.scan(cursor, count=page_size)
             records = [r for r in page.records if isinstance(r, SessionRecord)]
+            marks = await self.index.dirty_versions([r.key for r in records])
+            dirty = {r.key for r, mark in zip(records, marks, strict=True) if mark is not None}
             unflushed = [r.key for r in records if r.key in dirty]
             in_cold = {
                 key

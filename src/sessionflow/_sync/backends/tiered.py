@@ -623,12 +623,13 @@ class TieredBackend:
         now = self.clock.now()
         read = 0
         counts = dict.fromkeys(Lifecycle, 0)
-        dirty = {key for key, _ in self.index.dirty(1_000_000)}
         cursor: str | None = None
         while True:
             sync_stop_if_cancelled()
             page = self.hot.scan(cursor, count=page_size)
             records = [r for r in page.records if isinstance(r, SessionRecord)]
+            marks = self.index.dirty_versions([r.key for r in records])
+            dirty = {r.key for r, mark in zip(records, marks, strict=True) if mark is not None}
             unflushed = [r.key for r in records if r.key in dirty]
             in_cold = {
                 key
