@@ -166,6 +166,9 @@ def test_bad_arguments_exit_2_with_one_line(config: Path, args: list[str], messa
         (('[migration]\n[migration.old]\nbackend = "redis"\n'
          '[migration.new]\nbackend = "dynamodb"\ndynamodb_table = "eu sessions"\n'),
          "table name must be 3 to 255 letters"),
+        (('[migration]\n[migration.old]\nbackend = "redis"\n'
+         '[migration.new]\nbackend = "dynamodb"\ndynamodb_region = "-us-east-1"\n'),
+         "dynamodb_region must be an AWS region name like us-east-1, not '-us-east-1'"),
         (('[migration]\nstage_ttl = nan\n[migration.old]\nbackend = "redis"\n'
          '[migration.new]\nbackend = "dynamodb"\n'),
          "migration.stage_ttl must be a number of seconds from 0 up to 100 years, not nan"),

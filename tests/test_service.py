@@ -337,6 +337,12 @@ def test_config_from_toml_yaml_and_environment(tmp_path: Path) -> None:
         ("redis_prefix = ''", ".toml", "key prefix must be non-empty and free of braces"),
         ("redis_prefix = 'a{b}'", ".toml", "key prefix must be non-empty and free of braces"),
         ("dynamodb_table = 'a b'", ".toml", "table name must be 3 to 255 letters"),
+        # botocore raised InvalidRegionError out of the service's start, as a traceback
+        (
+            "dynamodb_region = '../../x'",
+            ".toml",
+            "dynamodb_region must be an AWS region name like us-east-1, not '../../x'",
+        ),
         ("admin_token = '                    '", ".toml", "visible ASCII characters"),
         ("admin_token = 'abcdefghij klmnopq'", ".toml", "without spaces"),
         ("backend = 'memory'", ".ini", "^[^:]*service.ini: use a .toml, .yaml or .yml file$"),

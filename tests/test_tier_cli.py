@@ -83,6 +83,10 @@ def test_the_adr_configuration_loads(tmp_path: Path) -> None:
         ({"hot_storage": {"color": 1}}, "unknown setting"),
         ({"cold_storage": {"ttl": 60}}, "cold_storage.ttl must be at least hot_storage.ttl"),
         ({"sync": {"batch_size": 0}}, "sync.batch_size must be from 1 to 10,000, not 0"),
+        (
+            {"cold_storage": {"dynamodb_region": "eu west"}},
+            "cold_storage.dynamodb_region must be an AWS region name like us-east-1",
+        ),
         ({"sync": {"batch_size": 10**12}}, "sync.batch_size must be from 1 to 10,000"),
         ({"sync": {"batch_size": 2.5}}, "whole number"),
         ({"sync": {"durability": "sometimes"}}, "durability must be one of"),

@@ -20,6 +20,8 @@ from sessionflow._ids import key_hint
 from sessionflow._record import SessionRecord, tombstone_record
 
 _TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
+# botocore's own rule: anything else fails when the client is made (InvalidRegionError).
+_REGION_NAME = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?")
 
 PARTITION_KEY = "session_id"
 USER_INDEX = "user_id-created_at-index"
@@ -34,6 +36,12 @@ def check_table_name(name: str) -> None:
         raise ConfigError(
             f"a DynamoDB table name must be 3 to 255 letters, digits, '_', '-' or '.', not {name!r}"
         )
+
+
+def check_region(setting: str, name: str) -> None:
+    """Refuse a region name botocore would refuse when the client is made."""
+    if not isinstance(name, str) or not _REGION_NAME.fullmatch(name):
+        raise ConfigError(f"{setting} must be an AWS region name like us-east-1, not {name!r}")
 
 
 # The condition a save carries: the version it read, and not deleted since.

@@ -25,7 +25,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from sessionflow._dynamodb_layout import check_table_name
+from sessionflow._dynamodb_layout import check_region, check_table_name
 from sessionflow._errors import ConfigError
 from sessionflow._policy import check_fraction, check_seconds
 from sessionflow._redis_layout import check_prefix
@@ -56,6 +56,7 @@ class StoreConfig:
         check_store_urls(self.backend, self.redis_url, self.dynamodb_endpoint)
         check_prefix(self.redis_prefix)
         check_table_name(self.dynamodb_table)
+        check_region("dynamodb_region", self.dynamodb_region)
 
     def describe(self) -> str:
         """Name the store without credentials (for status output)."""

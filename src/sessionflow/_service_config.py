@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from sessionflow._body_limit import DEFAULT_MAX_BODY_BYTES
-from sessionflow._dynamodb_layout import check_table_name
+from sessionflow._dynamodb_layout import check_region, check_table_name
 from sessionflow._errors import ConfigError, one_line
 from sessionflow._policy import SessionPolicy, check_seconds
 from sessionflow._redis_layout import check_prefix
@@ -59,6 +59,7 @@ class ServiceConfig:
         check_store_urls(self.backend, self.redis_url, self.dynamodb_endpoint)
         check_prefix(self.redis_prefix)
         check_table_name(self.dynamodb_table)
+        check_region("dynamodb_region", self.dynamodb_region)
         self.policy()  # validates the timeouts
 
     def policy(self) -> SessionPolicy:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sessionflow._dynamodb_layout import check_table_name
+from sessionflow._dynamodb_layout import check_region, check_table_name
 from sessionflow._errors import ConfigError
 from sessionflow._policy import check_seconds
 from sessionflow._redis_layout import check_prefix
@@ -85,6 +85,7 @@ class TierConfig:
     def __post_init__(self) -> None:
         check_prefix(self.redis_prefix)
         check_table_name(self.dynamodb_table)
+        check_region("cold_storage.dynamodb_region", self.dynamodb_region)
         for name in (
             "hot_ttl",
             "promotion_threshold",
