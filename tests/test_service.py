@@ -306,6 +306,13 @@ def test_config_from_toml_yaml_and_environment(tmp_path: Path) -> None:
     assert ServiceConfig.load(None, environ={"SESSIONFLOW_BACKEND": "memory"}).backend == "memory"
     flag = ServiceConfig.load(None, environ={"SESSIONFLOW_REDIS_AUTO_PIPELINE": "false"})
     assert flag.redis_auto_pipeline is False
+    # whole numbers however they are written: 2 MiB as a float, or in an exponent
+    toml.write_text("[sessionflow]\nbackend = 'memory'\nmax_body_bytes = 2097152.0\n")
+    assert ServiceConfig.load(toml, environ={}).max_body_bytes == 2_097_152
+    exponent = ServiceConfig.load(None, environ={"SESSIONFLOW_MAX_BODY_BYTES": "2e6"})
+    assert exponent.max_body_bytes == 2_000_000
+    with pytest.raises(ConfigError, match="environment: max_sessions_per_user must be a whole"):
+        ServiceConfig.load(None, environ={"SESSIONFLOW_MAX_SESSIONS_PER_USER": "2.5"})
 
 
 @pytest.mark.parametrize(
@@ -330,6 +337,10 @@ def test_config_from_toml_yaml_and_environment(tmp_path: Path) -> None:
         ("backend = 'redis-cluster'\nredis_url = 'redis-sentinel://h#m'", ".toml", "no sentinels"),
         ("backend = 'dynamodb'\ndynamodb_endpoint = 'http://h:p'", ".toml", "cast to integer"),
         ("max_body_bytes = 0", ".toml", "max_body_bytes must be at least 1"),
+        # int(inf) raised OverflowError out of the check; int(2.7) quietly made a cap of 2
+        ("max_body_bytes = inf", ".toml", "max_body_bytes must be a whole number, not inf"),
+        ("max_sessions_per_user = 2.7", ".toml", "must be a whole number, not 2.7"),
+        ("max_sessions_per_user: .nan", ".yaml", "must be a whole number, not nan"),
         ("idle_timeout = nan", ".toml", "idle_timeout must be a positive number of seconds"),
         ("absolute_timeout = inf", ".toml", "absolute_timeout must be a positive number"),
         ("idle_timeout: .nan", ".yaml", "idle_timeout must be a positive number of seconds"),

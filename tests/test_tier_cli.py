@@ -89,6 +89,7 @@ def test_the_adr_configuration_loads(tmp_path: Path) -> None:
         ),
         ({"sync": {"batch_size": 10**12}}, "sync.batch_size must be from 1 to 10,000"),
         ({"sync": {"batch_size": 2.5}}, "whole number"),
+        ({"sync": {"batch_size": math.inf}}, "sync.batch_size must be a whole number, not inf"),
         ({"sync": {"durability": "sometimes"}}, "durability must be one of"),
         ({"sync": {"sync_interval": -1}}, "sync.sync_interval must be a positive number"),
         ({"hot_storage": {"ttl": math.nan}}, "hot_storage.ttl must be a positive number"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -33,6 +34,29 @@ def check_fraction(name: str, value: object) -> None:
     """
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
         raise ConfigError(f"{name} must be a number between 0 and 1, not {value!r}")
+
+
+def whole_number(raw: object) -> int | None:
+    """Return `raw` as an int if it is a whole number (``7``, ``7.0``, ``"7"``, ``"7e3"``).
+
+    None for anything else: a fraction, an infinity or NaN (``int(inf)`` raises
+    OverflowError, ``int(2.7)`` quietly makes 2), a bool, text that is not a number.
+    """
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, str):
+        try:
+            return int(raw)
+        except ValueError:
+            try:
+                raw = float(raw)
+            except ValueError:
+                return None
+    if isinstance(raw, float) and math.isfinite(raw) and raw.is_integer():
+        return int(raw)
+    return None
 
 
 def check_count(name: str, value: object, *, most: int | None = None) -> None:

@@ -13,7 +13,7 @@ from typing import Any, Literal, get_args
 from sessionflow._body_limit import DEFAULT_MAX_BODY_BYTES
 from sessionflow._dynamodb_layout import check_region, check_table_name
 from sessionflow._errors import ConfigError, one_line
-from sessionflow._policy import SessionPolicy, check_seconds
+from sessionflow._policy import SessionPolicy, check_seconds, whole_number
 from sessionflow._redis_layout import check_prefix
 from sessionflow._urls import check_store_urls, redact
 
@@ -161,16 +161,25 @@ def coerce_setting(name: str, annotation: Any, raw: Any, source: str) -> Any:  #
         if isinstance(raw, str) and raw.lower() in _BOOLEANS:
             return _BOOLEANS[raw.lower()]
         raise ConfigError(f"{source}: {name} must be true or false, not {raw!r}")
-    if text.startswith(("float", "int")):
-        if isinstance(raw, bool):
-            raise ConfigError(f"{source}: {name} must be a number, not {raw!r}")
-        try:
-            return float(raw) if text.startswith("float") else int(raw)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{source}: {name} must be a number, not {raw!r}") from exc
+    if text.startswith(("int", "float")):
+        return _coerce_number(f"{source}: {name}", raw, whole=text.startswith("int"))
     if not isinstance(raw, str):
         raise ConfigError(f"{source}: {name} must be a string, not {raw!r}")
     return raw
+
+
+def _coerce_number(where: str, raw: Any, *, whole: bool) -> float | int:  # noqa: ANN401
+    if whole:
+        number = whole_number(raw)
+        if number is None:
+            raise ConfigError(f"{where} must be a whole number, not {raw!r}")
+        return number
+    if isinstance(raw, bool):
+        raise ConfigError(f"{where} must be a number, not {raw!r}")
+    try:
+        return float(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where} must be a number, not {raw!r}") from exc
 
 
 def _parse_settings(path: Path, text: str) -> Any:  # noqa: ANN401 - whatever the file holds

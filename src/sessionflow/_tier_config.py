@@ -30,7 +30,7 @@ from typing import Any
 
 from sessionflow._dynamodb_layout import check_region, check_table_name
 from sessionflow._errors import ConfigError
-from sessionflow._policy import check_seconds
+from sessionflow._policy import check_seconds, whole_number
 from sessionflow._redis_layout import check_prefix
 from sessionflow._scan import MAX_PAGE
 from sessionflow._service_config import read_settings_file
@@ -224,7 +224,8 @@ def _number(name: str, raw: Any, where: str) -> float | int:  # noqa: ANN401
     if isinstance(raw, bool) or not isinstance(raw, int | float):
         raise ConfigError(f"{where} must be a number, not {raw!r}")
     if name == "batch_size":
-        if raw != int(raw):
-            raise ConfigError(f"{where} must be a whole number")
-        return int(raw)
+        whole = whole_number(raw)
+        if whole is None:
+            raise ConfigError(f"{where} must be a whole number, not {raw!r}")
+        return whole
     return float(raw)
