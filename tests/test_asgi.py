@@ -281,6 +281,31 @@ def test_cookie_settings_are_validated(kwargs) -> None:
         CookieSettings(**kwargs)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        # written into Set-Cookie as they were: a ';' starts an attribute of its own, a
+        # line break ends the header; a path not starting with '/' is ignored by browsers
+        ({"domain": "example.com; SameSite=None"}, "cookie domain must be a host name"),
+        ({"domain": "a\r\nSet-Cookie: x=1"}, "cookie domain must be a host name"),
+        ({"domain": ""}, r"cookie domain must be a host name like example.com \(None keeps"),
+        ({"domain": "exa mple.com"}, "cookie domain must be a host name"),
+        ({"path": "app"}, "cookie path must start with '/'"),
+        ({"path": "/app; Domain=evil.example"}, "cookie path must start with '/' and hold no"),
+        ({"path": "/app\n"}, "cookie path must start with '/' and hold no"),
+    ],
+)
+def test_cookie_path_and_domain_cannot_break_the_header(kwargs, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        CookieSettings(**kwargs)
+
+
+def test_a_parent_domain_and_a_sub_path_are_written_as_given() -> None:
+    header = CookieSettings(domain=".example.com", path="/app/v1").header("v", None)
+    assert "; Domain=.example.com;" in header
+    assert "; Path=/app/v1;" in header
+
+
 async def test_a_host_prefixed_cookie_is_written_the_way_browsers_accept_it(store) -> None:
     """__Host-: Secure, Path=/, no Domain; a sibling subdomain cannot toss one in."""
     app = make_app(store)

@@ -242,11 +242,30 @@ def test_field_blobs_round_trip_and_reject_garbage() -> None:
         {"tombstone_seconds": math.nan},
         {"idle_timeout": 1e300, "absolute_timeout": 1e300},
         {"idle_timeout": True},
+        # counts took fractions and bools: a cap of 2.5 sessions, True retries
+        {"max_sessions_per_user": 2.5},
+        {"max_sessions_per_user": True},
+        {"max_save_retries": 2.5},
+        {"max_save_retries": True},
     ],
 )
 def test_policy_rejects_nonsense(kwargs: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
         SessionPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_session_bytes": 2.5}, "max_session_bytes must be a whole number"),
+        ({"max_session_bytes": True}, "max_session_bytes must be a whole number"),
+        ({"max_decoded_bytes": 1e9}, "max_decoded_bytes must be a whole number"),
+        ({"compress_threshold": math.inf}, "compress_threshold must be a whole number"),
+    ],
+)
+def test_codec_sizes_are_whole_numbers_of_bytes(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Codec(**kwargs)  # type: ignore[arg-type]
 
 
 def test_a_timeout_out_of_range_names_itself_and_its_value() -> None:

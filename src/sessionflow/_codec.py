@@ -77,6 +77,10 @@ class Codec:
     def __post_init__(self) -> None:
         if self.format not in ("json", "msgpack"):
             raise ConfigError(f"codec format must be 'json' or 'msgpack', not {self.format!r}")
+        for name in ("compress_threshold", "max_session_bytes", "max_decoded_bytes"):
+            size = getattr(self, name)
+            if isinstance(size, bool) or not isinstance(size, int):
+                raise ConfigError(f"{name} must be a whole number of bytes, not {size!r}")
         if self.compress_threshold < 1:
             raise ConfigError("compress_threshold must be at least 1 byte")
         limit = DYNAMODB_ITEM_LIMIT - RECORD_OVERHEAD_BYTES

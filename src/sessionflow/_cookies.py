@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -11,6 +12,11 @@ from sessionflow._errors import ConfigError
 _COOKIE_NAME_CHARS = frozenset(
     "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 )
+# RFC 6265: a path is any character but controls and ';'; a domain is a host name (a
+# leading dot is allowed and ignored). Both are written into Set-Cookie as they are.
+_PATH = re.compile(r"/[\x20-\x3a\x3c-\x7e]*")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DOMAIN = re.compile(rf"\.?(?:{_LABEL}\.)*{_LABEL}")
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,18 @@ class CookieSettings:
             raise ConfigError("samesite must be 'lax', 'strict' or 'none'")
         if self.samesite == "none" and not self.secure:
             raise ConfigError("samesite='none' requires secure=True (browsers reject it)")
+        if not isinstance(self.path, str) or not _PATH.fullmatch(self.path):
+            raise ConfigError(
+                "cookie path must start with '/' and hold no ';' or control characters, "
+                f"not {self.path!r}"
+            )
+        if self.domain is not None and (
+            not isinstance(self.domain, str) or not _DOMAIN.fullmatch(self.domain)
+        ):
+            raise ConfigError(
+                "cookie domain must be a host name like example.com (None keeps the cookie "
+                f"host-only), not {self.domain!r}"
+            )
         self._check_prefix()
 
     def _check_prefix(self) -> None:

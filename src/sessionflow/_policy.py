@@ -108,10 +108,13 @@ class SessionPolicy:
         check_seconds("touch_interval", self.touch_interval, zero_ok=True)
         if self.tombstone_seconds is not None:
             check_seconds("tombstone_seconds", self.tombstone_seconds)
-        if self.max_sessions_per_user is not None and self.max_sessions_per_user < 1:
-            raise ConfigError("max_sessions_per_user must be at least 1 when set")
-        if self.max_save_retries < 0:
-            raise ConfigError("max_save_retries must not be negative")
+        if self.max_sessions_per_user is not None:
+            check_count("max_sessions_per_user", self.max_sessions_per_user)
+        retries = self.max_save_retries
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ConfigError(
+                f"max_save_retries must be a whole number of at least 0, not {retries!r}"
+            )
         if self.on_conflict not in ("raise", "last_writer_wins"):
             raise ConfigError("on_conflict must be 'raise' or 'last_writer_wins'")
 
