@@ -47,6 +47,13 @@ def make_app(store: AsyncSessionStore, barrier: asyncio.Barrier | None = None) -
         session = await request_session(request.scope).load()
         return JSONResponse({"has": session is not None, "data": session and session.to_dict()})
 
+    async def static(_request):
+        return PlainTextResponse("the same for everyone")
+
+    async def negotiated(request):
+        await request_session(request.scope).load()
+        return PlainTextResponse("hi", headers={"vary": "Accept-Encoding"})
+
     async def login(request):
         session = await request_session(request.scope).regenerate(
             user_id=request.query_params["user"]
@@ -68,6 +75,8 @@ def make_app(store: AsyncSessionStore, barrier: asyncio.Barrier | None = None) -
     routes = [
         Route("/visit", visit),
         Route("/peek", peek),
+        Route("/static", static),
+        Route("/negotiated", negotiated),
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
         Route("/put/{name}/{value}", put, methods=["POST"]),
@@ -120,6 +129,20 @@ async def test_session_round_trip_with_secure_cookie_defaults(store) -> None:
         assert flag in cookie
     assert "Domain" not in cookie
     assert "set-cookie" not in second.headers  # unchanged id: nothing to resend
+
+
+async def test_a_response_that_read_the_session_varies_on_the_cookie(store) -> None:
+    """A shared cache must not hand one user's page, or its Set-Cookie, to another: a
+    response that looked at the session says ``Vary: Cookie`` (as Django's and Flask's do)."""
+    async with client_for(make_app(store)) as client:
+        created = await client.get("/visit")
+        read = await client.get("/peek")
+        untouched = await client.get("/static")
+        merged = await client.get("/negotiated")
+    assert created.headers["vary"] == "Cookie"
+    assert read.headers["vary"] == "Cookie"
+    assert "vary" not in untouched.headers  # never loaded: cacheable as before
+    assert merged.headers.get_list("vary") == ["Accept-Encoding, Cookie"]
 
 
 async def test_an_unknown_id_is_never_adopted(store) -> None:

@@ -102,14 +102,32 @@ class SessionMiddleware:
                     refused = True
                     await _send_conflict(send, str(exc))
                     return
+                headers = list(message.get("headers", ()))
+                if handle.accessed:
+                    headers = _vary_on_cookie(headers)
                 if header is not None:
-                    message.setdefault("headers", [])
-                    message["headers"] = [*message["headers"], (b"set-cookie", header.encode())]
+                    headers.append((b"set-cookie", header.encode()))
+                message["headers"] = headers
             elif refused:
                 return  # the application's body belongs to the response we replaced
             await send(message)
 
         await self.app(scope, receive, send_with_session)
+
+
+def _vary_on_cookie(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Add ``Cookie`` to the response's Vary header: it depends on the session.
+
+    A shared cache would otherwise give one user's response (and its Set-Cookie) to the
+    next. An existing Vary keeps its fields; ``*`` already covers everything.
+    """
+    for index, (name, value) in enumerate(headers):
+        if name.lower() == b"vary":
+            fields = {field.strip().lower() for field in value.split(b",")}
+            if fields & {b"*", b"cookie"}:
+                return headers
+            return [*headers[:index], (name, value + b", Cookie"), *headers[index + 1 :]]
+    return [*headers, (b"vary", b"Cookie")]
 
 
 async def _send_conflict(send: Send, reason: str) -> None:

@@ -46,6 +46,11 @@ class AsyncRequestSession:
         return self._issue_cookie
 
     @property
+    def accessed(self) -> bool:
+        """True once the request looked for its session (the response depends on the cookie)."""
+        return self._loaded
+
+    @property
     def store(self) -> AsyncSessionStore:
         """The store behind this session."""
         return self._store

@@ -47,6 +47,11 @@ class RequestSession:
         return self._issue_cookie
 
     @property
+    def accessed(self) -> bool:
+        """True once the request looked for its session (the response depends on the cookie)."""
+        return self._loaded
+
+    @property
     def store(self) -> SessionStore:
         """The store behind this session."""
         return self._store
