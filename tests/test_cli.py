@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -102,6 +103,31 @@ def test_serve_refuses_a_port_out_of_range(port: str) -> None:
     result = runner.invoke(app, ["serve", "--port", port], env={"COLUMNS": "200"})
     assert result.exit_code == 2
     assert "Invalid value for '--port'" in result.output
+
+
+def test_serve_refuses_an_address_it_cannot_listen_on_before_it_starts(monkeypatch) -> None:
+    """uvicorn found out after the embedded Redis had started: a traceback-free but
+    multi-line failure, exit 3. Now: one line, exit 2, nothing started."""
+    monkeypatch.setenv("SESSIONFLOW_BACKEND", "memory")
+    unknown = runner.invoke(app, ["serve", "--host", "999.1.1.1", "--port", "0"])
+    assert unknown.exit_code == 2, unknown.output
+    assert unknown.output.startswith("sessionflow serve: cannot listen on 999.1.1.1:0: ")
+    assert unknown.output.count("\n") == 1
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        busy = runner.invoke(app, ["serve", "--port", str(port)], env={"COLUMNS": "200"})
+    assert busy.exit_code == 2, busy.output
+    assert busy.output == (
+        f"sessionflow serve: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    )
+
+
+def test_serve_refuses_a_region_without_a_tier(monkeypatch) -> None:
+    """--region picks one of the tier's hot Redis servers; without a tier it did nothing."""
+    monkeypatch.setenv("SESSIONFLOW_BACKEND", "memory")
+    result = runner.invoke(app, ["serve", "--port", "0", "--region", "mars"], terminal_width=200)
+    assert result.exit_code == 2, result.output
+    assert "--region names a region of the hybrid tier" in result.output
 
 
 def test_serve_on_port_0_does_not_claim_port_0() -> None:

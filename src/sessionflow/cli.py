@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from sessionflow._cli_cost import cost_app
 from sessionflow._cli_limits import LONGEST_WAIT_SECONDS
 from sessionflow._cli_migrate import migrate_app
 from sessionflow._cli_tier import tier_app
-from sessionflow._errors import one_line
+from sessionflow._errors import ConfigError, one_line
 from sessionflow._signals import termination_as_interrupt
 
 app = typer.Typer(
@@ -104,6 +106,8 @@ def serve(
         settings = ServiceConfig.load(config)
         migration = MigrationConfig.load_if_present(config)
         tier = TierConfig.load_if_present(config)
+        check_region(region, has_tier=tier is not None)
+        check_listen(host, port)
         from sessionflow.service import build_app, run_service  # noqa: PLC0415
 
         service = build_app(settings, migration, tier=tier, region=region)
@@ -140,6 +144,30 @@ def serve(
     if tier is not None:
         console.print(f"hybrid tier, region {tier.region_name(region)}, {tier.durability}")
     run_service(service, host=host, port=port)
+
+
+def check_region(region: str | None, *, has_tier: bool) -> None:
+    """Refuse ``--region`` without a hybrid tier: it would be ignored without a word."""
+    if region is not None and not has_tier:
+        raise ConfigError(
+            "--region names a region of the hybrid tier; these settings have no "
+            "session_config table"
+        )
+
+
+def check_listen(host: str, port: int) -> None:
+    """Refuse an address the service could not listen on, before anything starts.
+
+    uvicorn would find out only after the embedded servers had started. The probe socket
+    is closed at once; on Linux the address is free again for uvicorn.
+    """
+    try:
+        socket.create_server((host, port)).close()
+    except socket.gaierror as exc:  # the name does not resolve
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    except OSError as exc:  # create_server appends the address to strerror: say it once
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConfigError(f"cannot listen on {host}:{port}: {reason}") from exc
 
 
 @app.command()
