@@ -59,19 +59,19 @@ def whole_number(raw: object) -> int | None:
     return None
 
 
-def check_count(name: str, value: object, *, most: int | None = None) -> None:
-    """Raise `ConfigError` unless `value` is a whole number from 1 to `most` (a batch size).
+def check_count(name: str, value: object, *, least: int = 1, most: int | None = None) -> None:
+    """Raise `ConfigError` unless `value` is a whole number from `least` (1) to `most`.
 
-    A zero divides by zero in a batch count, a negative one slices from the end, and a
-    float or bool slips into slices and ranges only to fail there.
+    A zero batch divides by zero in a batch count, a negative one slices from the end,
+    and a float or bool slips into slices and ranges only to fail there.
     """
     if (
         isinstance(value, bool)
         or not isinstance(value, int)
-        or value < 1
+        or value < least
         or (most is not None and value > most)
     ):
-        bound = "of at least 1" if most is None else f"from 1 to {most:,}"
+        bound = f"of at least {least}" if most is None else f"from {least} to {most:,}"
         raise ConfigError(f"{name} must be a whole number {bound}, not {value!r}")
 
 
@@ -110,11 +110,7 @@ class SessionPolicy:
             check_seconds("tombstone_seconds", self.tombstone_seconds)
         if self.max_sessions_per_user is not None:
             check_count("max_sessions_per_user", self.max_sessions_per_user)
-        retries = self.max_save_retries
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise ConfigError(
-                f"max_save_retries must be a whole number of at least 0, not {retries!r}"
-            )
+        check_count("max_save_retries", self.max_save_retries, least=0)
         if self.on_conflict not in ("raise", "last_writer_wins"):
             raise ConfigError("on_conflict must be 'raise' or 'last_writer_wins'")
 

@@ -629,8 +629,8 @@ class TieredBackend:
             page = self.hot.scan(cursor, count=page_size)
             records = [r for r in page.records if isinstance(r, SessionRecord)]
             marks = self.index.dirty_versions([r.key for r in records])
-            dirty = {r.key for r, mark in zip(records, marks, strict=True) if mark is not None}
-            unflushed = [r.key for r in records if r.key in dirty]
+            unflushed = [r.key for r, mark in zip(records, marks, strict=True) if mark is not None]
+            dirty = set(unflushed)
             in_cold = {
                 key
                 for key, found in zip(unflushed, self.cold.get_many(unflushed), strict=True)
