@@ -71,7 +71,9 @@ async def test_session_lifecycle_over_http(api) -> None:
     assert new_id != session_id
     gone = await api.post("/v1/sessions/read", json={"id": session_id})
     assert gone.status_code == 404
-    listed = (await api.get("/v1/users/ada/sessions")).json()
+    listing = await api.get("/v1/users/ada/sessions")
+    assert listing.headers["cache-control"] == "no-store"  # handles revoke: never cached
+    listed = listing.json()
     assert len(listed) == 1
     assert set(listed[0]) == {"handle", "created_at", "last_access", "expires_at"}
     revoked = await api.post("/v1/users/ada/revoke", json={})
@@ -237,6 +239,7 @@ async def test_admin_routes_need_the_token(api) -> None:
     assert wrong.status_code == 401
     right = await api.get("/admin/stats", headers={"Authorization": f"Bearer {TOKEN}"})
     assert right.status_code == 200
+    assert right.headers["cache-control"] == "no-store"
     assert right.json()["unreadable_records"] == 0
     refused = [f"Basic {TOKEN}", f"Bearer {TOKEN} ", f"Bearer  {TOKEN}", f"Bearer{TOKEN}", TOKEN]
     for header in refused:

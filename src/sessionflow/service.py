@@ -14,7 +14,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from http import HTTPStatus
 from typing import Annotated, Any, cast
 
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Header, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, generate_latest
@@ -70,6 +70,8 @@ _STATUS_OF_ERROR: tuple[tuple[type[SessionflowError], int, str], ...] = (
 )
 VALIDATE_PATH = "/v1/sessions/validate"
 MAX_ID_FIELD = 128  # longer than any id: longer input is refused before it is even checked
+NO_STORE = "no-store"
+"""Cache-Control of answers no cache may keep: a user's session handles, admin state."""
 
 
 class StageChangeRequest(BaseModel):
@@ -308,8 +310,9 @@ def _session_routes(app: ServiceApp, store: AsyncSessionStore) -> None:  # noqa:
         return {**_view(moved, with_attributes=True), "id": moved.id}
 
     @app.get("/v1/users/{user_id:path}/sessions", response_model=list[SummaryView])
-    async def list_user(user_id: str) -> list[dict[str, Any]]:
+    async def list_user(user_id: str, response: Response) -> list[dict[str, Any]]:
         """List a user's live sessions, oldest first, by handle."""
+        response.headers["Cache-Control"] = NO_STORE  # a handle revokes its session
         return [
             {
                 "handle": s.handle,
@@ -360,12 +363,15 @@ def _admin_guard(app: FastAPI, admin_token: str) -> Callable[..., Awaitable[None
     """
     expected = admin_token.encode()
 
-    async def require_admin(authorization: Annotated[str | None, Header()] = None) -> None:
+    async def require_admin(
+        response: Response, authorization: Annotated[str | None, Header()] = None
+    ) -> None:
         scheme, _, given = (authorization or "").partition(" ")
         # compared even when the scheme is wrong, so the time says nothing about the token
         token_matches = hmac.compare_digest(given.encode(), expected)
         if scheme.lower() != "bearer" or not token_matches:
             raise _AdminRefused
+        response.headers["Cache-Control"] = NO_STORE  # no cache keeps an admin answer
 
     @app.exception_handler(_AdminRefused)
     async def admin_refused(_: Request, __: _AdminRefused) -> JSONResponse:
