@@ -19,7 +19,7 @@ from sessionflow._cli_cost import cost_app
 from sessionflow._cli_limits import LONGEST_WAIT_SECONDS
 from sessionflow._cli_migrate import migrate_app
 from sessionflow._cli_tier import tier_app
-from sessionflow._errors import ConfigError, one_line
+from sessionflow._errors import ConfigError, SessionflowError, one_line
 from sessionflow._signals import termination_as_interrupt
 
 app = typer.Typer(
@@ -92,7 +92,6 @@ def serve(
     ),
 ) -> None:
     """Run the HTTP session service (on a local Redis it starts itself, unless configured)."""
-    from sessionflow._errors import ConfigError, SessionflowError  # noqa: PLC0415 - keeps `--help` fast
     from sessionflow._migration_config import MigrationConfig  # noqa: PLC0415
     from sessionflow._open_backend import (  # noqa: PLC0415
         EMBEDDED_BACKENDS,
@@ -195,7 +194,6 @@ def drill(
     resurrected or overwritten with stale data, and the post-rollback validation passed.
     """
     from sessionflow._drill import DrillSettings, run_drill  # noqa: PLC0415 - fast --help
-    from sessionflow._errors import ConfigError  # noqa: PLC0415
 
     try:
         settings = DrillSettings(
