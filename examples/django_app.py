@@ -46,9 +46,16 @@ def visit(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"views": request.session["views"]})
 
 
+UNREMEMBERED_SECONDS = 30 * 60
+
+
 def login(request: HttpRequest) -> JsonResponse:
     request.session.cycle_key()  # what django.contrib.auth.login does first
     request.session["_auth_user_id"] = request.POST["user"]
+    if request.POST.get("remember", "1") != "1":
+        # "Remember me" unticked: the session ends half an hour after its last change,
+        # on the server as well as in the browser.
+        request.session.set_expiry(UNREMEMBERED_SECONDS)
     return JsonResponse({"user": request.POST["user"]})
 
 

@@ -24,6 +24,7 @@ from sessionflow import (
     AsyncSessionStore,
     BackendMetrics,
     ConfigError,
+    ManualClock,
     new_session_id,
 )
 from sessionflow.asgi import (
@@ -72,7 +73,13 @@ def make_app(store: AsyncSessionStore, barrier: asyncio.Barrier | None = None) -
         session[request.path_params["name"]] = request.path_params["value"]
         return PlainTextResponse("ok")
 
+    async def short(request):
+        session = await request_session(request.scope).get()
+        session.expire_at(request_session(request.scope).store.clock.now() + 300)
+        return PlainTextResponse("short")
+
     routes = [
+        Route("/short", short, methods=["POST"]),
         Route("/visit", visit),
         Route("/peek", peek),
         Route("/static", static),
@@ -385,3 +392,33 @@ def _load_example(name: str):
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+async def test_a_shorter_end_resends_the_cookie_and_holds_on_the_server() -> None:
+    """`expire_at` ("remember me" unticked): the cookie is sent again with the session's
+    new life, and the server ends the session then too."""
+    clock = ManualClock()
+    store = AsyncSessionStore(AsyncMemoryBackend(), clock=clock)
+    async with client_for(make_app(store)) as client:
+        await client.get("/visit")
+        clock.advance(100)
+        shortened = await client.post("/short")
+        assert "Max-Age=300" in shortened.headers["set-cookie"]
+        again = await client.get("/visit")
+        assert "set-cookie" not in again.headers  # the end did not move again
+        clock.advance(60)
+        login = await client.post("/login?user=ada")  # a new id keeps what is left
+        assert "Max-Age=240" in login.headers["set-cookie"]
+        clock.advance(240)
+        assert (await client.get("/peek")).json() == {"has": False, "data": None}
+
+
+async def test_a_login_cookie_lives_as_long_as_the_session_left() -> None:
+    clock = ManualClock()
+    store = AsyncSessionStore(AsyncMemoryBackend(), clock=clock)
+    async with client_for(make_app(store)) as client:
+        await client.get("/visit")
+        clock.advance(1000)
+        login = await client.post("/login?user=ada")
+    # the policy's 12 hours ran from the session's creation, not from the login
+    assert "Max-Age=42200" in login.headers["set-cookie"]

@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 import redis
 
-from sessionflow import AsyncMemoryBackend, AsyncSessionStore, RedisBackend, SessionStore
+from sessionflow import (
+    AsyncMemoryBackend,
+    AsyncSessionStore,
+    ManualClock,
+    RedisBackend,
+    SessionStore,
+)
 from tests.conftest import Servers
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "django_app.py"
@@ -22,14 +28,15 @@ sys.modules["django_example"] = django_example
 spec.loader.exec_module(django_example)
 
 REDIS_PORT: list[int] = []
+CLOCK = ManualClock()  # the engine's stores' time: expiry tests move it
 
 
 def make_store() -> SessionStore:
-    return SessionStore(RedisBackend(redis.Redis(port=REDIS_PORT[0]), prefix="django"))
+    return SessionStore(RedisBackend(redis.Redis(port=REDIS_PORT[0]), prefix="django"), clock=CLOCK)
 
 
 def make_async_store() -> AsyncSessionStore:
-    return AsyncSessionStore(AsyncMemoryBackend())
+    return AsyncSessionStore(AsyncMemoryBackend(), clock=CLOCK)
 
 
 @pytest.fixture(scope="module")
@@ -181,3 +188,141 @@ def test_sync_engine_contract(django_project) -> None:
     with pytest.raises(UpdateError):
         engine.save()
     Engine.clear_expired()
+
+
+def _stored_end(key: str) -> float:
+    from sessionflow.django import configured_store
+
+    session = configured_store().get(key, touch=False)
+    assert session is not None
+    return session.absolute_expires_at
+
+
+def test_set_expiry_seconds_ends_the_session_on_the_server_too(django_project) -> None:
+    """Django's database engine ends a session `set_expiry(n)` seconds after its last save;
+    a stolen cookie must not outlive what the application asked for."""
+    from sessionflow.django import SessionStore as Engine
+
+    engine = Engine()
+    engine["cart"] = ["laptop"]
+    engine.set_expiry(60)
+    engine.save()
+    key = engine.session_key
+    assert _stored_end(key) == CLOCK.now() + 60
+    CLOCK.advance(50)
+    later = Engine(key)
+    later["cart"] = ["laptop", "mouse"]
+    later.save()  # a change moves the end, as Django's database engine does
+    assert _stored_end(key) == CLOCK.now() + 60
+    CLOCK.advance(50)
+    assert Engine(key)["cart"] == ["laptop", "mouse"]  # read only: the end stays
+    CLOCK.advance(11)
+    assert not Engine().exists(key)
+    gone = Engine(key)
+    assert gone.load() == {}
+    assert gone.session_key is None
+
+
+def test_set_expiry_to_a_date_none_and_zero(django_project) -> None:
+    import datetime as dt
+
+    from sessionflow.django import SessionStore as Engine
+
+    engine = Engine()
+    engine["a"] = 1
+    engine.save()
+    key = engine.session_key
+    policy_end = _stored_end(key)
+    moment = dt.datetime.fromtimestamp(CLOCK.now() + 120, tz=dt.UTC)
+    engine.set_expiry(moment)
+    engine.save()
+    assert _stored_end(key) == moment.timestamp()
+    engine.set_expiry(None)  # back to the store's policy
+    engine.save()
+    assert _stored_end(key) == policy_end
+    engine.set_expiry(0)  # a browser-session cookie; the server keeps its policy
+    engine.save()
+    assert _stored_end(key) == policy_end
+    engine.set_expiry(dt.timedelta(days=365))  # longer than the policy: the policy's
+    engine.save()
+    assert _stored_end(key) == policy_end
+
+
+def test_set_expiry_to_a_past_moment_ends_the_session_now(django_project) -> None:
+    import datetime as dt
+
+    from sessionflow.django import SessionStore as Engine
+
+    engine = Engine()
+    engine["a"] = 1
+    engine.save()
+    key = engine.session_key
+    engine.set_expiry(dt.datetime.fromtimestamp(CLOCK.now() - 1, tz=dt.UTC))
+    engine.save()
+    assert not Engine().exists(key)
+    fresh = Engine()
+    fresh.set_expiry(-5)  # never stored: Django counts it as already ended
+    fresh["b"] = 2
+    fresh.save()
+    assert fresh.session_key is None or not Engine().exists(fresh.session_key)
+
+
+def test_login_keeps_the_shorter_life_set_before_it(client) -> None:
+    client.get("/", secure=True)
+    client.post("/login", {"user": "9", "remember": ""}, secure=True)
+    key = client.cookies["sessionid"].value
+    assert _stored_end(key) == CLOCK.now() + django_example.UNREMEMBERED_SECONDS
+    CLOCK.advance(django_example.UNREMEMBERED_SECONDS)
+    assert client.get("/whoami", secure=True).json() == {}
+
+
+async def test_async_engine_set_expiry(django_project) -> None:
+    from sessionflow.django import SessionStore as Engine
+    from sessionflow.django import configured_async_store
+
+    engine = Engine()
+    await engine.aset("a", 1)
+    await engine.aset_expiry(30)
+    await engine.asave()
+    store = configured_async_store()
+    assert store is not None
+    session = await store.get(engine.session_key, touch=False)
+    assert session is not None
+    assert session.absolute_expires_at == CLOCK.now() + 30
+    CLOCK.advance(30)
+    assert not await engine.aexists(engine.session_key)
+
+
+@pytest.mark.parametrize(
+    ("expiry", "expected"),
+    [
+        (10**400, "ceiling"),
+        (float("nan"), "ceiling"),
+        (float("inf"), "ceiling"),
+        ("not a date", "ceiling"),
+        ([], "ceiling"),
+        (True, "ceiling"),
+        (-(10**400), "now"),
+        (float("-inf"), "now"),
+        (30, "now+30"),
+        (2.5, "now+2.5"),
+    ],
+)
+def test_odd_expiry_values_never_break_a_save(django_project, expiry, expected) -> None:
+    from sessionflow._django_expiry import django_session_end
+
+    now, ceiling = 1_000_000.0, 1_003_600.0
+    want = {"ceiling": ceiling, "now": now, "now+30": now + 30, "now+2.5": now + 2.5}[expected]
+    assert django_session_end(expiry, now=now, ceiling=ceiling) == want
+
+
+def test_a_naive_expiry_date_is_in_djangos_time_zone(django_project) -> None:
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from sessionflow._django_expiry import django_session_end
+
+    aware = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.get_current_timezone())
+    naive = aware.replace(tzinfo=None).isoformat()
+    assert django_session_end(naive, now=0.0, ceiling=1e12) == aware.timestamp()

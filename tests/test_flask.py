@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from sessionflow import MemoryBackend, RedisBackend, SessionStore, new_session_id
+from sessionflow import ManualClock, MemoryBackend, RedisBackend, SessionStore, new_session_id
 from tests.conftest import Servers
 
 HTTPS = "https://localhost"
@@ -131,3 +131,13 @@ def test_a_lost_same_key_race_answers_409(store) -> None:
     assert final["theme"] == winner.rsplit("/", 1)[1]
     (loser,) = [r for r in results.values() if r.status_code == 409]
     assert b"session not saved" in loser.data
+
+
+def test_a_login_cookie_lives_as_long_as_the_session_left() -> None:
+    clock = ManualClock()
+    client = flask_example.create_app(SessionStore(MemoryBackend(), clock=clock)).test_client()
+    client.get("/", base_url=HTTPS)
+    clock.advance(1000)
+    cookie = session_cookie(client.post("/login", data={"user": "ada"}, base_url=HTTPS))
+    assert cookie is not None
+    assert "Max-Age=42200" in cookie  # the policy's 12 hours ran from the session's creation

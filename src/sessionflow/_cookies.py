@@ -30,8 +30,8 @@ class CookieSettings:
         secure: send only over HTTPS.
         httponly: hide from JavaScript.
         samesite: ``"lax"``, ``"strict"`` or ``"none"`` (which requires `secure`).
-        persistent: give the cookie a Max-Age equal to the store's absolute timeout; False
-            makes it a browser-session cookie.
+        persistent: give the cookie a Max-Age of what its session has left (the store's
+            absolute timeout when it is new); False makes it a browser-session cookie.
     """
 
     name: str = "session"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from sessionflow._errors import InvalidAttribute
 
 MAX_NAME_LENGTH = 1024
@@ -36,6 +38,21 @@ def check_user_id(user_id: object) -> None:
         raise InvalidAttribute(
             f"user_id is {size} bytes in UTF-8, over the limit of {MAX_USER_ID_BYTES}"
         )
+
+
+def check_deadline(when: object) -> float:
+    """Return `when` as a float; `InvalidAttribute` unless it is a finite epoch time."""
+    if isinstance(when, bool) or not isinstance(when, int | float):
+        raise InvalidAttribute(
+            f"a session's end is a number of epoch seconds, got {type(when).__name__}"
+        )
+    try:
+        value = float(when)
+    except OverflowError:
+        value = math.inf
+    if not math.isfinite(value):
+        raise InvalidAttribute(f"a session's end must be a finite time, got {when}")
+    return value
 
 
 def utf8_size(text: str) -> int | None:

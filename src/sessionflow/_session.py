@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sessionflow._codec import Codec
+from sessionflow._input_checks import check_deadline
 from sessionflow._record import SessionRecord
 
 
@@ -22,6 +23,7 @@ class Session(MutableMapping[str, Any]):
         "_base",
         "_codec",
         "_data",
+        "_saved_deadline",
         "_stored",
         "absolute_expires_at",
         "created_at",
@@ -56,6 +58,7 @@ class Session(MutableMapping[str, Any]):
         self.last_access = last_access
         self.idle_expires_at = idle_expires_at
         self.absolute_expires_at = absolute_expires_at
+        self._saved_deadline = absolute_expires_at
         self.version = version
         self._stored = stored
         self._codec = codec
@@ -66,6 +69,17 @@ class Session(MutableMapping[str, Any]):
     def expires_at(self) -> float:
         """When the session expires if nothing touches it: the earlier of idle and absolute."""
         return min(self.idle_expires_at, self.absolute_expires_at)
+
+    def expire_at(self, when: float) -> None:
+        """End the session at `when` (epoch seconds) instead of at its absolute expiry.
+
+        The next `save` writes it, even if no attribute changed: "remember me" unticked,
+        a shorter life after a risky action, or back to the policy's. The store keeps it at
+        most its policy's absolute timeout after creation; a time already past deletes the
+        session at that save.
+        """
+        self.absolute_expires_at = check_deadline(when)
+        self.idle_expires_at = min(self.idle_expires_at, self.absolute_expires_at)
 
     def __getitem__(self, name: str) -> Any:  # noqa: ANN401
         return self._data[name]
@@ -122,6 +136,11 @@ def attribute_snapshot(session: Session) -> Mapping[str, bytes]:
     return session._base  # noqa: SLF001
 
 
+def deadline_moved(session: Session) -> bool:
+    """Return True if `Session.expire_at` moved the session's end since it was read or saved."""
+    return session.absolute_expires_at != session._saved_deadline  # noqa: SLF001
+
+
 def mark_saved(
     session: Session,
     record: SessionRecord,
@@ -138,6 +157,7 @@ def mark_saved(
             del session._data[name]  # noqa: SLF001 - another request removed it
         session._data.update(merged)  # noqa: SLF001
     session.version = record.version
+    session.absolute_expires_at = session._saved_deadline = record.absolute_expires_at  # noqa: SLF001
     session.last_access = record.last_access
     session.idle_expires_at = record.idle_expires_at
     session._stored = record.attributes  # noqa: SLF001

@@ -174,6 +174,107 @@ async def test_save_extends_idle_expiry(async_store: AsyncSessionStore, clock: M
     assert await async_store.get(session.id) is not None
 
 
+async def test_a_new_end_alone_is_saved_and_ends_the_session(
+    async_store: AsyncSessionStore, clock: ManualClock
+) -> None:
+    """`expire_at` is a change of its own: "remember me" unticked after the session began."""
+    session = await async_store.create({"cart": [1]})
+    end = clock.now() + 100
+    session.expire_at(end)
+    assert await async_store.save(session)  # no attribute changed
+    loaded = await async_store.get(session.id)
+    assert loaded is not None
+    assert loaded.absolute_expires_at == end
+    assert loaded.idle_expires_at <= end
+    assert loaded.to_dict() == {"cart": [1]}
+    assert not await async_store.save(loaded)  # read back: nothing moved any more
+    clock.advance(99)
+    assert await async_store.get(session.id) is not None
+    clock.advance(1)
+    assert await async_store.get(session.id) is None
+
+
+async def test_a_new_end_never_passes_the_policy(
+    async_store: AsyncSessionStore, clock: ManualClock
+) -> None:
+    session = await async_store.create()
+    ceiling = session.absolute_expires_at
+    session.expire_at(clock.now() + 10)
+    await async_store.save(session)
+    session.expire_at(clock.now() + 10 * POLICY.absolute_timeout)  # back to the policy, and more
+    assert await async_store.save(session)
+    loaded = await async_store.get(session.id)
+    assert loaded is not None
+    assert loaded.absolute_expires_at == ceiling == session.absolute_expires_at
+
+
+async def test_an_end_already_past_deletes_the_session_at_its_save(
+    async_store: AsyncSessionStore, clock: ManualClock
+) -> None:
+    session = await async_store.create({"a": 1})
+    clock.advance(5)
+    session.expire_at(clock.now() - 1)
+    with pytest.raises(SessionNotFound):
+        await async_store.save(session)
+    assert await async_store.get(session.id) is None
+    session.expire_at(clock.now() + 100)  # a late save cannot bring it back
+    with pytest.raises(SessionNotFound):
+        await async_store.save(session)
+    assert await async_store.get(session.id) is None
+
+
+async def test_a_new_end_moves_with_regenerate_and_survives_a_merge(
+    async_store: AsyncSessionStore, clock: ManualClock
+) -> None:
+    session = await async_store.create({"a": 1})
+    other = await async_store.get(session.id)
+    assert other is not None
+    other["b"] = 2
+    await async_store.save(other)
+    end = clock.now() + 50
+    session.expire_at(end)
+    assert await async_store.save(session)  # merged over the other request's change
+    moved = await async_store.regenerate(session)
+    assert moved.absolute_expires_at == end
+    loaded = await async_store.get(moved.id)
+    assert loaded is not None
+    assert loaded.to_dict() == {"a": 1, "b": 2}
+    assert loaded.absolute_expires_at == end
+    ending = await async_store.get(moved.id)
+    assert ending is not None
+    ending.expire_at(clock.now() + 20)
+    regenerated = await async_store.regenerate(ending)  # an unsaved new end is saved first
+    assert regenerated.absolute_expires_at == clock.now() + 20
+
+
+async def test_create_can_end_sooner_than_the_policy(
+    async_store: AsyncSessionStore, clock: ManualClock
+) -> None:
+    now = clock.now()
+    short = await async_store.create(expires_at=now + 30)
+    assert short.absolute_expires_at == now + 30
+    assert short.idle_expires_at == now + 30
+    long = await async_store.create(expires_at=now + 10 * POLICY.absolute_timeout)
+    assert long.absolute_expires_at == now + POLICY.absolute_timeout
+    clock.advance(30)
+    assert await async_store.get(short.id) is None
+    assert await async_store.get(long.id) is not None
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 10**400, "soon", True, None])
+async def test_a_session_end_must_be_a_finite_time(
+    async_store: AsyncSessionStore, clock: ManualClock, bad: object
+) -> None:
+    if bad is not None:  # None is the policy's end when creating
+        with pytest.raises(InvalidAttribute, match="session's end"):
+            await async_store.create(expires_at=bad)  # type: ignore[arg-type]
+    session = await async_store.create()
+    with pytest.raises(InvalidAttribute, match="session's end"):
+        session.expire_at(bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidAttribute, match="before it starts"):
+        await async_store.create(expires_at=clock.now())
+
+
 async def test_save_after_absolute_expiry_fails(
     async_store: AsyncSessionStore, clock: ManualClock
 ) -> None:

@@ -175,6 +175,107 @@ def test_save_extends_idle_expiry(sync_store: SessionStore, clock: ManualClock) 
     assert sync_store.get(session.id) is not None
 
 
+def test_a_new_end_alone_is_saved_and_ends_the_session(
+    sync_store: SessionStore, clock: ManualClock
+) -> None:
+    """`expire_at` is a change of its own: "remember me" unticked after the session began."""
+    session = sync_store.create({"cart": [1]})
+    end = clock.now() + 100
+    session.expire_at(end)
+    assert sync_store.save(session)  # no attribute changed
+    loaded = sync_store.get(session.id)
+    assert loaded is not None
+    assert loaded.absolute_expires_at == end
+    assert loaded.idle_expires_at <= end
+    assert loaded.to_dict() == {"cart": [1]}
+    assert not sync_store.save(loaded)  # read back: nothing moved any more
+    clock.advance(99)
+    assert sync_store.get(session.id) is not None
+    clock.advance(1)
+    assert sync_store.get(session.id) is None
+
+
+def test_a_new_end_never_passes_the_policy(
+    sync_store: SessionStore, clock: ManualClock
+) -> None:
+    session = sync_store.create()
+    ceiling = session.absolute_expires_at
+    session.expire_at(clock.now() + 10)
+    sync_store.save(session)
+    session.expire_at(clock.now() + 10 * POLICY.absolute_timeout)  # back to the policy, and more
+    assert sync_store.save(session)
+    loaded = sync_store.get(session.id)
+    assert loaded is not None
+    assert loaded.absolute_expires_at == ceiling == session.absolute_expires_at
+
+
+def test_an_end_already_past_deletes_the_session_at_its_save(
+    sync_store: SessionStore, clock: ManualClock
+) -> None:
+    session = sync_store.create({"a": 1})
+    clock.advance(5)
+    session.expire_at(clock.now() - 1)
+    with pytest.raises(SessionNotFound):
+        sync_store.save(session)
+    assert sync_store.get(session.id) is None
+    session.expire_at(clock.now() + 100)  # a late save cannot bring it back
+    with pytest.raises(SessionNotFound):
+        sync_store.save(session)
+    assert sync_store.get(session.id) is None
+
+
+def test_a_new_end_moves_with_regenerate_and_survives_a_merge(
+    sync_store: SessionStore, clock: ManualClock
+) -> None:
+    session = sync_store.create({"a": 1})
+    other = sync_store.get(session.id)
+    assert other is not None
+    other["b"] = 2
+    sync_store.save(other)
+    end = clock.now() + 50
+    session.expire_at(end)
+    assert sync_store.save(session)  # merged over the other request's change
+    moved = sync_store.regenerate(session)
+    assert moved.absolute_expires_at == end
+    loaded = sync_store.get(moved.id)
+    assert loaded is not None
+    assert loaded.to_dict() == {"a": 1, "b": 2}
+    assert loaded.absolute_expires_at == end
+    ending = sync_store.get(moved.id)
+    assert ending is not None
+    ending.expire_at(clock.now() + 20)
+    regenerated = sync_store.regenerate(ending)  # an unsaved new end is saved first
+    assert regenerated.absolute_expires_at == clock.now() + 20
+
+
+def test_create_can_end_sooner_than_the_policy(
+    sync_store: SessionStore, clock: ManualClock
+) -> None:
+    now = clock.now()
+    short = sync_store.create(expires_at=now + 30)
+    assert short.absolute_expires_at == now + 30
+    assert short.idle_expires_at == now + 30
+    long = sync_store.create(expires_at=now + 10 * POLICY.absolute_timeout)
+    assert long.absolute_expires_at == now + POLICY.absolute_timeout
+    clock.advance(30)
+    assert sync_store.get(short.id) is None
+    assert sync_store.get(long.id) is not None
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 10**400, "soon", True, None])
+def test_a_session_end_must_be_a_finite_time(
+    sync_store: SessionStore, clock: ManualClock, bad: object
+) -> None:
+    if bad is not None:  # None is the policy's end when creating
+        with pytest.raises(InvalidAttribute, match="session's end"):
+            sync_store.create(expires_at=bad)  # type: ignore[arg-type]
+    session = sync_store.create()
+    with pytest.raises(InvalidAttribute, match="session's end"):
+        session.expire_at(bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidAttribute, match="before it starts"):
+        sync_store.create(expires_at=clock.now())
+
+
 def test_save_after_absolute_expiry_fails(
     sync_store: SessionStore, clock: ManualClock
 ) -> None:

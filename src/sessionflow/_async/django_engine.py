@@ -12,10 +12,13 @@ from typing import Any
 from django.contrib.sessions.backends.base import UpdateError
 
 from sessionflow._async.store import AsyncSessionStore
+from sessionflow._django_expiry import EXPIRY_KEY, django_session_end
 from sessionflow._errors import InvalidSessionId, SessionNotFound, VersionConflict
 from sessionflow._session import Session
 
 AUTH_USER_KEY = "_auth_user_id"
+_SAME_END = 0.001
+"""Seconds within which a session's end counts as unchanged (no write for float noise)."""
 
 
 class AsyncEngineOps:
@@ -45,7 +48,19 @@ class AsyncEngineOps:
     async def create(self, engine: Any, data: dict[str, Any] | None = None) -> None:  # noqa: ANN401
         """Store a new session (empty unless `data`) and give the engine its key."""
         user = data.get(AUTH_USER_KEY) if data else None
-        session = await self.store.create(data or {}, user_id=None if user is None else str(user))
+        now = self.store.clock.now()
+        end = django_session_end(
+            (data or {}).get(EXPIRY_KEY),
+            now=now,
+            ceiling=now + self.store.policy.absolute_timeout,
+        )
+        if end <= now:  # set_expiry with a moment already past: nothing to keep
+            engine._session_key = None  # noqa: SLF001
+            engine.sessionflow_session = None
+            return
+        session = await self.store.create(
+            data or {}, user_id=None if user is None else str(user), expires_at=end
+        )
         engine.sessionflow_session = session
         engine._session_key = session.id  # noqa: SLF001
         engine._session_cache = dict(data or {})  # noqa: SLF001
@@ -63,7 +78,10 @@ class AsyncEngineOps:
         session = engine.sessionflow_session or await self.store.get(engine.session_key)
         if session is None:
             raise UpdateError
-        _replace_data(session, data)
+        if not self._replace_data(session, data):
+            await self.store.delete(session)  # set_expiry with a moment already past
+            engine.sessionflow_session = None
+            return
         user = data.get(AUTH_USER_KEY)
         try:
             if user is not None and str(user) != session.user_id:
@@ -94,14 +112,32 @@ class AsyncEngineOps:
         if session is None:
             await self.create(engine, data)
             return
-        _replace_data(session, data)
+        if not self._replace_data(session, data):
+            await self.store.delete(session)
+            engine.sessionflow_session = None
+            engine._session_key = None  # noqa: SLF001
+            return
         moved = await self.store.regenerate(session)
         engine.sessionflow_session = moved
         engine._session_key = moved.id  # noqa: SLF001
         engine._session_cache = data  # noqa: SLF001
 
+    def _replace_data(self, session: Session, data: dict[str, Any]) -> bool:
+        """Give `session` Django's `data` and the end its `set_expiry` asks for.
 
-def _replace_data(session: Session, data: dict[str, Any]) -> None:
-    for name in [name for name in session if name not in data]:
-        del session[name]
-    session.update(data)
+        Returns False if that end has already passed.
+        """
+        for name in [name for name in session if name not in data]:
+            del session[name]
+        session.update(data)
+        now = self.store.clock.now()
+        end = django_session_end(
+            data.get(EXPIRY_KEY),
+            now=now,
+            ceiling=session.created_at + self.store.policy.absolute_timeout,
+        )
+        if end <= now:
+            return False
+        if abs(end - session.absolute_expires_at) > _SAME_END:
+            session.expire_at(end)
+        return True

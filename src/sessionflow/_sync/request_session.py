@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from sessionflow._sync.store import SessionStore
 from sessionflow._cookies import CookieSettings
 from sessionflow._errors import InvalidSessionId
 from sessionflow._ids import validate_session_id
-from sessionflow._session import Session
+from sessionflow._session import Session, deadline_moved
 
 MAX_PRESENTED_IDS = 4
 """Session cookies of one name looked up per request: bounded work whatever is sent."""
@@ -100,11 +101,20 @@ class RequestSession:
         self._clear_cookie = bool(self._presented)
 
     def commit(self, cookie: CookieSettings) -> str | None:
-        """Save what changed; return the Set-Cookie header to send, if any."""
+        """Save what changed; return the Set-Cookie header to send, if any.
+
+        A persistent cookie lives as long as its session has left; a session whose end
+        `Session.expire_at` moved gets its cookie again with the new life.
+        """
+        send_cookie = self._issue_cookie
         if self._session is not None:
+            send_cookie = send_cookie or deadline_moved(self._session)
             self._store.save(self._session)
-        if self._issue_cookie and self._session is not None:
-            max_age = int(self._store.policy.absolute_timeout) if cookie.persistent else None
+        if send_cookie and self._session is not None:
+            max_age = None
+            if cookie.persistent:
+                left = self._session.absolute_expires_at - self._store.clock.now()
+                max_age = max(1, math.ceil(left))
             return cookie.header(self._session.id, max_age)
         if self._clear_cookie:
             return cookie.header("", 0)

@@ -25,10 +25,16 @@ from sessionflow._errors import (
     VersionConflict,
 )
 from sessionflow._ids import key_hint, new_session_id, storage_key, validate_session_id
-from sessionflow._input_checks import check_attribute_name, check_user_id
+from sessionflow._input_checks import check_attribute_name, check_deadline, check_user_id
 from sessionflow._policy import SessionPolicy
 from sessionflow._record import SessionRecord
-from sessionflow._session import Session, SessionSummary, attribute_snapshot, mark_saved
+from sessionflow._session import (
+    Session,
+    SessionSummary,
+    attribute_snapshot,
+    deadline_moved,
+    mark_saved,
+)
 from sessionflow._store_stats import StoreStats
 
 logger = logging.getLogger("sessionflow")
@@ -85,11 +91,14 @@ class SessionStore:
         attributes: Mapping[str, Any] | None = None,
         *,
         user_id: str | None = None,
+        expires_at: float | None = None,
     ) -> Session:
         """Create and store a new session; return it with its fresh id.
 
-        With `SessionPolicy.max_sessions_per_user`, the user's oldest sessions beyond the
-        cap are revoked.
+        `expires_at` (epoch seconds) ends it sooner than the policy's absolute timeout (a
+        later time is the policy's; see `Session.expire_at`). With
+        `SessionPolicy.max_sessions_per_user`, the user's oldest sessions beyond the cap
+        are revoked.
         """
         check_user_id(user_id)
         data = dict(attributes or {})
@@ -97,6 +106,10 @@ class SessionStore:
         self.codec.check_size(changes.fields, changes.fingerprints)
         now = self.clock.now()
         absolute = now + self.policy.absolute_timeout
+        if expires_at is not None:
+            absolute = min(check_deadline(expires_at), absolute)
+            if absolute <= now:
+                raise InvalidAttribute("a new session cannot end before it starts")
         for attempt in range(_CREATE_ATTEMPTS):
             session_id = new_session_id()
             record = SessionRecord(
@@ -152,19 +165,26 @@ class SessionStore:
     def save(self, session: Session) -> bool:
         """Write the session's changed attributes and extend its idle expiry.
 
-        Returns False if nothing changed (then it only touches when due). Raises
-        `SessionNotFound` if the session expired or was deleted meanwhile (a deleted session
-        is never brought back), `VersionConflict` if another request changed one of the
-        same attributes and the policy is ``"raise"``, and `SessionTooLarge` or
+        Returns False if nothing changed (then it only touches when due); a new end set by
+        `Session.expire_at` is a change. Raises `SessionNotFound` if the session expired or
+        was deleted meanwhile (a deleted session is never brought back), or if its new end
+        has passed (it is deleted then), `VersionConflict` if another request changed one
+        of the same attributes and the policy is ``"raise"``, and `SessionTooLarge` or
         `InvalidAttribute` before writing anything.
         """
         now = self.clock.now()
         base = attribute_snapshot(session)
         changes = self._encode(session.to_dict(), base)
-        if not changes.changed and not changes.removed:
+        moved = deadline_moved(session)
+        if not changes.changed and not changes.removed and not moved:
             self._touch(session, now)
             return False
+        if moved:
+            ceiling = session.created_at + self.policy.absolute_timeout
+            session.absolute_expires_at = min(session.absolute_expires_at, ceiling)
         if now >= session.absolute_expires_at:
+            if moved:
+                self._delete_key(session.key)
             raise SessionNotFound("session expired")
         if now >= session.idle_expires_at:
             self._live(session.key, now)  # another request may have touched it since
@@ -376,7 +396,7 @@ class SessionStore:
 
     def _is_dirty(self, session: Session) -> bool:
         changes = self._encode(session.to_dict(), attribute_snapshot(session))
-        return bool(changes.changed or changes.removed)
+        return bool(changes.changed or changes.removed) or deadline_moved(session)
 
     def _enforce_cap(self, user_id: str, *, keep: str) -> None:
         """Revoke the user's sessions older than the newest `cap`.
