@@ -26,6 +26,7 @@ from sessionflow import (
     AsyncSessionStore,
     BackendMetrics,
     ConfigError,
+    ManualClock,
     new_session_id,
 )
 from sessionflow._service_config import ServiceConfig
@@ -80,6 +81,47 @@ async def test_session_lifecycle_over_http(api) -> None:
     assert revoked.json() == {"revoked": 1}
     deleted = await api.post("/v1/sessions/delete", json={"id": new_id})
     assert deleted.json() == {"deleted": False}
+
+
+async def test_a_session_can_be_given_a_shorter_life() -> None:
+    clock = ManualClock()
+    app = create_app(AsyncSessionStore(AsyncMemoryBackend(), clock=clock), admin_token=TOKEN)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://service") as api:
+        start = clock.now()
+        short = (await api.post("/v1/sessions", json={"expires_in": 60})).json()
+        assert short["absolute_expires_at"] == start + 60
+        policy = (await api.post("/v1/sessions", json={"expires_in": 1e9})).json()
+        assert policy["absolute_expires_at"] == start + 12 * 3600  # never past the policy
+        clock.advance(30)
+        updated = await api.post("/v1/sessions/update", json={"id": policy["id"], "expires_in": 10})
+        assert updated.json()["absolute_expires_at"] == clock.now() + 10
+        clock.advance(10)
+        for session in (short, policy):
+            read = await api.post("/v1/sessions/read", json={"id": session["id"]})
+            assert read.status_code == (200 if session is short else 404)
+        clock.advance(20)
+        read = await api.post("/v1/sessions/read", json={"id": short["id"]})
+        assert read.status_code == 404
+
+
+@pytest.mark.parametrize("literal", ["0", "-1", '"soon"', "true", "1" + "0" * 400, "1e300"])
+async def test_a_life_that_is_not_a_positive_time_is_a_422(api, literal: str) -> None:
+    """JSON numbers are written out: 1 followed by 400 zeros is a number json.dumps cannot
+    write, and infinity once parsed."""
+    json_body = {"content-type": "application/json"}
+    created = await api.post(
+        "/v1/sessions", content=f'{{"expires_in": {literal}}}', headers=json_body
+    )
+    assert created.status_code == 422
+    assert "expires_in" in created.json()["detail"]
+    session_id = (await api.post("/v1/sessions", json={})).json()["id"]
+    body = f'{{"id": "{session_id}", "set": {{"a": 1}}, "expires_in": {literal}}}'
+    updated = await api.post("/v1/sessions/update", content=body, headers=json_body)
+    assert updated.status_code == 422
+    assert "expires_in" in updated.json()["detail"]
+    read = await api.post("/v1/sessions/read", json={"id": session_id})
+    assert read.json()["attributes"] == {}  # nothing of a refused update was stored
 
 
 @pytest.mark.parametrize(

@@ -50,6 +50,7 @@ from sessionflow._metrics import (
 from sessionflow._migration_config import MigrationConfig
 from sessionflow._migration_stats import MigrationStats
 from sessionflow._open_backend import ClientTimeouts, open_configured
+from sessionflow._policy import LONGEST_SECONDS
 from sessionflow._service_config import ServiceConfig, check_admin_token
 from sessionflow._service_hot import ErrorBody, HotRoute, ServiceApp, validation_detail
 from sessionflow._service_tier import TierHandle, tier_routes
@@ -97,11 +98,29 @@ class MigrationHandle:
         return self.migration
 
 
+ExpiresIn = Annotated[
+    float | None,
+    Field(
+        default=None,
+        gt=0,
+        le=LONGEST_SECONDS,
+        allow_inf_nan=False,
+        strict=True,  # a number: not true, not "60"
+        description=(
+            "End the session this many seconds from now, sooner than the policy's absolute"
+            " timeout (a longer time leaves it at the policy's; the idle timeout still"
+            " applies)."
+        ),
+    ),
+]
+
+
 class CreateRequest(BaseModel):
     """Create a session."""
 
     user_id: str | None = Field(default=None, min_length=1, max_length=1024)
     attributes: dict[str, Any] = Field(default_factory=dict)
+    expires_in: ExpiresIn = None
 
 
 class IdRequest(BaseModel):
@@ -115,6 +134,7 @@ class UpdateRequest(IdRequest):
 
     set: dict[str, Any] = Field(default_factory=dict)
     unset: list[str] = Field(default_factory=list)
+    expires_in: ExpiresIn = None
 
 
 class RegenerateRequest(IdRequest):
@@ -260,7 +280,8 @@ def _session_routes(app: ServiceApp, store: AsyncSessionStore) -> None:  # noqa:
     @app.post("/v1/sessions", status_code=201, response_model=CreatedView)
     async def create(body: CreateRequest) -> dict[str, Any]:
         """Create a session; the response carries its id (the only time it is returned)."""
-        session = await store.create(body.attributes, user_id=body.user_id)
+        ends = None if body.expires_in is None else store.clock.now() + body.expires_in
+        session = await store.create(body.attributes, user_id=body.user_id, expires_at=ends)
         return {**_view(session, with_attributes=True), "id": session.id}
 
     async def validated(body: IdRequest) -> dict[str, Any]:
@@ -283,11 +304,17 @@ def _session_routes(app: ServiceApp, store: AsyncSessionStore) -> None:  # noqa:
 
     @app.post("/v1/sessions/update", response_model=SessionView)
     async def update(body: UpdateRequest) -> dict[str, Any]:
-        """Set and unset attributes (merged with concurrent updates of other attributes)."""
+        """Set and unset attributes (merged with concurrent updates of other attributes).
+
+        With `expires_in`, the session also ends that many seconds from now (sooner than
+        its policy; never later).
+        """
         session = await live(body.id, touch=False)
         for name in body.unset:
             session.pop(name, None)
         session.update(body.set)
+        if body.expires_in is not None:
+            session.expire_at(store.clock.now() + body.expires_in)
         await store.save(session)
         return _view(session, with_attributes=True)
 
