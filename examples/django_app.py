@@ -37,6 +37,7 @@ def configure(store_factory: str, async_store_factory: str | None = None) -> Non
         SESSION_COOKIE_SECURE=True,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_AGE=12 * 3600,  # the store's absolute timeout (SessionPolicy default)
     )
     django.setup()
 
