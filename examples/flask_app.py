@@ -12,6 +12,8 @@ from flask import Flask, jsonify, request, session
 from sessionflow import CookieSettings, SessionStore
 from sessionflow.flask import FlaskSession, SessionflowInterface
 
+UNREMEMBERED_SECONDS = 30 * 60
+
 
 def create_app(
     store: SessionStore,
@@ -37,6 +39,9 @@ def create_app(
         user = request.form["user"]
         flask_session().regenerate(user_id=user)  # a new id at login: no fixation
         session["user"] = user
+        if request.form.get("remember", "1") != "1":
+            # "Remember me" unticked: half an hour, on the server as well as in the browser
+            flask_session().expire_at(store.clock.now() + UNREMEMBERED_SECONDS)
         return jsonify(user=user)
 
     @app.post("/prefs/<name>/<value>")

@@ -141,3 +141,21 @@ def test_a_login_cookie_lives_as_long_as_the_session_left() -> None:
     cookie = session_cookie(client.post("/login", data={"user": "ada"}, base_url=HTTPS))
     assert cookie is not None
     assert "Max-Age=42200" in cookie  # the policy's 12 hours ran from the session's creation
+
+
+def test_a_login_without_remember_me_ends_on_the_server_and_in_the_browser() -> None:
+    clock = ManualClock()
+    store = SessionStore(MemoryBackend(), clock=clock)
+    client = flask_example.create_app(store).test_client()
+    client.get("/", base_url=HTTPS)
+    login = client.post("/login", data={"user": "ada", "remember": "0"}, base_url=HTTPS)
+    cookie = session_cookie(login)
+    assert cookie is not None
+    assert f"Max-Age={flask_example.UNREMEMBERED_SECONDS}" in cookie
+    again = client.get("/whoami", base_url=HTTPS)
+    assert again.json == {"user": "ada", "views": 1}
+    assert session_cookie(again) is None  # the end did not move again
+    clock.advance(1000)
+    assert client.get("/whoami", base_url=HTTPS).json == {"user": "ada", "views": 1}
+    clock.advance(flask_example.UNREMEMBERED_SECONDS - 1000)  # idle only 800 s: the end
+    assert client.get("/whoami", base_url=HTTPS).json == {}

@@ -3,7 +3,8 @@
     app.session_interface = SessionflowInterface(SessionStore(RedisBackend(client)))
 
 ``flask.session`` then behaves as usual (a dict that is saved when it changed), plus
-``session.regenerate(user_id=...)`` at login and ``session.logout(everywhere=...)``.
+``session.regenerate(user_id=...)`` at login, ``session.logout(everywhere=...)`` and
+``session.expire_at(epoch_seconds)`` for a shorter life.
 """
 
 from __future__ import annotations
@@ -75,6 +76,15 @@ class FlaskSession(SessionMixin):
         """Move the session to a new id (call at login); creates one if there is none."""
         self._request.regenerate(user_id=user_id)
         self.modified = True
+
+    def expire_at(self, when: float) -> None:
+        """End the session at `when` (epoch seconds), sooner than the store's policy.
+
+        The server ends it then, and the cookie is sent again with that life (see
+        `Session.expire_at`); creates the session if there is none.
+        """
+        self._request.get().expire_at(when)
+        self.accessed = self.modified = True
 
     def logout(self, *, everywhere: bool = False) -> None:
         """Delete the session (and with `everywhere`, every session of its user)."""
