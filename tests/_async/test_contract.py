@@ -14,6 +14,7 @@ import pytest
 
 from sessionflow import (
     AsyncBackend,
+    AsyncMemoryBackend,
     AsyncMigratingBackend,
     AsyncSessionStore,
     Codec,
@@ -28,6 +29,7 @@ from sessionflow import (
     new_session_id,
     storage_key,
 )
+from sessionflow._async import store as store_module
 from tests.concurrency import async_run_all
 from tests.conftest import POLICY
 
@@ -525,6 +527,39 @@ async def test_list_user_is_oldest_first_and_prunes_dead_sessions(
     assert [s.handle for s in listed] == [third.key]
     assert listed[0].user_id == user
     assert await async_store.list_user("nobody-" + user) == []
+
+
+async def test_a_user_with_more_sessions_than_a_page_is_listed_and_revoked_whole(
+    async_store: AsyncSessionStore, clock: ManualClock, user: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Listing reads a user's sessions a page at a time; every page counts, dead ones too."""
+    monkeypatch.setattr(store_module, "USER_READ_PAGE", 3)
+    sessions = []
+    for _ in range(8):
+        sessions.append(await async_store.create(user_id=user))
+        clock.advance(1)
+    await async_store.delete(sessions[4])  # in the second page
+    listed = await async_store.list_user(user)
+    assert [s.handle for s in listed] == [s.key for i, s in enumerate(sessions) if i != 4]
+    assert await async_store.revoke_user(user, keep=sessions[7].id) == 6
+    assert [s.handle for s in await async_store.list_user(user)] == [sessions[7].key]
+
+
+async def test_listing_a_user_never_reads_more_than_a_page_at_once(user: str) -> None:
+    backend = AsyncMemoryBackend()
+    store = AsyncSessionStore(backend)
+    for _ in range(store_module.USER_READ_PAGE * 2 + 1):
+        await store.create(user_id=user)
+    reads: list[int] = []
+    read_many = backend.get_many
+
+    async def counted(keys):  # type: ignore[no-untyped-def]
+        reads.append(len(keys))
+        return await read_many(keys)
+
+    backend.get_many = counted  # type: ignore[method-assign]
+    assert len(await store.list_user(user)) == store_module.USER_READ_PAGE * 2 + 1
+    assert reads == [store_module.USER_READ_PAGE, store_module.USER_READ_PAGE, 1]
 
 
 async def test_revoke_user_logs_out_everywhere_but_kept_device(

@@ -15,6 +15,7 @@ import pytest
 
 from sessionflow import (
     Backend,
+    MemoryBackend,
     MigratingBackend,
     SessionStore,
     Codec,
@@ -29,6 +30,7 @@ from sessionflow import (
     new_session_id,
     storage_key,
 )
+from sessionflow._sync import store as store_module
 from tests.concurrency import sync_run_all
 from tests.conftest import POLICY
 
@@ -526,6 +528,39 @@ def test_list_user_is_oldest_first_and_prunes_dead_sessions(
     assert [s.handle for s in listed] == [third.key]
     assert listed[0].user_id == user
     assert sync_store.list_user("nobody-" + user) == []
+
+
+def test_a_user_with_more_sessions_than_a_page_is_listed_and_revoked_whole(
+    sync_store: SessionStore, clock: ManualClock, user: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Listing reads a user's sessions a page at a time; every page counts, dead ones too."""
+    monkeypatch.setattr(store_module, "USER_READ_PAGE", 3)
+    sessions = []
+    for _ in range(8):
+        sessions.append(sync_store.create(user_id=user))
+        clock.advance(1)
+    sync_store.delete(sessions[4])  # in the second page
+    listed = sync_store.list_user(user)
+    assert [s.handle for s in listed] == [s.key for i, s in enumerate(sessions) if i != 4]
+    assert sync_store.revoke_user(user, keep=sessions[7].id) == 6
+    assert [s.handle for s in sync_store.list_user(user)] == [sessions[7].key]
+
+
+def test_listing_a_user_never_reads_more_than_a_page_at_once(user: str) -> None:
+    backend = MemoryBackend()
+    store = SessionStore(backend)
+    for _ in range(store_module.USER_READ_PAGE * 2 + 1):
+        store.create(user_id=user)
+    reads: list[int] = []
+    read_many = backend.get_many
+
+    def counted(keys):  # type: ignore[no-untyped-def]
+        reads.append(len(keys))
+        return read_many(keys)
+
+    backend.get_many = counted  # type: ignore[method-assign]
+    assert len(store.list_user(user)) == store_module.USER_READ_PAGE * 2 + 1
+    assert reads == [store_module.USER_READ_PAGE, store_module.USER_READ_PAGE, 1]
 
 
 def test_revoke_user_logs_out_everywhere_but_kept_device(

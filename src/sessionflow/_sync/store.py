@@ -39,6 +39,9 @@ from sessionflow._store_stats import StoreStats
 
 logger = logging.getLogger("sessionflow")
 
+USER_READ_PAGE = 500
+"""Sessions of one user read per request when listing them."""
+
 _HANDLE_PATTERN = re.compile(r"[0-9a-f]{64}")
 _CREATE_ATTEMPTS = 3
 
@@ -331,13 +334,17 @@ class SessionStore:
         now = self.clock.now()
         live: list[SessionSummary] = []
         dead: list[str] = []
-        for key, record in zip(keys, self.backend.get_many(keys), strict=True):
-            if isinstance(record, CorruptRecord):
-                self._unreadable(record)
-            elif record is None or not record.is_live(now) or record.user_id != user_id:
-                dead.append(key)
-            else:
-                live.append(_summary(record))
+        # Page by page: a user with many sessions never has all their records in memory
+        # at once, nor one Redis pipeline of them all.
+        for start in range(0, len(keys), USER_READ_PAGE):
+            page = keys[start : start + USER_READ_PAGE]
+            for key, record in zip(page, self.backend.get_many(page), strict=True):
+                if isinstance(record, CorruptRecord):
+                    self._unreadable(record)
+                elif record is None or not record.is_live(now) or record.user_id != user_id:
+                    dead.append(key)
+                else:
+                    live.append(_summary(record))
         if dead:
             self.backend.forget_user_keys(user_id, dead)
         return sorted(live, key=lambda summary: (summary.created_at, summary.handle))
