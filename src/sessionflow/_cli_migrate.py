@@ -28,7 +28,7 @@ from rich.table import Table
 
 from sessionflow._async.migration import AsyncMigration, ValidationStep
 from sessionflow._cli_limits import LONGEST_WAIT_SECONDS
-from sessionflow._concurrency import async_stop_if_cancelled
+from sessionflow._cli_repeat import run_on_period
 from sessionflow._errors import BackendError, ConfigError, MigrationRefused, one_line
 from sessionflow._migration_config import MigrationConfig
 from sessionflow._migration_reports import BackfillProgress, MigrationStatus, VerifyReport
@@ -432,8 +432,10 @@ def repair_command(
     """Drain the repair queue: reconcile every queued key from the authoritative store."""
 
     async def job(migration: AsyncMigration) -> int:
-        while True:
-            await async_stop_if_cancelled()
+        remaining = 0
+
+        async def run_once() -> None:
+            nonlocal remaining
             report = await migration.repair()
             console.print(
                 f"repaired {report.handled} key(s) {dict(report.outcomes) or ''}, "
@@ -443,9 +445,10 @@ def repair_command(
             )
             for entry in report.quarantine.entries:
                 console.print(f"  quarantined {entry['key']}: {escape(entry['reason'])}")
-            if not follow:
-                return report.remaining
-            await asyncio.sleep(follow)
+            remaining = report.remaining
+
+        await run_on_period(run_once, follow or None, job="the repair", console=console)
+        return remaining
 
     remaining = _run(_load(config), job)
     if remaining:

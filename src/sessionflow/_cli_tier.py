@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -19,7 +18,7 @@ from rich.progress import Progress, TextColumn, TimeElapsedColumn
 
 from sessionflow._async.backends.tiered import AsyncTieredBackend
 from sessionflow._cli_limits import LONGEST_WAIT_SECONDS
-from sessionflow._concurrency import async_stop_if_cancelled
+from sessionflow._cli_repeat import run_on_period
 from sessionflow._errors import BackendError, ConfigError, one_line
 from sessionflow._open_backend import open_tier
 from sessionflow._scan import MAX_PAGE
@@ -91,9 +90,7 @@ def _repeat(
     period = every or (settings.sync_interval if loop else None)
 
     async def run(backend: AsyncTieredBackend) -> None:
-        while True:
-            await async_stop_if_cancelled()
-            began = time.monotonic()
+        async def run_once() -> None:
             report = await once(backend, size)
             console.print(describe(report), soft_wrap=True)
             for entry in report.quarantine.entries:
@@ -102,9 +99,8 @@ def _repeat(
                     f"{escape(one_line(entry['reason']))}[/yellow]",
                     soft_wrap=True,
                 )
-            if period is None:
-                return
-            await asyncio.sleep(max(0.0, period - (time.monotonic() - began)))
+
+        await run_on_period(run_once, period, job="the run", console=console)
 
     try:
         _run(settings, region, run)
