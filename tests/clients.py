@@ -6,8 +6,9 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any
 
 import aioboto3
@@ -16,6 +17,8 @@ import httpx
 
 from sessionflow import dynamodb_client_config
 from sessionflow.local_servers import DUMMY_AWS
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @asynccontextmanager
@@ -66,3 +69,21 @@ def running_service(port: int, **environ: str) -> Iterator[str]:
         process.terminate()
         process.wait(timeout=10)
         process.stdout.close()  # type: ignore[union-attr]
+
+
+def sessionflow_command(
+    args: list[str], *, environ: Mapping[str, str] | None = None, before: str = ""
+) -> subprocess.Popen[str]:
+    """Start ``sessionflow args`` in a process of its own; its output (both streams) as text.
+
+    `before` is Python the process runs first (signal dispositions); `environ` adds to the
+    environment. The caller stops it by its PID.
+    """
+    return subprocess.Popen(
+        [sys.executable, "-c", before + "from sessionflow.cli import main; main()", *args],
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1", **(environ or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )

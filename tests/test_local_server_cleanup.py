@@ -6,7 +6,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -16,8 +15,7 @@ import pytest
 
 from sessionflow._errors import ConfigError
 from sessionflow.local_servers import DynamoDBLocal, RedisServer, find_dynamodb_local
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.clients import sessionflow_command
 
 
 def _children(pid: int) -> set[int]:
@@ -72,16 +70,11 @@ def _start(
     `interrupt_ignored` starts it as a shell without job control starts a background job
     (``command &`` in a script or a CI step): with SIGINT ignored.
     """
-    env = {**os.environ, "TMPDIR": str(scratch), "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
     interrupt = "signal.SIG_IGN" if interrupt_ignored else "signal.default_int_handler"
-    program = f"import signal; signal.signal(signal.SIGINT, {interrupt}); "
-    command = subprocess.Popen(
-        [sys.executable, "-c", program + "from sessionflow.cli import main; main()", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    command = sessionflow_command(
+        args,
+        environ={"TMPDIR": str(scratch)},
+        before=f"import signal; signal.signal(signal.SIGINT, {interrupt}); ",
     )
     assert command.stdout is not None
     seen = []

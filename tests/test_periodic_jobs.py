@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 import queue
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -22,9 +20,8 @@ from rich.console import Console
 from sessionflow import BackendError
 from sessionflow._cli_repeat import run_on_period
 from sessionflow.local_servers import DUMMY_AWS, RedisServer
+from tests.clients import sessionflow_command
 from tests.conftest import Servers
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 async def test_on_a_period_a_failed_run_is_reported_and_the_next_one_comes() -> None:
@@ -122,26 +119,13 @@ def test_tier_flush_every_second_outlives_its_redis_going_away(
                 }
             )
         )
-        env = {
-            **os.environ,
-            "AWS_ACCESS_KEY_ID": DUMMY_AWS["aws_access_key_id"],
-            "AWS_SECRET_ACCESS_KEY": DUMMY_AWS["aws_secret_access_key"],
-            "AWS_DEFAULT_REGION": DUMMY_AWS["region_name"],
-            "COLUMNS": "300",
-            "PYTHONUNBUFFERED": "1",
-        }
-        command = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from sessionflow.cli import main; main()",
-                *("tier", "flush", "-c", str(path), "--every", "1"),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+        command = sessionflow_command(
+            ["tier", "flush", "-c", str(path), "--every", "1"],
+            environ={
+                "AWS_ACCESS_KEY_ID": DUMMY_AWS["aws_access_key_id"],
+                "AWS_SECRET_ACCESS_KEY": DUMMY_AWS["aws_secret_access_key"],
+                "AWS_DEFAULT_REGION": DUMMY_AWS["region_name"],
+            },
         )
         assert command.stdout is not None
         (lines, pump), seen = _reader(command.stdout), []
