@@ -48,13 +48,8 @@ class AsyncEngineOps:
     async def create(self, engine: Any, data: dict[str, Any] | None = None) -> None:  # noqa: ANN401
         """Store a new session (empty unless `data`) and give the engine its key."""
         user = data.get(AUTH_USER_KEY) if data else None
-        now = self.store.clock.now()
-        end = django_session_end(
-            (data or {}).get(EXPIRY_KEY),
-            now=now,
-            ceiling=now + self.store.policy.absolute_timeout,
-        )
-        if end <= now:  # set_expiry with a moment already past: nothing to keep
+        end = self._end(data or {})
+        if end is None:  # set_expiry with a moment already past: nothing to keep
             engine._session_key = None  # noqa: SLF001
             engine.sessionflow_session = None
             return
@@ -79,8 +74,7 @@ class AsyncEngineOps:
         if session is None:
             raise UpdateError
         if not self._replace_data(session, data):
-            await self.store.delete(session)  # set_expiry with a moment already past
-            engine.sessionflow_session = None
+            await self._end_now(engine, session)
             return
         user = data.get(AUTH_USER_KEY)
         try:
@@ -113,9 +107,7 @@ class AsyncEngineOps:
             await self.create(engine, data)
             return
         if not self._replace_data(session, data):
-            await self.store.delete(session)
-            engine.sessionflow_session = None
-            engine._session_key = None  # noqa: SLF001
+            await self._end_now(engine, session)
             return
         moved = await self.store.regenerate(session)
         engine.sessionflow_session = moved
@@ -130,14 +122,27 @@ class AsyncEngineOps:
         for name in [name for name in session if name not in data]:
             del session[name]
         session.update(data)
-        now = self.store.clock.now()
-        end = django_session_end(
-            data.get(EXPIRY_KEY),
-            now=now,
-            ceiling=session.created_at + self.store.policy.absolute_timeout,
-        )
-        if end <= now:
+        end = self._end(data, session.created_at)
+        if end is None:
             return False
         if abs(end - session.absolute_expires_at) > _SAME_END:
             session.expire_at(end)
         return True
+
+    def _end(self, data: dict[str, Any], created_at: float | None = None) -> float | None:
+        """Return the end `set_expiry` asks for (at most the policy's), None if it passed.
+
+        `created_at` is the session's creation; None for one about to be created.
+        """
+        now = self.store.clock.now()
+        start = now if created_at is None else created_at
+        end = django_session_end(
+            data.get(EXPIRY_KEY), now=now, ceiling=start + self.store.policy.absolute_timeout
+        )
+        return None if end <= now else end
+
+    async def _end_now(self, engine: Any, session: Session) -> None:  # noqa: ANN401
+        """End a session whose `set_expiry` moment has passed: delete it, drop its key."""
+        await self.store.delete(session)
+        engine.sessionflow_session = None
+        engine._session_key = None  # noqa: SLF001
