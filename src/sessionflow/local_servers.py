@@ -31,12 +31,38 @@ DUMMY_AWS = {
 }
 
 
+_EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST_PORT = 10_000
+_START_ATTEMPTS = 3
+"""Starts of a server on ports it chose itself, when one was taken before the server bound it."""
+
+
+def _server_ports() -> tuple[int, int]:
+    """Return the range servers' ports are picked from: below the kernel's ephemeral range.
+
+    Every outgoing connection takes its source port from the ephemeral range, so a port
+    picked there can be taken between the pick and the server's bind (the server then
+    exits: "Address already in use").
+    """
+    try:
+        ephemeral_low = int(_EPHEMERAL_PORTS.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32_768  # Linux's default
+    return _LOWEST_PORT, max(_LOWEST_PORT + 20_000, ephemeral_low - 1)
+
+
 def free_port() -> int:
-    """Return a TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """Return a TCP port that is free on 127.0.0.1 right now, below the ephemeral range."""
+    rng = random.SystemRandom()
+    low, high = _server_ports()
+    for _ in range(1000):
+        port = rng.randint(low, high)
+        if _is_free(port):
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # pragma: no cover
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
 
 
 def _is_free(port: int) -> bool:
@@ -49,10 +75,14 @@ def _is_free(port: int) -> bool:
 
 
 def free_cluster_port() -> int:
-    """Return a free port P <= 55535 whose cluster bus port P + 10000 is free too."""
+    """Return a free port P whose cluster bus port P + 10000 is free too.
+
+    Both are below the ephemeral range (see `free_port`).
+    """
     rng = random.SystemRandom()
+    low, high = _server_ports()
     for _ in range(1000):
-        port = rng.randint(20_000, 55_535)
+        port = rng.randint(low, high - 10_000)
         if _is_free(port) and _is_free(port + 10_000):
             return port
     raise RuntimeError("no free port pair for a Redis cluster node")  # pragma: no cover
@@ -145,6 +175,10 @@ def _running(pid: int) -> bool:
     return True
 
 
+class EarlyExitError(RuntimeError):
+    """A local server process ended before it was ready (its log's tail says why)."""
+
+
 class _LocalServer:
     """Something started with `start` and stopped with `stop`; a context manager of both."""
 
@@ -174,6 +208,9 @@ class _LocalServer:
 
 class _Process(_LocalServer):
     """A child process with a scratch directory, stopped by its PID."""
+
+    port: int
+    _port_given = True  # servers whose port their caller chose keep it
 
     def __init__(self, name: str, *, scratch_parent: Path | None = None) -> None:
         self.name = name
@@ -235,7 +272,23 @@ class _Process(_LocalServer):
 
     def _check_alive(self) -> None:
         if self.process is not None and self.process.poll() is not None:
-            raise RuntimeError(f"{self.name} exited early:\n{self.log_tail()}")
+            raise EarlyExitError(f"{self.name} exited early:\n{self.log_tail()}")
+
+    def _start_on_a_port(self, launch: Callable[[], None]) -> None:
+        """Run `launch`; a server that exits at once on a port it chose gets another.
+
+        Only until it has started once: `restart` keeps the port its clients know.
+        """
+        for attempt in range(_START_ATTEMPTS):
+            try:
+                launch()
+            except EarlyExitError:
+                if self._port_given or attempt == _START_ATTEMPTS - 1:
+                    raise
+                self.port = free_port()
+            else:
+                self._port_given = True
+                return
 
     def pause(self) -> None:
         """Freeze the server (SIGSTOP to its PID): connections hang, nothing answers."""
@@ -292,6 +345,7 @@ class RedisServer(_Process):
     ) -> None:
         super().__init__("redis")
         self.port = port or free_port()
+        self._port_given = port is not None
         self.binary = binary or find_redis_server()
         self.extra_args = extra_args
 
@@ -302,24 +356,26 @@ class RedisServer(_Process):
 
     def start(self) -> Self:
         """Start the server and wait until it answers PING."""
-        self._launch(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-                "--dir",
-                str(self.directory),
-                *self.extra_args,
-            ],
-            self.wait_ready,
+        self._start_on_a_port(
+            lambda: self._launch(
+                [
+                    self.binary,
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--daemonize",
+                    "no",
+                    "--dir",
+                    str(self.directory),
+                    *self.extra_args,
+                ],
+                self.wait_ready,
+            )
         )
         return self
 
@@ -567,8 +623,17 @@ class RedisSentinelGroup(_LocalServer):
         self.master.stop()
 
 
-def wait_for_dynamodb(endpoint_url: str, timeout: float = _READY_TIMEOUT) -> None:
-    """Wait until a DynamoDB endpoint answers ListTables."""
+def wait_for_dynamodb(
+    endpoint_url: str,
+    timeout: float = _READY_TIMEOUT,
+    *,
+    alive: Callable[[], None] | None = None,
+) -> None:
+    """Wait until a DynamoDB endpoint answers ListTables.
+
+    `alive` is called between tries and raises if the server has exited: a server that
+    could not bind its port fails the wait at once instead of after `timeout`.
+    """
     import boto3  # noqa: PLC0415 - the dynamodb extra is needed only here
     from botocore.config import Config  # noqa: PLC0415
 
@@ -585,6 +650,8 @@ def wait_for_dynamodb(endpoint_url: str, timeout: float = _READY_TIMEOUT) -> Non
         try:
             client.list_tables(Limit=1)
         except Exception:
+            if alive is not None:
+                alive()
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
@@ -613,6 +680,7 @@ class DynamoDBLocal(_Process):
         self.jar_directory = found
         self.java = java
         self.port = port or free_port()
+        self._port_given = port is not None
 
     @property
     def endpoint_url(self) -> str:
@@ -621,26 +689,30 @@ class DynamoDBLocal(_Process):
 
     def start(self) -> Self:
         """Start the server and wait until it answers ListTables."""
-        self._launch(
-            [
-                self.java,
-                "-Xmx512m",
-                f"-Djava.library.path={self.jar_directory / 'DynamoDBLocal_lib'}",
-                "-jar",
-                str(self.jar_directory / "DynamoDBLocal.jar"),
-                *(["-dbPath", str(self.directory)] if self.on_disk else ["-inMemory"]),
-                "-sharedDb",
-                "-disableTelemetry",
-                "-port",
-                str(self.port),
-            ],
-            self._wait_ready,
+        self._start_on_a_port(
+            lambda: self._launch(
+                [
+                    self.java,
+                    "-Xmx512m",
+                    f"-Djava.library.path={self.jar_directory / 'DynamoDBLocal_lib'}",
+                    "-jar",
+                    str(self.jar_directory / "DynamoDBLocal.jar"),
+                    *(["-dbPath", str(self.directory)] if self.on_disk else ["-inMemory"]),
+                    "-sharedDb",
+                    "-disableTelemetry",
+                    "-port",
+                    str(self.port),
+                ],
+                self._wait_ready,
+            )
         )
         return self
 
     def _wait_ready(self) -> None:
         try:
-            wait_for_dynamodb(self.endpoint_url)
+            wait_for_dynamodb(self.endpoint_url, alive=self._check_alive)
+        except EarlyExitError:
+            raise
         except Exception as exc:
             self._check_alive()
             raise RuntimeError(f"DynamoDB Local did not start:\n{self.log_tail()}") from exc
