@@ -51,14 +51,25 @@ def _server_ports() -> tuple[int, int]:
     return _LOWEST_PORT, max(_LOWEST_PORT + 20_000, ephemeral_low - 1)
 
 
-def free_port() -> int:
-    """Return a TCP port that is free on 127.0.0.1 right now, below the ephemeral range."""
+def _random_free_port(paired_at: int = 0) -> int | None:
+    """Return a random free port below the ephemeral range; None if none turned up.
+
+    With `paired_at`, port + `paired_at` is free too (a Redis Cluster node's bus port).
+    """
     rng = random.SystemRandom()
     low, high = _server_ports()
     for _ in range(1000):
-        port = rng.randint(low, high)
-        if _is_free(port):
+        port = rng.randint(low, high - paired_at)
+        if _is_free(port) and (not paired_at or _is_free(port + paired_at)):
             return port
+    return None
+
+
+def free_port() -> int:
+    """Return a TCP port that is free on 127.0.0.1 right now, below the ephemeral range."""
+    port = _random_free_port()
+    if port is not None:
+        return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # pragma: no cover
         sock.bind(("127.0.0.1", 0))
         chosen: int = sock.getsockname()[1]
@@ -79,12 +90,9 @@ def free_cluster_port() -> int:
 
     Both are below the ephemeral range (see `free_port`).
     """
-    rng = random.SystemRandom()
-    low, high = _server_ports()
-    for _ in range(1000):
-        port = rng.randint(low, high - 10_000)
-        if _is_free(port) and _is_free(port + 10_000):
-            return port
+    port = _random_free_port(paired_at=10_000)
+    if port is not None:
+        return port
     raise RuntimeError("no free port pair for a Redis cluster node")  # pragma: no cover
 
 
