@@ -42,10 +42,11 @@ def sync_dynamodb_client_at(endpoint_url: str, **config: Any) -> Iterator[Any]:
 
 
 @contextmanager
-def running_service(port: int, **environ: str) -> Iterator[str]:
+def running_service(port: int, *, output: list[str] | None = None, **environ: str) -> Iterator[str]:
     """Run `sessionflow serve` (memory backend unless `environ` says otherwise) on `port`.
 
-    Yields its base URL once /healthz answers; stops the process by its PID on exit.
+    Yields its base URL once /healthz answers; stops the process by its PID on exit, then
+    appends what it printed to `output`.
     """
     process = subprocess.Popen(
         [sys.executable, "-m", "sessionflow.cli", "serve", "--port", str(port)],
@@ -68,7 +69,10 @@ def running_service(port: int, **environ: str) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+        printed = process.stdout.read().decode()  # type: ignore[union-attr]
         process.stdout.close()  # type: ignore[union-attr]
+        if output is not None:
+            output.append(printed)
 
 
 def sessionflow_command(

@@ -40,6 +40,12 @@ from sessionflow._errors import (
     StageChanged,
     VersionConflict,
 )
+from sessionflow._events import (
+    SessionEvent,
+    SessionEventKind,
+    SessionEventListener,
+    SessionEventLog,
+)
 from sessionflow._ids import new_session_id, storage_key, validate_session_id
 from sessionflow._migration_stats import MigrationStats
 from sessionflow._policy import SessionPolicy
@@ -200,6 +206,10 @@ __all__ = [
     "RepairDepth",
     "RepairItem",
     "Session",
+    "SessionEvent",
+    "SessionEventKind",
+    "SessionEventListener",
+    "SessionEventLog",
     "SessionExists",
     "SessionNotFound",
     "SessionPolicy",

@@ -23,6 +23,7 @@ from sessionflow._errors import (
     SessionTooLarge,
     VersionConflict,
 )
+from sessionflow._events import SessionEventKind
 from sessionflow._migration_stats import MigrationStats
 from sessionflow._stages import Stage
 from sessionflow._tier import TierStats
@@ -172,6 +173,21 @@ class StoreStatsCollector(Collector):
             family = CounterMetricFamily(name, help_text, labels=("store",))
             family.add_metric((self._store,), value)
             yield family
+        events = CounterMetricFamily(
+            "sessionflow_store_session_events",
+            "Sessions created, regenerated, deleted, revoked and evicted, by event.",
+            labels=("store", "event"),
+        )
+        for kind in SessionEventKind:
+            events.add_metric((self._store, kind.value), self._stats.events[kind])
+        yield events
+        failures = CounterMetricFamily(
+            "sessionflow_store_event_listener_failures",
+            "Session events whose listener raised (the store's change stands).",
+            labels=("store",),
+        )
+        failures.add_metric((self._store,), self._stats.listener_failures)
+        yield failures
 
 
 class CapacityCollector(Collector):

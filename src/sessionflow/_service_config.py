@@ -46,6 +46,9 @@ class ServiceConfig:
     """Seconds a request waits on a store that stopped answering before it gets a 503."""
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     """Request bodies over this many bytes get a 413 before they are read."""
+    audit_log: bool = False
+    """Log every session created, regenerated, deleted, revoked or evicted (by handle,
+    never id) to the ``sessionflow.audit`` logger; `sessionflow serve` prints it."""
 
     def __post_init__(self) -> None:
         if self.backend not in get_args(BackendKind):

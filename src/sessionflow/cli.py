@@ -92,6 +92,7 @@ def serve(
     ),
 ) -> None:
     """Run the HTTP session service (on a local Redis it starts itself, unless configured)."""
+    from sessionflow._events import print_audit_log  # noqa: PLC0415
     from sessionflow._migration_config import MigrationConfig  # noqa: PLC0415
     from sessionflow._open_backend import (  # noqa: PLC0415
         EMBEDDED_BACKENDS,
@@ -110,6 +111,8 @@ def serve(
         from sessionflow.service import build_app, run_service  # noqa: PLC0415
 
         service = build_app(settings, migration, tier=tier, region=region)
+        if settings.audit_log:
+            print_audit_log()
         if migration is not None or tier is not None or settings.backend not in EMBEDDED_BACKENDS:
             asyncio.run(
                 check_configured(

@@ -40,6 +40,7 @@ from sessionflow._errors import (
     StageChanged,
     VersionConflict,
 )
+from sessionflow._events import SessionEventKind, SessionEventLog
 from sessionflow._ids import new_session_id
 from sessionflow._metrics import (
     BackendMetrics,
@@ -418,6 +419,8 @@ def _admin_routes(
             "unreadable_records": store.stats.unreadable_records,
             "merged_conflicts": store.stats.merged_conflicts,
             "raised_conflicts": store.stats.raised_conflicts,
+            "session_events": {kind.value: store.stats.events[kind] for kind in SessionEventKind},
+            "event_listener_failures": store.stats.listener_failures,
             "idle_timeout": policy.idle_timeout,
             "absolute_timeout": policy.absolute_timeout,
         }
@@ -477,7 +480,11 @@ def build_app(
     registry = CollectorRegistry()
     metrics = BackendMetrics(registry)
     # The real backend opens in the lifespan, inside the server's event loop.
-    store = AsyncSessionStore(cast("AsyncBackend", _PendingBackend()), policy=config.policy())
+    store = AsyncSessionStore(
+        cast("AsyncBackend", _PendingBackend()),
+        policy=config.policy(),
+        on_event=SessionEventLog() if config.audit_log else None,
+    )
     handle = MigrationHandle() if migration is not None else None
     stats = MigrationStats()
     if migration is not None:

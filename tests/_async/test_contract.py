@@ -21,6 +21,8 @@ from sessionflow import (
     InvalidAttribute,
     InvalidSessionId,
     ManualClock,
+    SessionEvent,
+    SessionEventKind,
     SessionNotFound,
     SessionPolicy,
     SessionRecord,
@@ -598,6 +600,59 @@ async def test_session_cap_revokes_the_oldest(async_backend, clock: ManualClock,
     assert await store.get(second.id) is not None
     assert await store.get(third.id) is not None
     assert [s.handle for s in await store.list_user(user)] == [second.key, third.key]
+
+
+async def test_lifecycle_events_report_each_change_once_by_handle(
+    async_backend, clock: ManualClock, user: str
+) -> None:
+    events: list[SessionEvent] = []
+    store = AsyncSessionStore(
+        async_backend,
+        policy=SessionPolicy(max_sessions_per_user=3),
+        clock=clock,
+        on_event=events.append,
+    )
+    anonymous = await store.create({"cart": []})
+    clock.advance(1)
+    logged_in = await store.regenerate(anonymous, user_id=user)  # login
+    clock.advance(1)
+    phone = await store.create(user_id=user)
+    clock.advance(1)
+    tablet = await store.create(user_id=user)
+    clock.advance(1)
+    laptop = await store.create(user_id=user)  # a fourth: the oldest goes
+    assert await store.revoke_user(user, keep=laptop) == 2
+    ending = await store.create(user_id=user)
+    ending.expire_at(clock.now() - 1)
+    with pytest.raises(SessionNotFound):
+        await store.save(ending)  # an end already passed: deleted
+    assert await store.delete(laptop)
+    assert not await store.delete(laptop)  # gone already: nothing to report
+    assert not await store.revoke(phone.key)
+    kind = SessionEventKind
+    assert [(e.kind, e.handle, e.user_id, e.previous_handle) for e in events] == [
+        (kind.CREATED, anonymous.key, None, None),
+        (kind.REGENERATED, logged_in.key, user, anonymous.key),
+        (kind.CREATED, phone.key, user, None),
+        (kind.CREATED, tablet.key, user, None),
+        (kind.CREATED, laptop.key, user, None),
+        (kind.EVICTED, logged_in.key, user, None),
+        (kind.REVOKED, phone.key, user, None),
+        (kind.REVOKED, tablet.key, user, None),
+        (kind.CREATED, ending.key, user, None),
+        (kind.DELETED, ending.key, user, None),
+        (kind.DELETED, laptop.key, user, None),
+    ]
+    assert [e.at for e in events[:3]] == [anonymous.created_at, clock.now() - 3, phone.created_at]
+    ids = {anonymous.id, logged_in.id, phone.id, tablet.id, laptop.id, ending.id}
+    assert not any(session_id in repr(event) for event in events for session_id in ids)
+    assert dict(store.stats.events) == {
+        kind.CREATED: 5,
+        kind.REGENERATED: 1,
+        kind.EVICTED: 1,
+        kind.REVOKED: 2,
+        kind.DELETED: 2,
+    }
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,8 @@ from sessionflow import (
     InvalidAttribute,
     InvalidSessionId,
     ManualClock,
+    SessionEvent,
+    SessionEventKind,
     SessionNotFound,
     SessionPolicy,
     SessionRecord,
@@ -599,6 +601,59 @@ def test_session_cap_revokes_the_oldest(sync_backend, clock: ManualClock, user: 
     assert store.get(second.id) is not None
     assert store.get(third.id) is not None
     assert [s.handle for s in store.list_user(user)] == [second.key, third.key]
+
+
+def test_lifecycle_events_report_each_change_once_by_handle(
+    sync_backend, clock: ManualClock, user: str
+) -> None:
+    events: list[SessionEvent] = []
+    store = SessionStore(
+        sync_backend,
+        policy=SessionPolicy(max_sessions_per_user=3),
+        clock=clock,
+        on_event=events.append,
+    )
+    anonymous = store.create({"cart": []})
+    clock.advance(1)
+    logged_in = store.regenerate(anonymous, user_id=user)  # login
+    clock.advance(1)
+    phone = store.create(user_id=user)
+    clock.advance(1)
+    tablet = store.create(user_id=user)
+    clock.advance(1)
+    laptop = store.create(user_id=user)  # a fourth: the oldest goes
+    assert store.revoke_user(user, keep=laptop) == 2
+    ending = store.create(user_id=user)
+    ending.expire_at(clock.now() - 1)
+    with pytest.raises(SessionNotFound):
+        store.save(ending)  # an end already passed: deleted
+    assert store.delete(laptop)
+    assert not store.delete(laptop)  # gone already: nothing to report
+    assert not store.revoke(phone.key)
+    kind = SessionEventKind
+    assert [(e.kind, e.handle, e.user_id, e.previous_handle) for e in events] == [
+        (kind.CREATED, anonymous.key, None, None),
+        (kind.REGENERATED, logged_in.key, user, anonymous.key),
+        (kind.CREATED, phone.key, user, None),
+        (kind.CREATED, tablet.key, user, None),
+        (kind.CREATED, laptop.key, user, None),
+        (kind.EVICTED, logged_in.key, user, None),
+        (kind.REVOKED, phone.key, user, None),
+        (kind.REVOKED, tablet.key, user, None),
+        (kind.CREATED, ending.key, user, None),
+        (kind.DELETED, ending.key, user, None),
+        (kind.DELETED, laptop.key, user, None),
+    ]
+    assert [e.at for e in events[:3]] == [anonymous.created_at, clock.now() - 3, phone.created_at]
+    ids = {anonymous.id, logged_in.id, phone.id, tablet.id, laptop.id, ending.id}
+    assert not any(session_id in repr(event) for event in events for session_id in ids)
+    assert dict(store.stats.events) == {
+        kind.CREATED: 5,
+        kind.REGENERATED: 1,
+        kind.EVICTED: 1,
+        kind.REVOKED: 2,
+        kind.DELETED: 2,
+    }
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ from sessionflow._errors import (
     SessionNotFound,
     VersionConflict,
 )
+from sessionflow._events import SessionEvent, SessionEventKind, SessionEventListener
 from sessionflow._ids import key_hint, new_session_id, storage_key, validate_session_id
 from sessionflow._input_checks import check_attribute_name, check_deadline, check_user_id
 from sessionflow._policy import SessionPolicy
@@ -70,6 +71,10 @@ class AsyncSessionStore:
         policy: timeouts and limits.
         codec: how attribute values are encoded.
         clock: the time source (inject a `ManualClock` in tests).
+        on_event: called with a `SessionEvent` after each session this store creates,
+            regenerates, deletes, revokes or evicts (an audit trail: `SessionEventLog`).
+            It runs on the request's path; if it raises, the error is logged and counted
+            in `stats.listener_failures` and the store's change stands.
     """
 
     def __init__(
@@ -79,11 +84,13 @@ class AsyncSessionStore:
         policy: SessionPolicy | None = None,
         codec: Codec | None = None,
         clock: Clock | None = None,
+        on_event: SessionEventListener | None = None,
     ) -> None:
         self.backend = backend
         self.policy = policy or SessionPolicy()
         self.codec = codec or Codec()
         self.clock = clock or SystemClock()
+        self.on_event = on_event
         self.stats = StoreStats()
 
     # -- create and read --------------------------------------------------------------
@@ -131,6 +138,7 @@ class AsyncSessionStore:
                 # 256 random bits do not collide; a clash means a broken random source.
                 if attempt == _CREATE_ATTEMPTS - 1:
                     raise
+        self._emit(SessionEventKind.CREATED, record.key, user_id, now)
         if user_id is not None:
             await self._enforce_cap(user_id, keep=record.key)
         return self._session(session_id, record, data, changes.fingerprints)
@@ -186,7 +194,7 @@ class AsyncSessionStore:
             session.absolute_expires_at = min(session.absolute_expires_at, ceiling)
         if now >= session.absolute_expires_at:
             if moved:
-                await self._delete_key(session.key)
+                await self._end(session.key, SessionEventKind.DELETED)
             raise SessionNotFound("session expired")
         if now >= session.idle_expires_at:
             await self._live(session.key, now)  # another request may have touched it since
@@ -246,7 +254,7 @@ class AsyncSessionStore:
         A tombstone stays behind, so no concurrent save can bring the session back.
         """
         key = session.key if isinstance(session, Session) else self._key_of(session)
-        return await self._delete_key(key)
+        return await self._end(key, SessionEventKind.DELETED)
 
     async def regenerate(self, session: Session, *, user_id: str | None = None) -> Session:
         """Move the session to a new id (for login: session-fixation protection).
@@ -270,6 +278,7 @@ class AsyncSessionStore:
                 await self._delete_key(new_key)
             raise
         owner = moved.user_id
+        self._emit(SessionEventKind.REGENERATED, new_key, owner, now, previous=session.key)
         if owner is not None:
             await self._enforce_cap(owner, keep=new_key)
         return self._session(new_id, moved, self.codec.decode_fields(moved.attributes))
@@ -358,7 +367,9 @@ class AsyncSessionStore:
             spared = keep.key if isinstance(keep, Session) else self._key_of(keep)
         revoked = 0
         for summary in await self.list_user(user_id):
-            if summary.handle != spared and await self._delete_key(summary.handle):
+            if summary.handle != spared and await self._end(
+                summary.handle, SessionEventKind.REVOKED
+            ):
                 revoked += 1
         return revoked
 
@@ -366,7 +377,7 @@ class AsyncSessionStore:
         """Delete a session by the `handle` that `list_user` reported."""
         if not isinstance(handle, str) or _HANDLE_PATTERN.fullmatch(handle) is None:
             raise InvalidAttribute("a session handle is 64 lowercase hex characters")
-        return await self._delete_key(handle)
+        return await self._end(handle, SessionEventKind.REVOKED)
 
     # -- internals --------------------------------------------------------------------
 
@@ -395,10 +406,37 @@ class AsyncSessionStore:
         session.last_access, session.idle_expires_at = now, idle
         return True
 
-    async def _delete_key(self, key: str) -> bool:
+    async def _delete_key(self, key: str) -> SessionRecord | None:
+        """Delete the record at `key`; return it if it was a live session."""
         now = self.clock.now()
         old = await self.backend.delete(key, tombstone_expires_at=now + self.policy.tombstone_ttl)
-        return old is not None and old.is_live(now)
+        return old if old is not None and old.is_live(now) else None
+
+    async def _end(self, key: str, kind: SessionEventKind) -> bool:
+        """Delete the session at `key` and report it as `kind`; True if it was live."""
+        ended = await self._delete_key(key)
+        if ended is None:
+            return False
+        self._emit(kind, key, ended.user_id, self.clock.now())
+        return True
+
+    def _emit(
+        self,
+        kind: SessionEventKind,
+        handle: str,
+        user_id: str | None,
+        at: float,
+        *,
+        previous: str | None = None,
+    ) -> None:
+        self.stats.events[kind] += 1
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(SessionEvent(kind, handle, user_id, at, previous))
+        except Exception:
+            self.stats.listener_failures += 1
+            logger.exception("the session event listener failed on a %s event", kind.value)
 
     def _is_dirty(self, session: Session) -> bool:
         changes = self._encode(session.to_dict(), attribute_snapshot(session))
@@ -418,7 +456,7 @@ class AsyncSessionStore:
         sessions = await self.list_user(user_id)
         for summary in sessions[: max(0, len(sessions) - cap)]:
             if summary.handle != keep:
-                await self._delete_key(summary.handle)
+                await self._end(summary.handle, SessionEventKind.EVICTED)
 
     def _encode(self, data: Mapping[str, Any], base: Mapping[str, bytes]) -> _Changes:
         fields: dict[str, bytes] = {}

@@ -24,6 +24,7 @@ from sessionflow._errors import (
     SessionNotFound,
     VersionConflict,
 )
+from sessionflow._events import SessionEvent, SessionEventKind, SessionEventListener
 from sessionflow._ids import key_hint, new_session_id, storage_key, validate_session_id
 from sessionflow._input_checks import check_attribute_name, check_deadline, check_user_id
 from sessionflow._policy import SessionPolicy
@@ -71,6 +72,10 @@ class SessionStore:
         policy: timeouts and limits.
         codec: how attribute values are encoded.
         clock: the time source (inject a `ManualClock` in tests).
+        on_event: called with a `SessionEvent` after each session this store creates,
+            regenerates, deletes, revokes or evicts (an audit trail: `SessionEventLog`).
+            It runs on the request's path; if it raises, the error is logged and counted
+            in `stats.listener_failures` and the store's change stands.
     """
 
     def __init__(
@@ -80,11 +85,13 @@ class SessionStore:
         policy: SessionPolicy | None = None,
         codec: Codec | None = None,
         clock: Clock | None = None,
+        on_event: SessionEventListener | None = None,
     ) -> None:
         self.backend = backend
         self.policy = policy or SessionPolicy()
         self.codec = codec or Codec()
         self.clock = clock or SystemClock()
+        self.on_event = on_event
         self.stats = StoreStats()
 
     # -- create and read --------------------------------------------------------------
@@ -132,6 +139,7 @@ class SessionStore:
                 # 256 random bits do not collide; a clash means a broken random source.
                 if attempt == _CREATE_ATTEMPTS - 1:
                     raise
+        self._emit(SessionEventKind.CREATED, record.key, user_id, now)
         if user_id is not None:
             self._enforce_cap(user_id, keep=record.key)
         return self._session(session_id, record, data, changes.fingerprints)
@@ -187,7 +195,7 @@ class SessionStore:
             session.absolute_expires_at = min(session.absolute_expires_at, ceiling)
         if now >= session.absolute_expires_at:
             if moved:
-                self._delete_key(session.key)
+                self._end(session.key, SessionEventKind.DELETED)
             raise SessionNotFound("session expired")
         if now >= session.idle_expires_at:
             self._live(session.key, now)  # another request may have touched it since
@@ -247,7 +255,7 @@ class SessionStore:
         A tombstone stays behind, so no concurrent save can bring the session back.
         """
         key = session.key if isinstance(session, Session) else self._key_of(session)
-        return self._delete_key(key)
+        return self._end(key, SessionEventKind.DELETED)
 
     def regenerate(self, session: Session, *, user_id: str | None = None) -> Session:
         """Move the session to a new id (for login: session-fixation protection).
@@ -271,6 +279,7 @@ class SessionStore:
                 self._delete_key(new_key)
             raise
         owner = moved.user_id
+        self._emit(SessionEventKind.REGENERATED, new_key, owner, now, previous=session.key)
         if owner is not None:
             self._enforce_cap(owner, keep=new_key)
         return self._session(new_id, moved, self.codec.decode_fields(moved.attributes))
@@ -359,7 +368,9 @@ class SessionStore:
             spared = keep.key if isinstance(keep, Session) else self._key_of(keep)
         revoked = 0
         for summary in self.list_user(user_id):
-            if summary.handle != spared and self._delete_key(summary.handle):
+            if summary.handle != spared and self._end(
+                summary.handle, SessionEventKind.REVOKED
+            ):
                 revoked += 1
         return revoked
 
@@ -367,7 +378,7 @@ class SessionStore:
         """Delete a session by the `handle` that `list_user` reported."""
         if not isinstance(handle, str) or _HANDLE_PATTERN.fullmatch(handle) is None:
             raise InvalidAttribute("a session handle is 64 lowercase hex characters")
-        return self._delete_key(handle)
+        return self._end(handle, SessionEventKind.REVOKED)
 
     # -- internals --------------------------------------------------------------------
 
@@ -396,10 +407,37 @@ class SessionStore:
         session.last_access, session.idle_expires_at = now, idle
         return True
 
-    def _delete_key(self, key: str) -> bool:
+    def _delete_key(self, key: str) -> SessionRecord | None:
+        """Delete the record at `key`; return it if it was a live session."""
         now = self.clock.now()
         old = self.backend.delete(key, tombstone_expires_at=now + self.policy.tombstone_ttl)
-        return old is not None and old.is_live(now)
+        return old if old is not None and old.is_live(now) else None
+
+    def _end(self, key: str, kind: SessionEventKind) -> bool:
+        """Delete the session at `key` and report it as `kind`; True if it was live."""
+        ended = self._delete_key(key)
+        if ended is None:
+            return False
+        self._emit(kind, key, ended.user_id, self.clock.now())
+        return True
+
+    def _emit(
+        self,
+        kind: SessionEventKind,
+        handle: str,
+        user_id: str | None,
+        at: float,
+        *,
+        previous: str | None = None,
+    ) -> None:
+        self.stats.events[kind] += 1
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(SessionEvent(kind, handle, user_id, at, previous))
+        except Exception:
+            self.stats.listener_failures += 1
+            logger.exception("the session event listener failed on a %s event", kind.value)
 
     def _is_dirty(self, session: Session) -> bool:
         changes = self._encode(session.to_dict(), attribute_snapshot(session))
@@ -419,7 +457,7 @@ class SessionStore:
         sessions = self.list_user(user_id)
         for summary in sessions[: max(0, len(sessions) - cap)]:
             if summary.handle != keep:
-                self._delete_key(summary.handle)
+                self._end(summary.handle, SessionEventKind.EVICTED)
 
     def _encode(self, data: Mapping[str, Any], base: Mapping[str, bytes]) -> _Changes:
         fields: dict[str, bytes] = {}
