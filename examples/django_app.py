@@ -29,7 +29,10 @@ def configure(store_factory: str, async_store_factory: str | None = None) -> Non
         ROOT_URLCONF=__name__,
         ALLOWED_HOSTS=["testserver", "localhost", "127.0.0.1"],
         INSTALLED_APPS=["django.contrib.sessions"],
-        MIDDLEWARE=["django.contrib.sessions.middleware.SessionMiddleware"],
+        MIDDLEWARE=[
+            "sessionflow.django.NoStoreOnNewSession",
+            "django.contrib.sessions.middleware.SessionMiddleware",
+        ],
         DATABASES={},
         SESSION_ENGINE="sessionflow.django",
         SESSIONFLOW_STORE=store_factory,

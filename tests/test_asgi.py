@@ -38,6 +38,14 @@ from sessionflow.asgi import (
 BASE = "https://testserver"
 
 
+async def cached(request):
+    """A page with the Cache-Control the query asks for."""
+    session = await request_session(request.scope).get()
+    return PlainTextResponse(
+        f"{len(session)}", headers={"cache-control": request.query_params["cc"]}
+    )
+
+
 def make_app(store: AsyncSessionStore, barrier: asyncio.Barrier | None = None) -> SessionMiddleware:
     async def visit(request):
         session = await request_session(request.scope).get()
@@ -84,6 +92,7 @@ def make_app(store: AsyncSessionStore, barrier: asyncio.Barrier | None = None) -
         Route("/peek", peek),
         Route("/static", static),
         Route("/negotiated", negotiated),
+        Route("/cached", cached),
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
         Route("/put/{name}/{value}", put, methods=["POST"]),
@@ -150,6 +159,24 @@ async def test_a_response_that_read_the_session_varies_on_the_cookie(store) -> N
     assert read.headers["vary"] == "Cookie"
     assert "vary" not in untouched.headers  # never loaded: cacheable as before
     assert merged.headers.get_list("vary") == ["Accept-Encoding, Cookie"]
+
+
+async def test_a_response_that_sets_the_cookie_is_never_stored_by_a_shared_cache(store) -> None:
+    """``Vary: Cookie`` keys a cached response by the request's Cookie header; the first
+    anonymous visitor's response (with a Set-Cookie of their new session) would be kept
+    under "no Cookie" and handed, session and all, to every anonymous visitor after."""
+    async with client_for(make_app(store)) as client:
+        issued = await client.get("/cached", params={"cc": "public, max-age=60"})
+        again = await client.get("/cached", params={"cc": "public, max-age=60"})
+        said = await client.post("/logout")
+        cleared = await client.get("/cached", params={"cc": "no-store"})
+    assert "set-cookie" in issued.headers
+    assert issued.headers.get_list("cache-control") == ["public, max-age=60, no-store"]
+    assert "set-cookie" not in again.headers  # the same session: the page stays cacheable
+    assert again.headers["cache-control"] == "public, max-age=60"
+    assert said.headers["set-cookie"].startswith("session=;")  # clearing is not stored either
+    assert said.headers["cache-control"] == "no-store"
+    assert cleared.headers.get_list("cache-control") == ["no-store"]  # already there: kept
 
 
 async def test_an_unknown_id_is_never_adopted(store) -> None:

@@ -69,6 +69,22 @@ def test_counter_with_secure_cookie(client) -> None:
     assert len(cookie.value) == 43  # a sessionflow id: 256 bits
 
 
+def test_a_response_that_hands_out_a_session_is_never_stored(client) -> None:
+    """Vary: Cookie keys a cache by the request's cookie: the first anonymous visitor's
+    response, cached under "no cookie", would give their session to the next."""
+    first = client.get("/", secure=True)
+    assert cookie_of(first) is not None
+    assert "no-store" in first["Cache-Control"]
+    again = client.get("/", secure=True)  # Django sends the same cookie again: cacheable
+    assert cookie_of(again).value == client.cookies["sessionid"].value
+    assert not again.has_header("Cache-Control")
+    login = client.post("/login", {"user": "7"}, secure=True)  # a new key
+    assert "no-store" in login["Cache-Control"]
+    logout = client.post("/logout", secure=True)  # the cookie cleared
+    assert cookie_of(logout).value == ""
+    assert "no-store" in logout["Cache-Control"]
+
+
 def test_login_cycles_the_key_and_binds_the_user(client) -> None:
     from sessionflow.django import configured_store
 

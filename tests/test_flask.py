@@ -50,6 +50,11 @@ def test_counter_and_cookie_flags(store) -> None:
         assert flag in cookie
     assert session_cookie(second) is None
     assert "Cookie" in second.headers["Vary"]
+    # The response that issues the cookie is never stored by a shared cache (Vary alone
+    # would let the first anonymous visitor's session be served to the next); the
+    # session's later pages keep the application's caching.
+    assert "no-store" in first.headers["Cache-Control"]
+    assert "Cache-Control" not in second.headers
 
 
 def test_of_several_session_cookies_the_first_live_one_is_used(store) -> None:

@@ -106,6 +106,7 @@ class SessionMiddleware:
                 if handle.accessed:
                     headers = _vary_on_cookie(headers)
                 if header is not None:
+                    headers = _not_stored(headers)
                     headers.append((b"set-cookie", header.encode()))
                 message["headers"] = headers
             elif refused:
@@ -118,16 +119,34 @@ class SessionMiddleware:
 def _vary_on_cookie(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """Add ``Cookie`` to the response's Vary header: it depends on the session.
 
-    A shared cache would otherwise give one user's response (and its Set-Cookie) to the
-    next. An existing Vary keeps its fields; ``*`` already covers everything.
+    A shared cache would otherwise give one user's response to the next. An existing
+    Vary keeps its fields; ``*`` already covers everything.
     """
-    for index, (name, value) in enumerate(headers):
-        if name.lower() == b"vary":
-            fields = {field.strip().lower() for field in value.split(b",")}
-            if fields & {b"*", b"cookie"}:
+    return _with_list_member(headers, b"vary", b"Cookie", covered_by={b"*", b"cookie"})
+
+
+def _not_stored(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Add ``no-store`` to the Cache-Control of a response that sets the session cookie.
+
+    ``Vary: Cookie`` does not protect it: the first anonymous visitor's response, cached
+    under "no Cookie header", would hand that visitor's new session to every anonymous
+    visitor after. ``no-store`` keeps shared caches from storing it whatever else the
+    application's Cache-Control says.
+    """
+    return _with_list_member(headers, b"cache-control", b"no-store", covered_by={b"no-store"})
+
+
+def _with_list_member(
+    headers: list[tuple[bytes, bytes]], name: bytes, member: bytes, *, covered_by: set[bytes]
+) -> list[tuple[bytes, bytes]]:
+    """Add `member` to the comma-separated header `name` unless one of `covered_by` is in it."""
+    for index, (found, value) in enumerate(headers):
+        if found.lower() == name:
+            members = {part.strip().lower() for part in value.split(b",")}
+            if members & covered_by:
                 return headers
-            return [*headers[:index], (name, value + b", Cookie"), *headers[index + 1 :]]
-    return [*headers, (b"vary", b"Cookie")]
+            return [*headers[:index], (found, value + b", " + member), *headers[index + 1 :]]
+    return [*headers, (name, member)]
 
 
 async def _send_conflict(send: Send, reason: str) -> None:

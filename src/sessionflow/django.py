@@ -6,6 +6,12 @@
     SESSIONFLOW_ASYNC_STORE = "myproject.sessions.make_async_store"  # optional
     SESSION_COOKIE_SECURE = True                                     # Django defaults to False
 
+    MIDDLEWARE = [
+        "sessionflow.django.NoStoreOnNewSession",       # above SessionMiddleware
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        ...
+    ]
+
 `SessionStore` implements the whole `SessionBase` contract (exists, create, save, delete,
 load, cycle_key, clear_expired) and the async variants. Saves are deltas merged with
 concurrent requests; `login()` moves the session to a new key and binds it to the user,
@@ -20,6 +26,9 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase
+from django.http import HttpRequest, HttpResponseBase
+from django.utils.cache import patch_cache_control
+from django.utils.deprecation import MiddlewareMixin
 from django.utils.module_loading import import_string
 
 from sessionflow._async.django_engine import AsyncEngineOps
@@ -61,6 +70,29 @@ def configured_async_store() -> AsyncSessionStore | None:
 def revoke_user(user_id: object, *, keep: str | None = None) -> int:
     """Log a user out everywhere (optionally keeping one session key); return how many."""
     return configured_store().revoke_user(str(user_id), keep=keep)
+
+
+class NoStoreOnNewSession(MiddlewareMixin):
+    """Django middleware: a response that hands out a session is never stored by a cache.
+
+    Django's `SessionMiddleware` adds ``Vary: Cookie``, which keys a cached response by
+    the request's cookie. A response whose session cookie differs from the one the
+    request sent (a new session, a login's new key, a logout) would be cached under the
+    old value, and a CDN would hand the first anonymous visitor's new session to every
+    anonymous visitor after. This adds ``Cache-Control: no-store`` to those responses
+    only (Django's own cache middleware skips them for the same reason; a CDN does not).
+    List it above ``SessionMiddleware``. Sync and async.
+    """
+
+    def process_response(
+        self, request: HttpRequest, response: HttpResponseBase
+    ) -> HttpResponseBase:
+        """Mark the response ``no-store`` if it sets a session cookie the request lacked."""
+        name = settings.SESSION_COOKIE_NAME
+        sent = response.cookies.get(name)
+        if sent is not None and sent.value != request.COOKIES.get(name):
+            patch_cache_control(response, no_store=True)
+        return response
 
 
 class SessionStore(SessionBase):

@@ -131,4 +131,7 @@ class SessionflowInterface(SessionInterface):
         if session.accessed:
             response.vary.add("Cookie")
         if header is not None:
+            # Vary alone would let a shared cache give the first anonymous visitor's new
+            # session to every anonymous visitor after (see the ASGI middleware).
+            response.cache_control.no_store = True
             response.headers.add("Set-Cookie", header)
