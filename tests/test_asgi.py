@@ -6,7 +6,7 @@ import asyncio
 import importlib.util
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 import pytest
@@ -29,6 +29,7 @@ from sessionflow import (
 )
 from sessionflow.asgi import (
     CookieSettings,
+    HeaderSettings,
     RequestSession,
     SessionMiddleware,
     parse_cookie_header,
@@ -46,7 +47,9 @@ async def cached(request):
     )
 
 
-def make_app(store: AsyncSessionStore, barrier: asyncio.Barrier | None = None) -> SessionMiddleware:
+def make_app(
+    store: AsyncSessionStore, barrier: asyncio.Barrier | None = None, **settings: Any
+) -> SessionMiddleware:
     async def visit(request):
         session = await request_session(request.scope).get()
         session["views"] = session.get("views", 0) + 1
@@ -97,7 +100,7 @@ def make_app(store: AsyncSessionStore, barrier: asyncio.Barrier | None = None) -
         Route("/logout", logout, methods=["POST"]),
         Route("/put/{name}/{value}", put, methods=["POST"]),
     ]
-    return SessionMiddleware(Starlette(routes=routes), store=store)
+    return SessionMiddleware(Starlette(routes=routes), store=store, **settings)
 
 
 @pytest.fixture
@@ -449,3 +452,117 @@ async def test_a_login_cookie_lives_as_long_as_the_session_left() -> None:
         login = await client.post("/login?user=ada")
     # the policy's 12 hours ran from the session's creation, not from the login
     assert "Max-Age=42200" in login.headers["set-cookie"]
+
+
+# -- the id in a header (API and mobile clients) --------------------------------------
+
+TOKEN = "x-session-token"
+
+
+@pytest.fixture
+def header_app(store):
+    return make_app(store, header=HeaderSettings())
+
+
+async def test_the_id_travels_in_the_header_and_never_in_a_cookie(header_app) -> None:
+    async with client_for(header_app) as client:
+        first = await client.get("/visit")
+        token = first.headers[TOKEN]
+        again = await client.get("/visit", headers={TOKEN: token})
+        by_cookie = await client.get("/visit", headers={"cookie": f"session={token}"})
+    assert first.json() == {"views": 1}
+    assert len(token) == 43
+    assert "set-cookie" not in first.headers
+    assert first.headers["cache-control"] == "no-store"  # it hands a session out
+    assert first.headers["vary"] == "X-Session-Token"
+    assert again.json() == {"views": 2}
+    assert TOKEN not in again.headers  # the same id: nothing to send, cacheable per token
+    assert "cache-control" not in again.headers
+    # A cookie is not this middleware's transport: it starts a session of its own.
+    assert by_cookie.json() == {"views": 1}
+    assert by_cookie.headers[TOKEN] not in (token, "")
+
+
+async def test_login_gives_a_new_token_and_the_old_one_is_dead(header_app, store) -> None:
+    async with client_for(header_app) as client:
+        token = (await client.get("/visit")).headers[TOKEN]
+        login = await client.post("/login", params={"user": "ada"}, headers={TOKEN: token})
+        fresh = login.headers[TOKEN]
+        old = await client.get("/peek", headers={TOKEN: token})
+        new = await client.get("/peek", headers={TOKEN: fresh})
+    assert fresh != token
+    assert login.headers["cache-control"] == "no-store"
+    assert old.json() == {"has": False, "data": None}
+    assert old.headers[TOKEN] == ""  # forget it
+    assert new.json()["data"] == {"views": 1}
+    assert [s.handle for s in await store.list_user("ada")] == [
+        (await store.get(fresh)).key  # type: ignore[union-attr]
+    ]
+
+
+async def test_logout_tells_the_client_to_forget_its_token(header_app) -> None:
+    async with client_for(header_app) as client:
+        token = (await client.get("/visit")).headers[TOKEN]
+        out = await client.post("/logout", headers={TOKEN: token})
+        after = await client.get("/peek", headers={TOKEN: token})
+    assert out.headers[TOKEN] == ""
+    assert out.headers["cache-control"] == "no-store"
+    assert after.json() == {"has": False, "data": None}
+
+
+async def test_an_unknown_token_is_never_adopted(header_app) -> None:
+    planted = new_session_id()
+    async with client_for(header_app) as client:
+        response = await client.get("/visit", headers={TOKEN: planted})
+    assert response.headers[TOKEN] not in (planted, "")
+    assert response.json() == {"views": 1}
+
+
+@pytest.mark.parametrize("garbage", ["", " ", "x" * 5000, "a" * 42 + "!", "Bearer abc"])
+async def test_malformed_tokens_never_reach_storage(store, registry, garbage: str) -> None:
+    async with client_for(make_app(store, header=HeaderSettings())) as client:
+        response = await client.get("/peek", headers={TOKEN: garbage})
+    assert response.json() == {"has": False, "data": None}
+    assert storage_calls(registry) == 0
+
+
+async def test_of_several_tokens_the_first_live_one_is_the_session(header_app) -> None:
+    async with client_for(header_app) as client:
+        live = (await client.get("/visit")).headers[TOKEN]
+        dead = new_session_id()
+        joined = await client.get("/visit", headers={TOKEN: f"{dead}, {live}"})
+        repeated = await client.get("/visit", headers=[(TOKEN, dead), (TOKEN, live)])
+    assert joined.json() == {"views": 2}
+    assert repeated.json() == {"views": 3}
+    assert TOKEN not in joined.headers
+
+
+async def test_a_header_name_of_your_own(store) -> None:
+    async with client_for(make_app(store, header=HeaderSettings("Auth-Session"))) as client:
+        token = (await client.get("/visit")).headers["auth-session"]
+        again = await client.get("/visit", headers={"Auth-Session": token})
+    assert again.json() == {"views": 2}
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("", "not a valid token"),
+        ("X Session", "not a valid token"),
+        ("X-Séance", "not a valid token"),
+        ("Cookie", "a header of its own"),
+        ("set-cookie", "a header of its own"),
+        ("Authorization", "a header of its own"),
+        ("Vary", "a header of its own"),
+    ],
+)
+def test_header_settings_are_validated(name: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        HeaderSettings(name)
+
+
+def test_a_cookie_and_a_header_together_are_refused(store) -> None:
+    with pytest.raises(ConfigError, match="not both"):
+        SessionMiddleware(
+            make_app(store), store=store, cookie=CookieSettings(), header=HeaderSettings()
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -9,9 +10,10 @@ from typing import Literal
 
 from sessionflow._errors import ConfigError
 
-_COOKIE_NAME_CHARS = frozenset(
+TOKEN_CHARS = frozenset(
     "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 )
+"""The characters of an RFC 9110 token: a cookie's or a header's name."""
 # RFC 6265: a path is any character but controls and ';'; a domain is a host name (a
 # leading dot is allowed and ignored). Both are written into Set-Cookie as they are.
 _PATH = re.compile(r"/[\x20-\x3a\x3c-\x7e]*")
@@ -43,7 +45,7 @@ class CookieSettings:
     persistent: bool = True
 
     def __post_init__(self) -> None:
-        if not self.name or not set(self.name) <= _COOKIE_NAME_CHARS:
+        if not self.name or not set(self.name) <= TOKEN_CHARS:
             raise ConfigError(f"cookie name {self.name!r} is not a valid token")
         if self.samesite not in ("lax", "strict", "none"):
             raise ConfigError("samesite must be 'lax', 'strict' or 'none'")
@@ -76,6 +78,17 @@ class CookieSettings:
             raise ConfigError(
                 f"a cookie named {self.name!r} needs path='/' and no domain (host-only)"
             )
+
+    def for_session(self, session_id: str | None, remaining: float) -> str:
+        """Return the Set-Cookie header giving the client `session_id`, or clearing it (None).
+
+        A persistent cookie lives `remaining` seconds (what its session has left, at
+        least 1); otherwise it is a browser-session cookie.
+        """
+        if session_id is None:
+            return self.header("", 0)
+        max_age = max(1, math.ceil(remaining)) if self.persistent else None
+        return self.header(session_id, max_age)
 
     def header(self, value: str, max_age: int | None) -> str:
         """Return a Set-Cookie header value; `max_age` 0 clears the cookie."""

@@ -20,9 +20,11 @@ from typing import Any
 
 from sessionflow._asgi_send import send_whole
 from sessionflow._async.request_session import AsyncRequestSession as RequestSession
+from sessionflow._async.request_session import ClientUpdate
 from sessionflow._async.store import AsyncSessionStore
 from sessionflow._cookies import CookieSettings, cookie_values, parse_cookie_header
 from sessionflow._errors import ConfigError, SessionNotFound, VersionConflict
+from sessionflow._id_header import HeaderSettings
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -34,6 +36,7 @@ SCOPE_KEY = "sessionflow.session"
 
 __all__ = [
     "CookieSettings",
+    "HeaderSettings",
     "RequestSession",
     "SessionMiddleware",
     "parse_cookie_header",
@@ -64,6 +67,12 @@ def request_session(scope: Scope) -> RequestSession:
 class SessionMiddleware:
     """ASGI middleware that gives each HTTP request a `RequestSession`.
 
+    The id travels in a cookie (`CookieSettings`, the default) or, for API and mobile
+    clients, in a header (`HeaderSettings`). A response that gives the client a new id, or
+    tells it to forget one, says ``Cache-Control: no-store`` (merged with the
+    application's directives), and one whose request looked at its session varies on the
+    cookie or header.
+
     A save that loses to a concurrent request changing the same attributes, or that finds
     its session deleted meanwhile, turns the response into ``409 Conflict`` with a one-line
     reason: the change was not stored, and the client is told so instead of seeing success.
@@ -72,42 +81,64 @@ class SessionMiddleware:
         app: the ASGI application.
         store: the async store sessions live in.
         cookie: how the cookie is written.
+        header: carry the id in this header instead of a cookie (then no cookie is read
+            or written; giving both is a `ConfigError`).
     """
 
     def __init__(
-        self, app: ASGIApp, *, store: AsyncSessionStore, cookie: CookieSettings | None = None
+        self,
+        app: ASGIApp,
+        *,
+        store: AsyncSessionStore,
+        cookie: CookieSettings | None = None,
+        header: HeaderSettings | None = None,
     ) -> None:
+        if cookie is not None and header is not None:
+            raise ConfigError("the session id travels in a cookie or in a header, not both")
         self.app = app
         self.store = store
         self.cookie = cookie or CookieSettings()
+        self.header = header
+
+    def _presented(self, scope: Scope) -> list[str]:
+        if self.header is not None:
+            return self.header.presented(scope.get("headers", ()))
+        return _cookie_values(scope, self.cookie.name)
+
+    def _answer(self, update: ClientUpdate) -> tuple[bytes, bytes]:
+        """Return the response header giving the client its new id, or clearing its id."""
+        if self.header is not None:
+            return self.header.raw_name, (update.session_id or "").encode("ascii")
+        return b"set-cookie", self.cookie.for_session(update.session_id, update.remaining).encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run the application with a request session, then commit it."""
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        handle = RequestSession(self.store, _cookie_values(scope, self.cookie.name))
+        handle = RequestSession(self.store, self._presented(scope))
         scope[SCOPE_KEY] = handle
         if scope["type"] == "websocket":
             await self.app(scope, receive, send)
             return
         refused = False
+        varies_on = b"Cookie" if self.header is None else self.header.name.encode("ascii")
 
         async def send_with_session(message: Message) -> None:
             nonlocal refused
             if message["type"] == "http.response.start":
                 try:
-                    header = await handle.commit(self.cookie)
+                    update = await handle.settle()
                 except (VersionConflict, SessionNotFound) as exc:
                     refused = True
                     await _send_conflict(send, str(exc))
                     return
                 headers = list(message.get("headers", ()))
                 if handle.accessed:
-                    headers = _vary_on_cookie(headers)
-                if header is not None:
+                    headers = _vary_on(headers, varies_on)
+                if update is not None:
                     headers = _not_stored(headers)
-                    headers.append((b"set-cookie", header.encode()))
+                    headers.append(self._answer(update))
                 message["headers"] = headers
             elif refused:
                 return  # the application's body belongs to the response we replaced
@@ -116,13 +147,13 @@ class SessionMiddleware:
         await self.app(scope, receive, send_with_session)
 
 
-def _vary_on_cookie(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """Add ``Cookie`` to the response's Vary header: it depends on the session.
+def _vary_on(headers: list[tuple[bytes, bytes]], field: bytes) -> list[tuple[bytes, bytes]]:
+    """Add `field` (Cookie, or the id's header) to the response's Vary: it depends on it.
 
     A shared cache would otherwise give one user's response to the next. An existing
     Vary keeps its fields; ``*`` already covers everything.
     """
-    return _with_list_member(headers, b"vary", b"Cookie", covered_by={b"*", b"cookie"})
+    return _with_list_member(headers, b"vary", field, covered_by={b"*", field.lower()})
 
 
 def _not_stored(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

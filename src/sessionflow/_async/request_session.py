@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sessionflow._async.store import AsyncSessionStore
 from sessionflow._cookies import CookieSettings
@@ -15,15 +15,29 @@ MAX_PRESENTED_IDS = 4
 """Session cookies of one name looked up per request: bounded work whatever is sent."""
 
 
+@dataclass(frozen=True, slots=True)
+class ClientUpdate:
+    """What a response must tell the client about its session id.
+
+    Attributes:
+        session_id: the id the client must use from now on, or None if the id it sent
+            names no session (it should forget it).
+        remaining: seconds the session has left (0 with no session).
+    """
+
+    session_id: str | None
+    remaining: float
+
+
 class AsyncRequestSession:
     """The session of one web request: loaded on first use, committed once at the end.
 
-    The integrations (ASGI, Flask, Django) share it: they differ only in where the cookie
-    comes from and where the Set-Cookie header goes.
+    The integrations (ASGI, Flask) share it: they differ only in where the id comes from
+    (a cookie, or a header) and how the response carries it back.
 
     Args:
         store: the session store.
-        presented: the id the client's cookie holds, or every one in order when it sent
+        presented: the id the client sent, or every one in order when it sent
             several cookies of that name (set for several paths, or for a parent domain):
             the first that names a live session is the request's, as in Spring Session.
             At most `MAX_PRESENTED_IDS` different ids are looked up.
@@ -38,13 +52,13 @@ class AsyncRequestSession:
         self._presented = tuple(dict.fromkeys(presented))  # each id looked up once
         self._session: Session | None = None
         self._loaded = False
-        self._issue_cookie = False
-        self._clear_cookie = False
+        self._issue_id = False
+        self._clear_id = False
 
     @property
     def created(self) -> bool:
         """True if this request created the session (its cookie is about to be issued)."""
-        return self._issue_cookie
+        return self._issue_id
 
     @property
     def accessed(self) -> bool:
@@ -68,7 +82,7 @@ class AsyncRequestSession:
                 self._session = await self._store.get(presented)
                 if self._session is not None:
                     break
-            self._clear_cookie = self._session is None and bool(self._presented)
+            self._clear_id = self._session is None and bool(self._presented)
         return self._session
 
     async def get(self) -> Session:
@@ -76,7 +90,7 @@ class AsyncRequestSession:
         session = await self.load()
         if session is None:
             session = await self._store.create()
-            self._session, self._issue_cookie, self._clear_cookie = session, True, False
+            self._session, self._issue_id, self._clear_id = session, True, False
         return session
 
     async def regenerate(self, *, user_id: str | None = None) -> Session:
@@ -86,7 +100,7 @@ class AsyncRequestSession:
             session = await self._store.create(user_id=user_id)
         else:
             session = await self._store.regenerate(session, user_id=user_id)
-        self._session, self._issue_cookie, self._clear_cookie = session, True, False
+        self._session, self._issue_id, self._clear_id = session, True, False
         return session
 
     async def logout(self, *, everywhere: bool = False) -> None:
@@ -96,8 +110,25 @@ class AsyncRequestSession:
             if everywhere and session.user_id is not None:
                 await self._store.revoke_user(session.user_id)
             await self._store.delete(session)
-        self._session, self._issue_cookie = None, False
-        self._clear_cookie = bool(self._presented)
+        self._session, self._issue_id = None, False
+        self._clear_id = bool(self._presented)
+
+    async def settle(self) -> ClientUpdate | None:
+        """Save what changed; return what the client must be told about its id, if anything.
+
+        A new id (a new or regenerated session), the same id with a new life (its end was
+        moved by `Session.expire_at`), or that the id it sent is dead.
+        """
+        send_id = self._issue_id
+        if self._session is not None:
+            send_id = send_id or deadline_moved(self._session)
+            await self._store.save(self._session)
+        if send_id and self._session is not None:
+            left = self._session.absolute_expires_at - self._store.clock.now()
+            return ClientUpdate(self._session.id, left)
+        if self._clear_id:
+            return ClientUpdate(None, 0)
+        return None
 
     async def commit(self, cookie: CookieSettings) -> str | None:
         """Save what changed; return the Set-Cookie header to send, if any.
@@ -105,16 +136,5 @@ class AsyncRequestSession:
         A persistent cookie lives as long as its session has left; a session whose end
         `Session.expire_at` moved gets its cookie again with the new life.
         """
-        send_cookie = self._issue_cookie
-        if self._session is not None:
-            send_cookie = send_cookie or deadline_moved(self._session)
-            await self._store.save(self._session)
-        if send_cookie and self._session is not None:
-            max_age = None
-            if cookie.persistent:
-                left = self._session.absolute_expires_at - self._store.clock.now()
-                max_age = max(1, math.ceil(left))
-            return cookie.header(self._session.id, max_age)
-        if self._clear_cookie:
-            return cookie.header("", 0)
-        return None
+        update = await self.settle()
+        return None if update is None else cookie.for_session(update.session_id, update.remaining)

@@ -1,0 +1,71 @@
+"""The session id in a request and response header, for API and mobile clients. No I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sessionflow._cookies import TOKEN_CHARS
+from sessionflow._errors import ConfigError
+
+_TAKEN = frozenset(
+    {
+        "authorization",
+        "cache-control",
+        "connection",
+        "content-length",
+        "content-type",
+        "cookie",
+        "host",
+        "set-cookie",
+        "transfer-encoding",
+        "vary",
+    }
+)
+"""Headers HTTP or the middleware already give a meaning to."""
+
+
+@dataclass(frozen=True)
+class HeaderSettings:
+    """Carry the session id in a header instead of a cookie.
+
+    For clients that keep a token rather than cookies (mobile apps, other services), as
+    Spring Session's ``HeaderHttpSessionIdResolver`` does: the client sends the id in the
+    header, and a response that gives it a new id (a new session, a login) carries the id
+    in the same header; a response whose client sent an id that names no session (it
+    expired, or the user logged out) carries the header empty, meaning "forget it".
+
+    Args:
+        name: the header, in requests and responses (an RFC 9110 token, not one HTTP
+            already uses, such as Cookie or Authorization).
+    """
+
+    name: str = "X-Session-Token"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name or not set(self.name) <= TOKEN_CHARS:
+            raise ConfigError(f"header name {self.name!r} is not a valid token")
+        if self.name.lower() in _TAKEN:
+            raise ConfigError(
+                f"the session id needs a header of its own (like X-Session-Token), "
+                f"not {self.name!r}"
+            )
+
+    @property
+    def raw_name(self) -> bytes:
+        """The name as ASGI carries it: lowercase ASCII bytes."""
+        return self.name.lower().encode("ascii")
+
+    def presented(self, headers: Iterable[tuple[bytes, bytes]]) -> list[str]:
+        """Return the ids a request's headers hold in this header, in order.
+
+        Several headers of the name count, and so do comma-separated values (what a proxy
+        makes of them): ids never hold a comma.
+        """
+        name = self.raw_name
+        return [
+            part.strip()
+            for found, value in headers
+            if found.lower() == name
+            for part in value.decode("latin-1").split(",")
+        ]
