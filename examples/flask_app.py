@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from flask import Flask, jsonify, request, session
 
-from sessionflow import CookieSettings, SessionStore
+from sessionflow import CookieSettings, HeaderSettings, SessionStore
 from sessionflow.flask import FlaskSession, SessionflowInterface
 
 UNREMEMBERED_SECONDS = 30 * 60
@@ -19,11 +19,15 @@ def create_app(
     store: SessionStore,
     *,
     cookie: CookieSettings | None = None,
+    header: HeaderSettings | None = None,
     before_write: Callable[[], None] | None = None,
 ) -> Flask:
-    """Build the app on `store`; `before_write` runs before a preference is written (tests)."""
+    """Build the app on `store`; `before_write` runs before a preference is written (tests).
+
+    With `header`, clients send the session id in that header instead of a cookie.
+    """
     app = Flask(__name__)
-    app.session_interface = SessionflowInterface(store, cookie)
+    app.session_interface = SessionflowInterface(store, cookie, header=header)
 
     def flask_session() -> FlaskSession:
         assert isinstance(session, FlaskSession)  # the interface above made it

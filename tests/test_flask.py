@@ -9,7 +9,17 @@ from pathlib import Path
 import pytest
 import redis
 
-from sessionflow import ManualClock, MemoryBackend, RedisBackend, SessionStore, new_session_id
+from sessionflow import (
+    ConfigError,
+    CookieSettings,
+    HeaderSettings,
+    ManualClock,
+    MemoryBackend,
+    RedisBackend,
+    SessionStore,
+    new_session_id,
+)
+from sessionflow.flask import SessionflowInterface
 from tests.conftest import Servers
 
 HTTPS = "https://localhost"
@@ -164,3 +174,39 @@ def test_a_login_without_remember_me_ends_on_the_server_and_in_the_browser() -> 
     assert client.get("/whoami", base_url=HTTPS).json == {"user": "ada", "views": 1}
     clock.advance(flask_example.UNREMEMBERED_SECONDS - 1000)  # idle only 800 s: the end
     assert client.get("/whoami", base_url=HTTPS).json == {}
+
+
+def test_the_id_can_travel_in_a_header_for_api_clients(store) -> None:
+    app = flask_example.create_app(store, header=HeaderSettings())
+    client = app.test_client(use_cookies=False)
+    first = client.get("/", base_url=HTTPS)
+    token = first.headers["X-Session-Token"]
+    assert len(token) == 43
+    assert session_cookie(first) is None
+    assert "no-store" in first.headers["Cache-Control"]
+    assert first.headers["Vary"] == "X-Session-Token"
+    again = client.get("/", base_url=HTTPS, headers={"X-Session-Token": token})
+    assert again.json == {"views": 2}
+    assert "X-Session-Token" not in again.headers
+    login = client.post(
+        "/login", data={"user": "ada"}, base_url=HTTPS, headers={"X-Session-Token": token}
+    )
+    fresh = login.headers["X-Session-Token"]
+    assert fresh != token
+    assert store.get(token) is None
+    stale = client.get("/whoami", base_url=HTTPS, headers={"X-Session-Token": token})
+    assert stale.json == {}
+    assert stale.headers["X-Session-Token"] == ""  # forget it
+    planted = new_session_id()
+    unknown = client.get("/", base_url=HTTPS, headers={"X-Session-Token": planted})
+    assert unknown.headers["X-Session-Token"] not in (planted, "")
+    out = client.post("/logout", base_url=HTTPS, headers={"X-Session-Token": fresh})
+    assert out.headers["X-Session-Token"] == ""
+    assert store.list_user("ada") == []
+
+
+def test_a_cookie_and_a_header_together_are_refused() -> None:
+    with pytest.raises(ConfigError, match="not both"):
+        SessionflowInterface(
+            SessionStore(MemoryBackend()), CookieSettings(), header=HeaderSettings()
+        )

@@ -46,6 +46,7 @@ from sessionflow._events import (
     SessionEventListener,
     SessionEventLog,
 )
+from sessionflow._id_header import HeaderSettings
 from sessionflow._ids import new_session_id, storage_key, validate_session_id
 from sessionflow._migration_stats import MigrationStats
 from sessionflow._policy import SessionPolicy
@@ -180,6 +181,7 @@ __all__ = [
     "Durability",
     "DynamoDBBackend",
     "DynamoDBConversations",
+    "HeaderSettings",
     "HotTierHealth",
     "InstrumentedBackend",
     "InstrumentedEvictable",

@@ -56,16 +56,10 @@ class HeaderSettings:
         """The name as ASGI carries it: lowercase ASCII bytes."""
         return self.name.lower().encode("ascii")
 
-    def presented(self, headers: Iterable[tuple[bytes, bytes]]) -> list[str]:
-        """Return the ids a request's headers hold in this header, in order.
+    def presented(self, values: Iterable[str]) -> list[str]:
+        """Return the ids in a request's values of this header, in order.
 
         Several headers of the name count, and so do comma-separated values (what a proxy
         makes of them): ids never hold a comma.
         """
-        name = self.raw_name
-        return [
-            part.strip()
-            for found, value in headers
-            if found.lower() == name
-            for part in value.decode("latin-1").split(",")
-        ]
+        return [part.strip() for value in values for part in value.split(",")]

@@ -44,9 +44,9 @@ __all__ = [
 ]
 
 
-def _cookie_values(scope: Scope, name: str) -> list[str]:
-    headers = [v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == b"cookie"]
-    return cookie_values(headers, name)
+def _header_values(scope: Scope, name: bytes) -> list[str]:
+    """Return the request's values of header `name` (lowercase), in order."""
+    return [v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == name]
 
 
 def request_session(scope: Scope) -> RequestSession:
@@ -102,8 +102,8 @@ class SessionMiddleware:
 
     def _presented(self, scope: Scope) -> list[str]:
         if self.header is not None:
-            return self.header.presented(scope.get("headers", ()))
-        return _cookie_values(scope, self.cookie.name)
+            return self.header.presented(_header_values(scope, self.header.raw_name))
+        return cookie_values(_header_values(scope, b"cookie"), self.cookie.name)
 
     def _answer(self, update: ClientUpdate) -> tuple[bytes, bytes]:
         """Return the response header giving the client its new id, or clearing its id."""

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from flask.sessions import SessionInterface, SessionMixin
 
 from sessionflow._cookies import CookieSettings
-from sessionflow._errors import SessionNotFound, VersionConflict
+from sessionflow._errors import ConfigError, SessionNotFound, VersionConflict
+from sessionflow._id_header import HeaderSettings
 from sessionflow._sync.request_session import RequestSession
 from sessionflow._sync.store import SessionStore
 
@@ -103,15 +104,30 @@ class SessionflowInterface(SessionInterface):
         store: the sync store sessions live in.
         cookie: how the cookie is written (secure defaults; Flask's ``SESSION_COOKIE_*``
             settings are not consulted).
+        header: carry the id in this header instead of a cookie, for API and mobile
+            clients (see `HeaderSettings`; giving both is a `ConfigError`).
     """
 
-    def __init__(self, store: SessionStore, cookie: CookieSettings | None = None) -> None:
+    def __init__(
+        self,
+        store: SessionStore,
+        cookie: CookieSettings | None = None,
+        *,
+        header: HeaderSettings | None = None,
+    ) -> None:
+        if cookie is not None and header is not None:
+            raise ConfigError("the session id travels in a cookie or in a header, not both")
         self.store = store
         self.cookie = cookie or CookieSettings()
+        self.header = header
 
     def open_session(self, app: Flask, request: Request) -> FlaskSession:  # noqa: ARG002
         """Attach a lazily loaded session to the request."""
-        return FlaskSession(RequestSession(self.store, request.cookies.getlist(self.cookie.name)))
+        if self.header is not None:
+            presented = self.header.presented(request.headers.getlist(self.header.name))
+        else:
+            presented = request.cookies.getlist(self.cookie.name)
+        return FlaskSession(RequestSession(self.store, presented))
 
     def save_session(
         self,
@@ -119,19 +135,24 @@ class SessionflowInterface(SessionInterface):
         session: SessionMixin,
         response: Response,
     ) -> None:
-        """Save what changed and set or clear the cookie."""
+        """Save what changed and give the client its new id, or tell it to forget its id."""
         assert isinstance(session, FlaskSession)  # noqa: S101 - open_session made it
         try:
-            header = session._request.commit(self.cookie)  # noqa: SLF001 - our own pair
+            update = session._request.settle()  # noqa: SLF001 - our own pair
         except (VersionConflict, SessionNotFound) as exc:
             response.status_code = 409
             response.set_data(f"session not saved: {exc}; retry the request\n")
             response.mimetype = "text/plain"
             return
         if session.accessed:
-            response.vary.add("Cookie")
-        if header is not None:
-            # Vary alone would let a shared cache give the first anonymous visitor's new
-            # session to every anonymous visitor after (see the ASGI middleware).
-            response.cache_control.no_store = True
-            response.headers.add("Set-Cookie", header)
+            response.vary.add("Cookie" if self.header is None else self.header.name)
+        if update is None:
+            return
+        # Vary alone would let a shared cache give the first anonymous visitor's new
+        # session to every anonymous visitor after (see the ASGI middleware).
+        response.cache_control.no_store = True
+        if self.header is not None:
+            response.headers[self.header.name] = update.session_id or ""
+        else:
+            cookie = self.cookie.for_session(update.session_id, update.remaining)
+            response.headers.add("Set-Cookie", cookie)

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sessionflow._sync.store import SessionStore
-from sessionflow._cookies import CookieSettings
 from sessionflow._errors import InvalidSessionId
 from sessionflow._ids import validate_session_id
 from sessionflow._session import Session, deadline_moved
@@ -130,12 +129,3 @@ class RequestSession:
         if self._clear_id:
             return ClientUpdate(None, 0)
         return None
-
-    def commit(self, cookie: CookieSettings) -> str | None:
-        """Save what changed; return the Set-Cookie header to send, if any.
-
-        A persistent cookie lives as long as its session has left; a session whose end
-        `Session.expire_at` moved gets its cookie again with the new life.
-        """
-        update = self.settle()
-        return None if update is None else cookie.for_session(update.session_id, update.remaining)
