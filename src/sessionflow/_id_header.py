@@ -1,11 +1,14 @@
-"""The session id in a request and response header, for API and mobile clients. No I/O."""
+"""How the session id travels: what a response tells the client, and the id in a header.
+
+No I/O. The cookie itself is `_cookies.py`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sessionflow._cookies import TOKEN_CHARS
+from sessionflow._cookies import TOKEN_CHARS, CookieSettings
 from sessionflow._errors import ConfigError
 
 _TAKEN = frozenset(
@@ -23,6 +26,29 @@ _TAKEN = frozenset(
     }
 )
 """Headers HTTP or the middleware already give a meaning to."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientUpdate:
+    """What a response must tell the client about its session id.
+
+    Attributes:
+        session_id: the id the client must use from now on, or None if the id it sent
+            names no session (it should forget it).
+        remaining: seconds the session has left (0 with no session).
+    """
+
+    session_id: str | None
+    remaining: float
+
+
+def id_transport(
+    cookie: CookieSettings | None, header: HeaderSettings | None
+) -> tuple[CookieSettings, HeaderSettings | None]:
+    """Return an integration's cookie settings and header; refuse being given both."""
+    if cookie is not None and header is not None:
+        raise ConfigError("the session id travels in a cookie or in a header, not both")
+    return cookie or CookieSettings(), header
 
 
 @dataclass(frozen=True)

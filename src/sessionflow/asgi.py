@@ -20,11 +20,10 @@ from typing import Any
 
 from sessionflow._asgi_send import send_whole
 from sessionflow._async.request_session import AsyncRequestSession as RequestSession
-from sessionflow._async.request_session import ClientUpdate
 from sessionflow._async.store import AsyncSessionStore
 from sessionflow._cookies import CookieSettings, cookie_values, parse_cookie_header
 from sessionflow._errors import ConfigError, SessionNotFound, VersionConflict
-from sessionflow._id_header import HeaderSettings
+from sessionflow._id_header import ClientUpdate, HeaderSettings, id_transport
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -93,12 +92,9 @@ class SessionMiddleware:
         cookie: CookieSettings | None = None,
         header: HeaderSettings | None = None,
     ) -> None:
-        if cookie is not None and header is not None:
-            raise ConfigError("the session id travels in a cookie or in a header, not both")
         self.app = app
         self.store = store
-        self.cookie = cookie or CookieSettings()
-        self.header = header
+        self.cookie, self.header = id_transport(cookie, header)
 
     def _presented(self, scope: Scope) -> list[str]:
         if self.header is not None:

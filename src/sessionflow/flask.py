@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 from flask.sessions import SessionInterface, SessionMixin
 
 from sessionflow._cookies import CookieSettings
-from sessionflow._errors import ConfigError, SessionNotFound, VersionConflict
-from sessionflow._id_header import HeaderSettings
+from sessionflow._errors import SessionNotFound, VersionConflict
+from sessionflow._id_header import HeaderSettings, id_transport
 from sessionflow._sync.request_session import RequestSession
 from sessionflow._sync.store import SessionStore
 
@@ -115,11 +115,8 @@ class SessionflowInterface(SessionInterface):
         *,
         header: HeaderSettings | None = None,
     ) -> None:
-        if cookie is not None and header is not None:
-            raise ConfigError("the session id travels in a cookie or in a header, not both")
         self.store = store
-        self.cookie = cookie or CookieSettings()
-        self.header = header
+        self.cookie, self.header = id_transport(cookie, header)
 
     def open_session(self, app: Flask, request: Request) -> FlaskSession:  # noqa: ARG002
         """Attach a lazily loaded session to the request."""

@@ -4,29 +4,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from sessionflow._sync.store import SessionStore
 from sessionflow._errors import InvalidSessionId
+from sessionflow._id_header import ClientUpdate
 from sessionflow._ids import validate_session_id
 from sessionflow._session import Session, deadline_moved
 
 MAX_PRESENTED_IDS = 4
 """Session cookies of one name looked up per request: bounded work whatever is sent."""
-
-
-@dataclass(frozen=True, slots=True)
-class ClientUpdate:
-    """What a response must tell the client about its session id.
-
-    Attributes:
-        session_id: the id the client must use from now on, or None if the id it sent
-            names no session (it should forget it).
-        remaining: seconds the session has left (0 with no session).
-    """
-
-    session_id: str | None
-    remaining: float
 
 
 class RequestSession:
