@@ -133,6 +133,29 @@ def test_touch_extends_idle_expiry_at_most_once_per_interval(
     assert loaded.to_dict() == {"a": 1}
 
 
+def test_a_touch_never_brings_back_a_session_that_idled_out(
+    sync_store: SessionStore, clock: ManualClock
+) -> None:
+    """A session held in memory (a long-lived connection's) outlives its idle timeout;
+    its record may still be in storage (DynamoDB deletes expired items up to days later)."""
+    held = sync_store.create({"a": 1})
+    clock.advance(POLICY.idle_timeout + 1)
+    assert not sync_store.touch(held)
+    assert sync_store.get(held.id) is None
+    assert held.idle_expires_at < clock.now()
+
+
+def test_a_held_session_another_request_kept_alive_is_touched(
+    sync_store: SessionStore, clock: ManualClock
+) -> None:
+    held = sync_store.create({"a": 1})
+    clock.advance(POLICY.idle_timeout - 1)
+    assert sync_store.get(held.id) is not None  # another request: touches it
+    clock.advance(2)  # past the held copy's idle expiry, not the record's
+    assert sync_store.touch(held)
+    assert held.idle_expires_at == clock.now() + POLICY.idle_timeout
+
+
 def test_a_late_touch_never_moves_expiry_backwards(
     sync_store: SessionStore, clock: ManualClock
 ) -> None:

@@ -245,6 +245,8 @@ class AsyncSessionStore:
         """Extend the idle expiry without rewriting attributes.
 
         Writes at most once per `SessionPolicy.touch_interval`; returns True if it wrote.
+        A session that has ended (idled out, past its end, deleted) is not brought back:
+        False.
         """
         return await self._touch(session, self.clock.now())
 
@@ -400,6 +402,12 @@ class AsyncSessionStore:
     async def _touch(self, session: Session, now: float) -> bool:
         if now - session.last_access < self.policy.touch_interval:
             return False
+        if now >= session.idle_expires_at:
+            # Idled out, unless another request touched it since this copy was read: a
+            # touch must not bring an ended session back (its record can outlive it).
+            current = await self._read(session.key)
+            if current is None or not current.is_live(now):
+                return False
         idle = min(now + self.policy.idle_timeout, session.absolute_expires_at)
         if not await self.backend.touch(session.key, last_access=now, idle_expires_at=idle):
             return False
