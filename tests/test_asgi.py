@@ -6,7 +6,7 @@ import asyncio
 import importlib.util
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 import httpx
 import pytest
@@ -16,18 +16,23 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, PlainTextResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from sessionflow import (
     AsyncInstrumentedBackend,
     AsyncMemoryBackend,
     AsyncSessionStore,
+    BackendError,
     BackendMetrics,
     ConfigError,
     ManualClock,
+    SessionNotFound,
+    SessionPolicy,
     new_session_id,
 )
 from sessionflow.asgi import (
+    SESSION_ENDED_CLOSE_CODE,
     CookieSettings,
     HeaderSettings,
     RequestSession,
@@ -566,3 +571,153 @@ def test_a_cookie_and_a_header_together_are_refused(store) -> None:
         SessionMiddleware(
             make_app(store), store=store, cookie=CookieSettings(), header=HeaderSettings()
         )
+
+
+# -- WebSockets: the session of the handshake, kept alive, ended with the session -----------
+
+WS_POLICY = SessionPolicy(idle_timeout=600, absolute_timeout=7200, touch_interval=60)
+
+
+class PausableBackend(AsyncMemoryBackend):
+    """A memory backend whose touches can be made to fail like a store that went away."""
+
+    failing = False
+
+    async def touch(self, key: str, *, last_access: float, idle_expires_at: float) -> bool:
+        if self.failing:
+            raise BackendError("the store does not answer")
+        return await super().touch(key, last_access=last_access, idle_expires_at=idle_expires_at)
+
+
+async def chat(websocket: WebSocket) -> None:
+    """Answers each message with the user of the connection's session (or what went wrong)."""
+    sessions = request_session(websocket.scope)
+    await websocket.accept()
+    try:
+        while True:
+            text = await websocket.receive_text()
+            try:
+                if text == "create":
+                    await sessions.get()
+                elif text == "login":
+                    await sessions.regenerate(user_id="mallory")
+                session = await sessions.load()
+                user = "anonymous" if session is None else session.user_id
+                await websocket.send_text(user or "no user")
+            except SessionNotFound as exc:
+                await websocket.send_text(f"refused: {exc}")
+    except WebSocketDisconnect:
+        pass
+
+
+def chat_app(store: AsyncSessionStore) -> SessionMiddleware:
+    async def login(request):
+        await request_session(request.scope).regenerate(user_id="ada")
+        return PlainTextResponse("in")
+
+    routes = [Route("/login", login, methods=["POST"]), WebSocketRoute("/chat", chat)]
+    return SessionMiddleware(Starlette(routes=routes), store=store)
+
+
+class ChatConnection:
+    """One WebSocket to `chat_app`, driven message by message over plain ASGI."""
+
+    def __init__(self, app: SessionMiddleware, cookie: str | None) -> None:
+        headers = [] if cookie is None else [(b"cookie", cookie.encode())]
+        self.scope = {"type": "websocket", "path": "/chat", "headers": headers}
+        self.app = app
+        self.to_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.from_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def __aenter__(self) -> Self:
+        self.task = asyncio.create_task(self.app(self.scope, self.to_app.get, self.from_app.put))
+        await self.to_app.put({"type": "websocket.connect"})
+        assert (await self.from_app.get())["type"] == "websocket.accept"
+        return self
+
+    async def ask(self, text: str) -> dict[str, Any]:
+        """Send `text`; return the app's answer (a websocket.send or websocket.close)."""
+        await self.to_app.put({"type": "websocket.receive", "text": text})
+        return await asyncio.wait_for(self.from_app.get(), timeout=10)
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.to_app.put({"type": "websocket.disconnect", "code": 1000})
+        await asyncio.wait_for(self.task, timeout=10)
+
+
+async def login_cookie(app: SessionMiddleware) -> str:
+    async with client_for(app) as client:
+        return (await client.post("/login")).headers["set-cookie"].split(";")[0]
+
+
+def answer(text: str) -> dict[str, Any]:
+    return {"type": "websocket.send", "text": text}
+
+
+CLOSED = {"type": "websocket.close", "code": SESSION_ENDED_CLOSE_CODE, "reason": "session ended"}
+
+
+async def test_messages_keep_a_websockets_session_alive_past_its_idle_timeout() -> None:
+    clock = ManualClock()
+    store = AsyncSessionStore(AsyncMemoryBackend(clock=clock), policy=WS_POLICY, clock=clock)
+    app = chat_app(store)
+    cookie = await login_cookie(app)
+    async with ChatConnection(app, cookie) as connection:
+        for _ in range(10):  # 3,000 s of chat: five idle timeouts
+            clock.advance(300)
+            assert await connection.ask("hi") == answer("ada")
+    clock.advance(300)
+    async with ChatConnection(app, cookie) as connection:
+        assert await connection.ask("still there?") == answer("ada")
+
+
+async def test_without_messages_the_session_idles_out_and_the_socket_closes() -> None:
+    clock = ManualClock()
+    store = AsyncSessionStore(AsyncMemoryBackend(clock=clock), policy=WS_POLICY, clock=clock)
+    app = chat_app(store)
+    async with ChatConnection(app, await login_cookie(app)) as connection:
+        assert await connection.ask("hi") == answer("ada")
+        clock.advance(601)
+        assert await connection.ask("hello?") == CLOSED
+
+
+async def test_logging_out_everywhere_closes_the_users_open_websockets() -> None:
+    clock = ManualClock()
+    store = AsyncSessionStore(AsyncMemoryBackend(clock=clock), policy=WS_POLICY, clock=clock)
+    app = chat_app(store)
+    async with ChatConnection(app, await login_cookie(app)) as connection:
+        assert await connection.ask("hi") == answer("ada")
+        assert await store.revoke_user("ada") == 1
+        # Noticed at the next touch that is due, not on every message (no store call).
+        assert await connection.ask("soon after") == answer("ada")
+        clock.advance(WS_POLICY.touch_interval)
+        assert await connection.ask("and now?") == CLOSED
+
+
+async def test_a_store_that_does_not_answer_does_not_end_a_websocket() -> None:
+    clock = ManualClock()
+    backend = PausableBackend(clock=clock)
+    store = AsyncSessionStore(backend, policy=WS_POLICY, clock=clock)
+    app = chat_app(store)
+    async with ChatConnection(app, await login_cookie(app)) as connection:
+        assert await connection.ask("hi") == answer("ada")
+        backend.failing = True
+        clock.advance(120)
+        assert await connection.ask("during the outage") == answer("ada")
+        backend.failing = False
+        clock.advance(120)
+        assert await connection.ask("after it") == answer("ada")
+
+
+async def test_a_websocket_cannot_create_or_regenerate_a_session() -> None:
+    """No response can carry a new id to the client: it would be a session nobody holds."""
+    store = AsyncSessionStore(AsyncMemoryBackend())
+    app = chat_app(store)
+    async with ChatConnection(app, None) as connection:
+        refused = await connection.ask("create")
+        assert refused["text"].startswith("refused: cannot create a session here")
+        assert await connection.ask("who?") == answer("anonymous")
+    async with ChatConnection(app, await login_cookie(app)) as connection:
+        refused = await connection.ask("login")
+        assert refused["text"].startswith("refused: cannot give the session a new id")
+        assert await connection.ask("who?") == answer("ada")  # the session is untouched

@@ -34,6 +34,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 SCOPE_KEY = "sessionflow.session"
 
 __all__ = [
+    "SESSION_ENDED_CLOSE_CODE",
     "CookieSettings",
     "HeaderSettings",
     "RequestSession",
@@ -41,6 +42,34 @@ __all__ = [
     "parse_cookie_header",
     "request_session",
 ]
+
+
+SESSION_ENDED_CLOSE_CODE = 1008
+"""How a WebSocket whose session ended is closed (RFC 6455: policy violation)."""
+
+
+def _receive_keeping_alive(handle: RequestSession, receive: Receive, send: Send) -> Receive:
+    """Wrap a WebSocket's `receive`: each message keeps its session alive.
+
+    When the session has ended (logged out, revoked, past its end) the connection is
+    closed with `SESSION_ENDED_CLOSE_CODE` and the application receives a disconnect, so
+    logging out everywhere also ends the user's open WebSockets.
+    """
+
+    async def receive_keeping_alive() -> Message:
+        message = await receive()
+        if message["type"] == "websocket.receive" and not await handle.keep_alive():
+            await send(
+                {
+                    "type": "websocket.close",
+                    "code": SESSION_ENDED_CLOSE_CODE,
+                    "reason": "session ended",
+                }
+            )
+            return {"type": "websocket.disconnect", "code": SESSION_ENDED_CLOSE_CODE}
+        return message
+
+    return receive_keeping_alive
 
 
 def _header_values(scope: Scope, name: bytes) -> list[str]:
@@ -71,6 +100,11 @@ class SessionMiddleware:
     tells it to forget one, says ``Cache-Control: no-store`` (merged with the
     application's directives), and one whose request looked at its session varies on the
     cookie or header.
+
+    On a WebSocket the handler gets the handshake's session; messages keep it alive and
+    the connection is closed (`SESSION_ENDED_CLOSE_CODE`) once it has ended. A WebSocket
+    cannot hand out a new id: `get()` without a session and `regenerate()` raise
+    `SessionNotFound` there.
 
     A save that loses to a concurrent request changing the same attributes, or that finds
     its session deleted meanwhile, turns the response into ``409 Conflict`` with a one-line
@@ -112,10 +146,11 @@ class SessionMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        handle = RequestSession(self.store, self._presented(scope))
+        websocket = scope["type"] == "websocket"
+        handle = RequestSession(self.store, self._presented(scope), issues_ids=not websocket)
         scope[SCOPE_KEY] = handle
-        if scope["type"] == "websocket":
-            await self.app(scope, receive, send)
+        if websocket:
+            await self.app(scope, _receive_keeping_alive(handle, receive, send), send)
             return
         refused = False
         varies_on = b"Cookie" if self.header is None else self.header.name.encode("ascii")

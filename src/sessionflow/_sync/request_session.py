@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Sequence
 
 from sessionflow._sync.store import SessionStore
-from sessionflow._errors import InvalidSessionId
+from sessionflow._errors import BackendError, InvalidSessionId, SessionNotFound
 from sessionflow._id_header import ClientUpdate
 from sessionflow._ids import validate_session_id
 from sessionflow._session import Session, deadline_moved
+
+logger = logging.getLogger("sessionflow")
 
 MAX_PRESENTED_IDS = 4
 """Session cookies of one name looked up per request: bounded work whatever is sent."""
@@ -27,10 +31,21 @@ class RequestSession:
             several cookies of that name (set for several paths, or for a parent domain):
             the first that names a live session is the request's, as in Spring Session.
             At most `MAX_PRESENTED_IDS` different ids are looked up.
+        issues_ids: False where no response can carry a new id to the client (a
+            WebSocket after its handshake): `get` without a session and `regenerate` are
+            refused instead of making a session nobody holds the id of.
     """
 
-    def __init__(self, store: SessionStore, presented: str | Sequence[str] | None) -> None:
+    def __init__(
+        self,
+        store: SessionStore,
+        presented: str | Sequence[str] | None,
+        *,
+        issues_ids: bool = True,
+    ) -> None:
         self._store = store
+        self._issues_ids = issues_ids
+        self._keep_alive_after = -math.inf
         if presented is None:
             presented = ()
         elif isinstance(presented, str):
@@ -75,12 +90,21 @@ class RequestSession:
         """Return the client's session, creating a new one (and its cookie) if there is none."""
         session = self.load()
         if session is None:
+            self._check_can_issue("create a session")
             session = self._store.create()
             self._session, self._issue_id, self._clear_id = session, True, False
         return session
 
+    def _check_can_issue(self, what: str) -> None:
+        if not self._issues_ids:
+            raise SessionNotFound(
+                f"cannot {what} here: no response can carry its id to the client "
+                "(on a WebSocket, do it over HTTP before connecting)"
+            )
+
     def regenerate(self, *, user_id: str | None = None) -> Session:
         """Move the session to a new id (call at login); creates one if there is none."""
+        self._check_can_issue("give the session a new id")
         session = self.load()
         if session is None:
             session = self._store.create(user_id=user_id)
@@ -98,6 +122,32 @@ class RequestSession:
             self._store.delete(session)
         self._session, self._issue_id = None, False
         self._clear_id = bool(self._presented)
+
+    def keep_alive(self) -> bool:
+        """Extend the session's idle life while a long-lived connection uses it.
+
+        For a WebSocket: the session it was opened with stays alive as long as messages
+        arrive, touched at most once per `SessionPolicy.touch_interval`. Returns False
+        once the session has ended (logged out, revoked, past its absolute end), found at
+        the next touch that is due; True while it lives, or if the connection has no
+        session. A store that does not answer is not taken for an ended session: the
+        touch is tried again an interval later.
+        """
+        session = self._session
+        if session is None:
+            return True
+        now = self._store.clock.now()
+        if now >= session.absolute_expires_at:
+            return False
+        if now < self._keep_alive_after:
+            return True
+        self._keep_alive_after = now + self._store.policy.touch_interval
+        try:
+            touched = self._store.touch(session)
+        except BackendError:
+            logger.warning("could not extend a connection's session; trying again later")
+            return True
+        return touched or now - session.last_access < self._store.policy.touch_interval
 
     def settle(self) -> ClientUpdate | None:
         """Save what changed; return what the client must be told about its id, if anything.
