@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Self
 
 import httpx
 import pytest
+import uvicorn
 from fastapi import Depends, FastAPI, Request
 from hypothesis import given
 from hypothesis import strategies as st
@@ -18,6 +20,8 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from sessionflow import (
     AsyncInstrumentedBackend,
@@ -40,6 +44,7 @@ from sessionflow.asgi import (
     parse_cookie_header,
     request_session,
 )
+from sessionflow.local_servers import free_port
 
 BASE = "https://testserver"
 
@@ -721,3 +726,39 @@ async def test_a_websocket_cannot_create_or_regenerate_a_session() -> None:
         refused = await connection.ask("login")
         assert refused["text"].startswith("refused: cannot give the session a new id")
         assert await connection.ask("who?") == answer("ada")  # the session is untouched
+
+
+async def test_a_real_server_closes_the_websocket_of_a_revoked_session(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The same through uvicorn and a WebSocket client over loopback: the close reaches the
+    client with its code and reason, and the server logs no protocol error."""
+    clock = ManualClock()
+    store = AsyncSessionStore(AsyncMemoryBackend(clock=clock), policy=WS_POLICY, clock=clock)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(chat_app(store), host="127.0.0.1", port=port, log_level="warning")
+    )
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            assert not serving.done(), "the server did not start"
+            await asyncio.sleep(0.01)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            cookie = (await http.post("/login")).headers["set-cookie"].split(";")[0]
+        async with connect(
+            f"ws://127.0.0.1:{port}/chat", additional_headers={"Cookie": cookie}
+        ) as websocket:
+            await websocket.send("hi")
+            assert await websocket.recv() == "ada"
+            assert await store.revoke_user("ada") == 1
+            clock.advance(WS_POLICY.touch_interval)
+            await websocket.send("still here?")
+            with pytest.raises(ConnectionClosed) as closed:
+                await websocket.recv()
+        assert closed.value.rcvd is not None
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, "session ended")
+    finally:
+        server.should_exit = True
+        await serving
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
