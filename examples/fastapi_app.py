@@ -1,4 +1,4 @@
-"""A FastAPI app with sessionflow sessions: a cart, login, logout everywhere.
+"""A FastAPI app with sessionflow sessions: a cart, login, logout everywhere, a live cart.
 
 uvicorn examples.fastapi_app:app    # needs a Redis on 127.0.0.1:6379
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request, WebSocket, WebSocketDisconnect
 
 from sessionflow import AsyncSessionStore, CookieSettings
 from sessionflow.asgi import RequestSession, SessionMiddleware, request_session
@@ -44,6 +44,30 @@ async def login(user: str, sessions: Sessions) -> dict[str, str]:
 async def logout(sessions: Sessions, everywhere: bool = False) -> dict[str, bool]:
     await sessions.logout(everywhere=everywhere)
     return {"ok": True}
+
+
+@api.websocket("/cart/live")
+async def live_cart(websocket: WebSocket) -> None:
+    """Answer each message with the cart, for as long as the session lives.
+
+    The session is the one of the handshake's cookie; the middleware keeps it alive as
+    messages arrive and closes the connection once it ends (logout everywhere).
+    """
+    sessions = request_session(websocket.scope)
+    session = await sessions.load()
+    if session is None:
+        await websocket.close(code=1008)  # authenticate at the handshake
+        return
+    await websocket.accept()
+    try:
+        while True:
+            await websocket.receive_text()
+            # Another request may have changed the cart: read it again (no touch: the
+            # middleware keeps the session alive at its own pace).
+            current = await sessions.store.get(session.id, touch=False)
+            await websocket.send_json({"cart": [] if current is None else current.get("cart", [])})
+    except WebSocketDisconnect:
+        pass
 
 
 def create_app(store: AsyncSessionStore, cookie: CookieSettings | None = None) -> SessionMiddleware:

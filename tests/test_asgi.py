@@ -423,6 +423,27 @@ async def test_the_fastapi_example(store) -> None:
     assert await store.list_user("ada") == []
 
 
+async def test_the_fastapi_examples_live_cart_follows_the_session() -> None:
+    clock = ManualClock()
+    store = AsyncSessionStore(AsyncMemoryBackend(clock=clock), policy=WS_POLICY, clock=clock)
+    app = _load_example("fastapi_app").create_app(store)
+    async with client_for(app) as laptop:
+        await laptop.post("/login/ada")
+        await laptop.post("/cart/laptop-123")
+        cookie = f"session={laptop.cookies['session']}"
+        async with ChatConnection(app, cookie, "/cart/live") as live:
+            reply = await live.ask("refresh")
+            assert reply["text"] == '{"cart":["laptop-123"]}'
+            await laptop.post("/cart/mouse-456")  # changed over HTTP meanwhile
+            reply = await live.ask("refresh")
+            assert reply["text"] == '{"cart":["laptop-123","mouse-456"]}'
+            await laptop.post("/logout", params={"everywhere": "true"})
+            clock.advance(WS_POLICY.touch_interval)
+            assert await live.ask("refresh") == CLOSED
+    async with ChatConnection(app, None, "/cart/live", refused=True) as anonymous:
+        assert anonymous.handshake["code"] == 1008
+
+
 def _load_example(name: str):
     path = Path(__file__).resolve().parent.parent / "examples" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"example_{name}", path)
@@ -625,11 +646,23 @@ def chat_app(store: AsyncSessionStore) -> SessionMiddleware:
 
 
 class ChatConnection:
-    """One WebSocket to `chat_app`, driven message by message over plain ASGI."""
+    """One WebSocket to an app (`chat_app`'s by default), driven message by message over
+    plain ASGI. Entering it connects and, unless `refused`, expects the app to accept."""
 
-    def __init__(self, app: SessionMiddleware, cookie: str | None) -> None:
+    def __init__(
+        self, app: SessionMiddleware, cookie: str | None, path: str = "/chat", *, refused=False
+    ) -> None:
         headers = [] if cookie is None else [(b"cookie", cookie.encode())]
-        self.scope = {"type": "websocket", "path": "/chat", "headers": headers}
+        self.scope = {
+            "type": "websocket",
+            "path": path,
+            "raw_path": path.encode(),
+            "root_path": "",
+            "query_string": b"",
+            "headers": headers,
+            "subprotocols": [],
+        }
+        self.refused = refused
         self.app = app
         self.to_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.from_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -637,7 +670,8 @@ class ChatConnection:
     async def __aenter__(self) -> Self:
         self.task = asyncio.create_task(self.app(self.scope, self.to_app.get, self.from_app.put))
         await self.to_app.put({"type": "websocket.connect"})
-        assert (await self.from_app.get())["type"] == "websocket.accept"
+        self.handshake = await asyncio.wait_for(self.from_app.get(), timeout=10)
+        assert self.handshake["type"] == ("websocket.close" if self.refused else "websocket.accept")
         return self
 
     async def ask(self, text: str) -> dict[str, Any]:
@@ -646,7 +680,8 @@ class ChatConnection:
         return await asyncio.wait_for(self.from_app.get(), timeout=10)
 
     async def __aexit__(self, *_: object) -> None:
-        await self.to_app.put({"type": "websocket.disconnect", "code": 1000})
+        if not self.refused:
+            await self.to_app.put({"type": "websocket.disconnect", "code": 1000})
         await asyncio.wait_for(self.task, timeout=10)
 
 
