@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from flask import Flask, jsonify, request, session
 
 from sessionflow import (
     ConfigError,
@@ -19,7 +20,7 @@ from sessionflow import (
     SessionStore,
     new_session_id,
 )
-from sessionflow.flask import SessionflowInterface
+from sessionflow.flask import FlaskSession, SessionflowInterface
 from tests.conftest import Servers
 
 HTTPS = "https://localhost"
@@ -210,3 +211,57 @@ def test_a_cookie_and_a_header_together_are_refused() -> None:
         SessionflowInterface(
             SessionStore(MemoryBackend()), CookieSettings(), header=HeaderSettings()
         )
+
+
+def _permanent_app(store: SessionStore) -> Flask:
+    """An app that sets ``session.permanent`` on every request, a common Flask idiom."""
+    app = Flask(__name__)
+    app.session_interface = SessionflowInterface(store)
+
+    @app.before_request
+    def make_permanent() -> None:
+        session.permanent = request.args.get("remember", "1") == "1"
+
+    @app.get("/health")
+    def health():
+        return "ok"
+
+    @app.post("/login")
+    def login():
+        assert isinstance(session, FlaskSession)
+        session.regenerate(user_id="ada")
+        return "in"
+
+    @app.get("/permanent")
+    def permanent():
+        return jsonify(permanent=session.permanent, data=dict(session))
+
+    return app
+
+
+def test_setting_permanent_on_every_request_creates_no_sessions() -> None:
+    """Flask-Session stores a session for every visitor of such an app (health checks
+    included); setting ``permanent`` alone creates nothing here."""
+    backend = MemoryBackend()
+    client = _permanent_app(SessionStore(backend)).test_client()
+    for _ in range(3):
+        response = client.get("/health", base_url=HTTPS)
+        assert session_cookie(response) is None
+    assert client.get("/permanent", base_url=HTTPS).json == {"permanent": True, "data": {}}
+    assert backend.scan().records == []
+
+
+def test_permanent_decides_whether_the_cookie_outlives_the_browser() -> None:
+    store = SessionStore(MemoryBackend())
+    client = _permanent_app(store).test_client()
+    remembered = session_cookie(client.post("/login", base_url=HTTPS))
+    assert remembered is not None
+    assert "Max-Age=" in remembered
+    assert client.get("/permanent", base_url=HTTPS).json["permanent"] is True
+    forgetful = _permanent_app(store).test_client()
+    once = session_cookie(forgetful.post("/login?remember=0", base_url=HTTPS))
+    assert once is not None
+    assert "Max-Age" not in once  # a browser-session cookie
+    state = forgetful.get("/permanent?remember=0", base_url=HTTPS)
+    assert state.json == {"permanent": False, "data": {"_permanent": False}}
+    assert session_cookie(state) is None  # unchanged: not saved, not re-sent

@@ -79,15 +79,20 @@ class CookieSettings:
                 f"a cookie named {self.name!r} needs path='/' and no domain (host-only)"
             )
 
-    def for_session(self, session_id: str | None, remaining: float) -> str:
+    def for_session(
+        self, session_id: str | None, remaining: float, *, persistent: bool | None = None
+    ) -> str:
         """Return the Set-Cookie header giving the client `session_id`, or clearing it (None).
 
         A persistent cookie lives `remaining` seconds (what its session has left, at
-        least 1); otherwise it is a browser-session cookie.
+        least 1); otherwise it is a browser-session cookie. `persistent` decides for this
+        one session (None: the settings' `persistent`).
         """
         if session_id is None:
             return self.header("", 0)
-        max_age = max(1, math.ceil(remaining)) if self.persistent else None
+        if persistent is None:
+            persistent = self.persistent
+        max_age = max(1, math.ceil(remaining)) if persistent else None
         return self.header(session_id, max_age)
 
     def header(self, value: str, max_age: int | None) -> str:

@@ -26,13 +26,61 @@ if TYPE_CHECKING:
     from sessionflow._session import Session
 
 
-class FlaskSession(SessionMixin):
-    """``flask.session``: loaded on first access, created on first write."""
+PERMANENT_KEY = "_permanent"
+"""Where `session.permanent` is kept in the session's data (Flask's own name)."""
 
-    def __init__(self, request_session: RequestSession) -> None:
+
+class FlaskSession(SessionMixin):
+    """``flask.session``: loaded on first access, created on first write.
+
+    Args:
+        request_session: the request's session.
+        default_permanent: what `permanent` reads as until the application sets it (the
+            interface passes its cookie's `persistent`).
+    """
+
+    def __init__(self, request_session: RequestSession, *, default_permanent: bool = True) -> None:
         self._request = request_session
+        self._default_permanent = default_permanent
+        self._pending_permanent: bool | None = None
         self.modified = False
         self.accessed = False
+
+    @property
+    def permanent(self) -> bool:
+        """Whether the session's cookie outlives the browser (Max-Age) or ends with it.
+
+        Kept in the session as Flask keeps it, but setting it never creates a session on
+        its own: Flask applications often set it on every request (``before_request``),
+        which would store a session for every visitor, health checks included. Without a
+        session the value waits, and is kept if this request creates one.
+        """
+        session = self._read()
+        if session is not None and PERMANENT_KEY in session:
+            return bool(session[PERMANENT_KEY])
+        if self._pending_permanent is not None:
+            return self._pending_permanent
+        return self._default_permanent
+
+    @permanent.setter
+    def permanent(self, value: bool) -> None:
+        session = self._read()
+        if session is None:
+            self._pending_permanent = bool(value)
+        elif session.get(PERMANENT_KEY) is not bool(value):
+            session[PERMANENT_KEY] = bool(value)
+            self.modified = True
+
+    def _writable(self) -> Session:
+        """Return the session to write to, creating it (with a waiting `permanent`)."""
+        session = self._request.get()
+        self._keep_pending(session)
+        return session
+
+    def _keep_pending(self, session: Session) -> None:
+        if self._pending_permanent is not None:
+            session[PERMANENT_KEY] = self._pending_permanent
+            self._pending_permanent = None
 
     @property
     def new(self) -> bool:  # type: ignore[override]  # Flask declares a plain attribute
@@ -56,7 +104,7 @@ class FlaskSession(SessionMixin):
 
     def __setitem__(self, name: str, value: Any) -> None:  # noqa: ANN401
         self.accessed = self.modified = True
-        self._request.get()[name] = value
+        self._writable()[name] = value
 
     def __delitem__(self, name: str) -> None:
         session = self._read()
@@ -75,7 +123,7 @@ class FlaskSession(SessionMixin):
 
     def regenerate(self, *, user_id: str | None = None) -> None:
         """Move the session to a new id (call at login); creates one if there is none."""
-        self._request.regenerate(user_id=user_id)
+        self._keep_pending(self._request.regenerate(user_id=user_id))
         self.modified = True
 
     def expire_at(self, when: float) -> None:
@@ -84,7 +132,7 @@ class FlaskSession(SessionMixin):
         The server ends it then, and the cookie is sent again with that life (see
         `Session.expire_at`); creates the session if there is none.
         """
-        self._request.get().expire_at(when)
+        self._writable().expire_at(when)
         self.accessed = self.modified = True
 
     def logout(self, *, everywhere: bool = False) -> None:
@@ -124,7 +172,9 @@ class SessionflowInterface(SessionInterface):
             presented = self.header.presented(request.headers.getlist(self.header.name))
         else:
             presented = request.cookies.getlist(self.cookie.name)
-        return FlaskSession(RequestSession(self.store, presented))
+        return FlaskSession(
+            RequestSession(self.store, presented), default_permanent=self.cookie.persistent
+        )
 
     def save_session(
         self,
@@ -151,5 +201,7 @@ class SessionflowInterface(SessionInterface):
         if self.header is not None:
             response.headers[self.header.name] = update.session_id or ""
         else:
-            cookie = self.cookie.for_session(update.session_id, update.remaining)
+            cookie = self.cookie.for_session(
+                update.session_id, update.remaining, persistent=session.permanent
+            )
             response.headers.add("Set-Cookie", cookie)
