@@ -265,3 +265,42 @@ def test_permanent_decides_whether_the_cookie_outlives_the_browser() -> None:
     state = forgetful.get("/permanent?remember=0", base_url=HTTPS)
     assert state.json == {"permanent": False, "data": {"_permanent": False}}
     assert session_cookie(state) is None  # unchanged: not saved, not re-sent
+
+
+def test_session_clear_logs_out_as_in_flasks_tutorial(store) -> None:
+    """Flask's tutorial logs out with ``session.clear()``: the stored session must end with
+    it, not stay behind empty (alive, and still listed under its user)."""
+    app = Flask(__name__)
+    app.session_interface = SessionflowInterface(store)
+
+    @app.post("/login")
+    def login():
+        assert isinstance(session, FlaskSession)
+        session.regenerate(user_id="lin")
+        session["user"] = "lin"
+        return "in"
+
+    @app.post("/logout")
+    def logout():
+        session.clear()
+        if request.args.get("flash"):
+            session["flash"] = "logged out"  # a write after it: a new, anonymous session
+        return "out"
+
+    client = app.test_client()
+    issued = session_cookie(client.post("/login", base_url=HTTPS))
+    assert issued is not None
+    old_id = issued.split(";")[0].split("=", 1)[1]
+    out = client.post("/logout", base_url=HTTPS)
+    assert "Max-Age=0" in session_cookie(out)
+    assert store.get(old_id) is None
+    assert store.list_user("lin") == []
+    client.post("/login", base_url=HTTPS)
+    flashed = session_cookie(client.post("/logout?flash=1", base_url=HTTPS))
+    assert flashed is not None
+    new_id = flashed.split(";")[0].split("=", 1)[1]
+    fresh = store.get(new_id)
+    assert fresh is not None
+    assert fresh.to_dict() == {"flash": "logged out"}
+    assert fresh.user_id is None
+    assert store.list_user("lin") == []

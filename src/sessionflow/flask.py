@@ -121,6 +121,17 @@ class FlaskSession(SessionMixin):
         session = self._read()
         return 0 if session is None else len(session)
 
+    def clear(self) -> None:
+        """End the session, as Flask's logout idiom (``session.clear()``) means it.
+
+        The stored session is deleted, not kept empty (its id, and its binding to a user,
+        would outlive the logout) and its cookie is cleared; a write after this starts a
+        new session with a new id.
+        """
+        self._pending_permanent = None
+        self._request.logout()
+        self.accessed = self.modified = True
+
     def regenerate(self, *, user_id: str | None = None) -> None:
         """Move the session to a new id (call at login); creates one if there is none."""
         self._keep_pending(self._request.regenerate(user_id=user_id))
