@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
+from starlette.middleware.sessions import SessionMiddleware as StarletteSessions
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -797,3 +798,107 @@ async def test_a_real_server_closes_the_websocket_of_a_revoked_session(
         server.should_exit = True
         await serving
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+# -- request.session, for code written for Starlette's own SessionMiddleware ----------------
+
+
+async def dict_counter(request):
+    request.session["views"] = request.session.get("views", 0) + 1
+    return JSONResponse({"views": request.session["views"]})
+
+
+async def dict_oauth_start(request):
+    """What Authlib's Starlette client does before redirecting to the provider."""
+    request.session["_state_github_abc"] = {"data": {"redirect_uri": "/back"}, "exp": 1e12}
+    return JSONResponse({"redirect": "https://provider.example/authorize?state=abc"})
+
+
+async def dict_oauth_callback(request):
+    state = request.session.pop("_state_github_abc", None)
+    if state is None:
+        return JSONResponse({"error": "mismatching_state"}, status_code=400)
+    request.session["user"] = "octocat"
+    return JSONResponse({"user": request.session["user"], "back": state["data"]["redirect_uri"]})
+
+
+async def dict_whoami(request):
+    return JSONResponse(dict(request.session))
+
+
+async def dict_logout(request):
+    request.session.clear()
+    return JSONResponse({"ok": True})
+
+
+DICT_ROUTES = [
+    Route("/count", dict_counter),
+    Route("/oauth/start", dict_oauth_start),
+    Route("/oauth/callback", dict_oauth_callback),
+    Route("/whoami", dict_whoami),
+    Route("/logout", dict_logout, methods=["POST"]),
+]
+DICT_STEPS = [
+    ("GET", "/whoami"),
+    ("GET", "/count"),
+    ("GET", "/count"),
+    ("GET", "/oauth/start"),
+    ("GET", "/oauth/callback"),
+    ("GET", "/oauth/callback"),  # the state was used up
+    ("GET", "/whoami"),
+    ("POST", "/logout"),
+    ("GET", "/whoami"),
+    ("GET", "/count"),
+]
+
+
+async def _walk(app) -> list[tuple[int, object]]:
+    async with client_for(app) as client:
+        return [
+            ((answer := await client.request(method, path)).status_code, answer.json())
+            for method, path in DICT_STEPS
+        ]
+
+
+async def test_request_session_behaves_as_under_starlettes_own_middleware(store) -> None:
+    theirs = StarletteSessions(Starlette(routes=DICT_ROUTES), secret_key="k" * 32)
+    ours = SessionMiddleware(Starlette(routes=DICT_ROUTES), store=store, starlette_session=True)
+    walked = await _walk(ours)
+    assert walked == await _walk(theirs)
+    assert walked[6] == (200, {"views": 2, "user": "octocat"})
+    assert walked[-1] == (200, {"views": 1})  # after the logout: a new session
+
+
+async def test_request_session_writes_nothing_for_a_reader_and_clear_ends_the_session(
+    store, registry
+) -> None:
+    app = SessionMiddleware(Starlette(routes=DICT_ROUTES), store=store, starlette_session=True)
+    async with client_for(app) as client:
+        read = await client.get("/whoami")
+        assert "set-cookie" not in read.headers
+        assert storage_calls(registry) == 0  # no id sent: nothing to load, nothing created
+        await client.get("/oauth/start")
+        old_id = client.cookies["session"]
+        await client.get("/oauth/callback")
+        assert (await store.get(old_id)) is not None
+        out = await client.post("/logout")
+        assert out.headers["set-cookie"].startswith("session=;")
+        assert out.headers["cache-control"] == "no-store"
+        assert await store.get(old_id) is None  # ended, not kept empty
+
+
+async def test_request_session_and_the_async_api_share_one_session(store) -> None:
+    async def login(request):
+        request.session["before"] = "anonymous cart"  # no session yet: it waits
+        await request_session(request.scope).regenerate(user_id="ada")
+        request.session["after"] = "login"
+        return JSONResponse(dict(request.session))
+
+    routes = [Route("/login", login, methods=["POST"]), Route("/whoami", dict_whoami)]
+    app = SessionMiddleware(Starlette(routes=routes), store=store, starlette_session=True)
+    async with client_for(app) as client:
+        answer = (await client.post("/login")).json()
+        assert answer == {"before": "anonymous cart", "after": "login"}
+        assert (await client.get("/whoami")).json() == answer
+    (summary,) = await store.list_user("ada")
+    assert summary.user_id == "ada"

@@ -24,6 +24,7 @@ from sessionflow._async.store import AsyncSessionStore
 from sessionflow._cookies import CookieSettings, cookie_values, parse_cookie_header
 from sessionflow._errors import ConfigError, SessionNotFound, VersionConflict
 from sessionflow._id_header import ClientUpdate, HeaderSettings, id_transport
+from sessionflow._starlette_session import ScopeSession
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -38,6 +39,7 @@ __all__ = [
     "CookieSettings",
     "HeaderSettings",
     "RequestSession",
+    "ScopeSession",
     "SessionMiddleware",
     "parse_cookie_header",
     "request_session",
@@ -116,6 +118,10 @@ class SessionMiddleware:
         cookie: how the cookie is written.
         header: carry the id in this header instead of a cookie (then no cookie is read
             or written; giving both is a `ConfigError`).
+        starlette_session: also give every request Starlette's ``request.session`` (a
+            dict on the session, see `ScopeSession`), for code written for Starlette's
+            own SessionMiddleware such as Authlib's OAuth client. The session is then
+            loaded before the application runs, on every request that sends an id.
     """
 
     def __init__(
@@ -125,10 +131,12 @@ class SessionMiddleware:
         store: AsyncSessionStore,
         cookie: CookieSettings | None = None,
         header: HeaderSettings | None = None,
+        starlette_session: bool = False,
     ) -> None:
         self.app = app
         self.store = store
         self.cookie, self.header = id_transport(cookie, header)
+        self.starlette_session = starlette_session
 
     def _presented(self, scope: Scope) -> list[str]:
         if self.header is not None:
@@ -141,15 +149,24 @@ class SessionMiddleware:
             return self.header.raw_name, (update.session_id or "").encode("ascii")
         return b"set-cookie", self.cookie.for_session(update.session_id, update.remaining).encode()
 
+    async def _open(self, scope: Scope) -> tuple[RequestSession, ScopeSession | None]:
+        """Attach the request's session (and Starlette's dict of it) to its scope."""
+        websocket = scope["type"] == "websocket"
+        handle = RequestSession(self.store, self._presented(scope), issues_ids=not websocket)
+        scope[SCOPE_KEY] = handle
+        if not self.starlette_session:
+            return handle, None
+        as_dict = scope["session"] = ScopeSession(handle)
+        await handle.load()  # Starlette's dict exists before the application runs
+        return handle, as_dict
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run the application with a request session, then commit it."""
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        websocket = scope["type"] == "websocket"
-        handle = RequestSession(self.store, self._presented(scope), issues_ids=not websocket)
-        scope[SCOPE_KEY] = handle
-        if websocket:
+        handle, as_dict = await self._open(scope)
+        if scope["type"] == "websocket":
             await self.app(scope, _receive_keeping_alive(handle, receive, send), send)
             return
         refused = False
@@ -159,7 +176,7 @@ class SessionMiddleware:
             nonlocal refused
             if message["type"] == "http.response.start":
                 try:
-                    update = await handle.settle()
+                    update = await _settle(handle, as_dict)
                 except (VersionConflict, SessionNotFound) as exc:
                     refused = True
                     await _send_conflict(send, str(exc))
@@ -176,6 +193,13 @@ class SessionMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_session)
+
+
+async def _settle(handle: RequestSession, as_dict: ScopeSession | None) -> ClientUpdate | None:
+    """Save the request's session; return what its response must tell the client."""
+    if as_dict is not None:
+        await as_dict.apply()
+    return await handle.settle()
 
 
 def _vary_on(headers: list[tuple[bytes, bytes]], field: bytes) -> list[tuple[bytes, bytes]]:

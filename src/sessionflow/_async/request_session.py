@@ -66,6 +66,11 @@ class AsyncRequestSession:
         return self._loaded
 
     @property
+    def current(self) -> Session | None:
+        """The session as far as this request has it (loaded, created or moved); no I/O."""
+        return self._session
+
+    @property
     def store(self) -> AsyncSessionStore:
         """The store behind this session."""
         return self._store

@@ -67,6 +67,11 @@ class RequestSession:
         return self._loaded
 
     @property
+    def current(self) -> Session | None:
+        """The session as far as this request has it (loaded, created or moved); no I/O."""
+        return self._session
+
+    @property
     def store(self) -> SessionStore:
         """The store behind this session."""
         return self._store
