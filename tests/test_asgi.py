@@ -828,6 +828,8 @@ async def dict_whoami(request):
 
 async def dict_logout(request):
     request.session.clear()
+    if request.query_params.get("flash"):
+        request.session["flash"] = "logged out"  # after the logout: a new session
     return JSONResponse({"ok": True})
 
 
@@ -849,6 +851,8 @@ DICT_STEPS = [
     ("POST", "/logout"),
     ("GET", "/whoami"),
     ("GET", "/count"),
+    ("POST", "/logout?flash=1"),
+    ("GET", "/whoami"),
 ]
 
 
@@ -866,7 +870,8 @@ async def test_request_session_behaves_as_under_starlettes_own_middleware(store)
     walked = await _walk(ours)
     assert walked == await _walk(theirs)
     assert walked[6] == (200, {"views": 2, "user": "octocat"})
-    assert walked[-1] == (200, {"views": 1})  # after the logout: a new session
+    assert walked[9] == (200, {"views": 1})  # after the logout: a new session
+    assert walked[-1] == (200, {"flash": "logged out"})
 
 
 async def test_request_session_writes_nothing_for_a_reader_and_clear_ends_the_session(
