@@ -907,3 +907,15 @@ async def test_request_session_and_the_async_api_share_one_session(store) -> Non
         assert (await client.get("/whoami")).json() == answer
     (summary,) = await store.list_user("ada")
     assert summary.user_id == "ada"
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"header": "X-Session-Token"}, r"HeaderSettings\('X-Session-Token'\)"),
+        ({"cookie": "session"}, "cookie must be a CookieSettings"),
+    ],
+)
+def test_settings_of_the_wrong_kind_are_refused_at_once(store, settings, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        SessionMiddleware(make_app(store), store=store, **settings)

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from sessionflow import (
     AsyncMemoryBackend,
     AsyncSessionStore,
+    ConfigError,
     ManualClock,
     MemoryBackend,
     SessionEvent,
@@ -153,3 +154,16 @@ def test_the_service_with_audit_log_prints_each_change_by_handle_never_id() -> N
     assert f"previous={lines[0][1]}" in output
     assert first not in output
     assert second not in output
+
+
+@pytest.mark.parametrize("listener", ["audit", 42, [print]])
+def test_a_listener_that_cannot_be_called_is_refused_at_once(listener: object) -> None:
+    with pytest.raises(ConfigError, match="on_event must be a callable"):
+        SessionStore(MemoryBackend(), on_event=listener)  # type: ignore[arg-type]
+
+
+def test_the_audit_level_can_be_named() -> None:
+    assert SessionEventLog(level="warning").level == logging.WARNING
+    for bad in ("LOUD", True, 2.5):
+        with pytest.raises(ConfigError, match="level"):
+            SessionEventLog(level=bad)  # type: ignore[arg-type]

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TextIO
 
+from sessionflow._errors import ConfigError
+
 AUDIT_LOGGER = "sessionflow.audit"
 """The logger `SessionEventLog` writes to by default."""
 
@@ -69,9 +71,11 @@ class SessionEventLog:
     and passed to `revoke`.
     """
 
-    def __init__(self, logger: logging.Logger | None = None, level: int = logging.INFO) -> None:
+    def __init__(
+        self, logger: logging.Logger | None = None, level: int | str = logging.INFO
+    ) -> None:
         self.logger = logger or logging.getLogger(AUDIT_LOGGER)
-        self.level = level
+        self.level = _level_number(level)
 
     def __call__(self, event: SessionEvent) -> None:
         """Write `event` as one line."""
@@ -99,3 +103,26 @@ def print_audit_log(stream: TextIO | None = None) -> None:
     audit.addHandler(handler)
     audit.setLevel(logging.INFO)
     audit.propagate = False
+
+
+def _level_number(level: int | str) -> int:
+    """Return a logging level given as a number or a name ("INFO")."""
+    if isinstance(level, bool) or not isinstance(level, int | str):
+        raise ConfigError(f"a logging level is a number or a name like 'INFO', not {level!r}")
+    if isinstance(level, str):
+        named = logging.getLevelNamesMapping().get(level.upper())
+        if named is None:
+            raise ConfigError(f"unknown logging level {level!r}")
+        return named
+    return level
+
+
+def check_listener(listener: object) -> None:
+    """Refuse an `on_event` that cannot be called.
+
+    Found at construction, not at the first event, where its failure would only be logged.
+    """
+    if listener is not None and not callable(listener):
+        raise ConfigError(
+            f"on_event must be a callable taking a SessionEvent, not {type(listener).__name__}"
+        )

@@ -46,6 +46,13 @@ def id_transport(
     cookie: CookieSettings | None, header: HeaderSettings | None
 ) -> tuple[CookieSettings, HeaderSettings | None]:
     """Return an integration's cookie settings and header; refuse being given both."""
+    if cookie is not None and not isinstance(cookie, CookieSettings):
+        raise ConfigError(f"cookie must be a CookieSettings, not {type(cookie).__name__}")
+    if header is not None and not isinstance(header, HeaderSettings):
+        raise ConfigError(
+            f"header must be a HeaderSettings, like HeaderSettings({header!r}), "
+            f"not {type(header).__name__}"
+        )
     if cookie is not None and header is not None:
         raise ConfigError("the session id travels in a cookie or in a header, not both")
     return cookie or CookieSettings(), header

@@ -23,7 +23,12 @@ from sessionflow._errors import (
     SessionNotFound,
     VersionConflict,
 )
-from sessionflow._events import SessionEvent, SessionEventKind, SessionEventListener
+from sessionflow._events import (
+    SessionEvent,
+    SessionEventKind,
+    SessionEventListener,
+    check_listener,
+)
 from sessionflow._ids import key_hint, new_session_id, storage_key, validate_session_id
 from sessionflow._input_checks import check_attribute_name, check_deadline, check_user_id
 from sessionflow._policy import SessionPolicy
@@ -90,6 +95,7 @@ class AsyncSessionStore:
         self.policy = policy or SessionPolicy()
         self.codec = codec or Codec()
         self.clock = clock or SystemClock()
+        check_listener(on_event)
         self.on_event = on_event
         self.stats = StoreStats()
 
